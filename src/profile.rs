@@ -1,0 +1,65 @@
+//! The symbolized, aggregated profile: what the reporter hands to every exporter.
+//!
+//! This module owns only the data model. Building it (aggregation and symbolization) lives in
+//! `crate::report`; turning it into bytes lives in `crate::export`.
+
+use std::sync::Arc;
+
+/// Where a frame's code lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FrameKind {
+    /// Kernel text (symbolized through `/proc/kallsyms`).
+    Kernel,
+    /// User-space native code in an ELF file (or an anonymous region).
+    Native,
+}
+
+/// The file a frame's code was loaded from, shared by every frame of that file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Module {
+    /// Path as the process saw it (from `/proc/PID/maps`), or `[kernel.kallsyms]`, `[vdso]`, ...
+    pub path: String,
+    /// GNU build ID, lowercase hex, when the file has one.
+    pub build_id: Option<String>,
+}
+
+/// One symbolized frame.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frame {
+    /// Display name: a demangled symbol, or `module+0xOFFSET`, or `[unknown]`. Never empty.
+    pub function: Arc<str>,
+    pub kind: FrameKind,
+    /// `None` only when not even the mapping is known (`[unknown]`).
+    pub module: Option<Arc<Module>>,
+    /// Kernel frames: the kernel address. Native frames: the offset in `module`'s file (or the raw
+    /// address when `module` is `None`).
+    pub address: u64,
+}
+
+/// One distinct stack and how often it was sampled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackSample {
+    pub pid: u32,
+    /// The sampled thread's name (`comm`).
+    pub thread_name: String,
+    /// Leaf first: `frames[0]` is where the CPU was; kernel frames come before user frames.
+    pub frames: Vec<Frame>,
+    pub count: u64,
+}
+
+/// A whole session's (or window's) profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Profile {
+    /// Wall-clock start, nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    pub duration_ns: u64,
+    /// Nanoseconds of CPU time one sample stands for (1e9 / frequency).
+    pub period_ns: u64,
+    pub samples: Vec<StackSample>,
+}
+
+impl Profile {
+    pub fn total_samples(&self) -> u64 {
+        self.samples.iter().map(|s| s.count).sum()
+    }
+}

@@ -1,0 +1,1 @@
+//! Symbolization (to be written).
