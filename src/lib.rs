@@ -1,6 +1,18 @@
 //! `profiler`: a whole-system eBPF CPU profiler. The binary (`src/main.rs`) is a thin CLI over
 //! this library; the modules are laid out as the architecture in DESIGN.md.
 
+pub mod cli;
 pub mod export;
+pub mod log;
+pub mod pipeline;
+pub mod poller;
+pub mod privileges;
+pub mod process;
 pub mod profile;
+pub mod report;
+pub mod sampler;
+pub mod session;
+pub mod stats;
+pub mod summary;
 pub mod symbolize;
+pub mod sys;

@@ -1,0 +1,450 @@
+//! `profiler record`: one profiling session of the whole system, some PIDs, or a command, written
+//! to a file, with a summary on stderr.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argh::FromArgs;
+
+use super::{exit, Fatal};
+use crate::export::{write_profile, OutputFormat};
+use crate::profile::Profile;
+use crate::sampler::Target;
+use crate::session::Session;
+use crate::stats::Stats;
+use crate::summary;
+use crate::sys::{process, signal};
+
+/// Highest sampling frequency accepted.
+pub const MAX_FREQUENCY_HZ: u64 = 10_000;
+const DEFAULT_OUTPUT: &str = "profile.folded";
+
+#[derive(FromArgs, Debug)]
+/// Record a CPU profile of the whole system, of some processes (-p), or of a command and its
+/// children (-- CMD ARGS...), and write it to a file.
+#[argh(subcommand, name = "record")]
+pub struct RecordArgs {
+    /// sampling frequency in Hz per CPU, 1 to 10000 (default 99)
+    #[argh(option, short = 'F', default = "99")]
+    pub frequency: u64,
+
+    /// stop after this many seconds (decimals allowed); default: until Ctrl-C, SIGTERM, or
+    /// the end of the command or of every -p process
+    #[argh(option, short = 'd', from_str_fn(parse_duration))]
+    pub duration: Option<Duration>,
+
+    /// profile only this process and the processes it starts (repeatable)
+    #[argh(option, short = 'p')]
+    pub pid: Vec<u32>,
+
+    /// profile the whole system (the default without -p and without a command)
+    #[argh(switch, short = 'a')]
+    pub all: bool,
+
+    /// output file (default profile.folded); the format follows the extension
+    #[argh(option, short = 'o')]
+    pub output: Option<PathBuf>,
+
+    /// output format: folded or pprof (default: from the output file's extension)
+    #[argh(option, from_str_fn(parse_format))]
+    pub format: Option<OutputFormat>,
+
+    /// also write the session's counters as JSON to this file
+    #[argh(option)]
+    pub stats_json: Option<PathBuf>,
+
+    /// the command to run and profile, after `--`
+    #[argh(positional, greedy)]
+    pub command: Vec<String>,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    let secs: f64 = value
+        .parse()
+        .map_err(|_| format!("invalid duration {value:?}: expected a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > 365.0 * 86_400.0 {
+        return Err(format!(
+            "invalid duration {value:?}: must be more than 0 and at most a year of seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_format(value: &str) -> Result<OutputFormat, String> {
+    OutputFormat::from_name(value)
+        .ok_or_else(|| format!("unknown format {value:?}: expected one of folded, pprof"))
+}
+
+/// Everything `run` needs, validated.
+#[derive(Debug)]
+struct Plan {
+    target: Target,
+    frequency_hz: u64,
+    duration: Option<Duration>,
+    output: PathBuf,
+    format: OutputFormat,
+    stats_json: Option<PathBuf>,
+    command: Vec<String>,
+}
+
+fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
+    if args.frequency == 0 || args.frequency > MAX_FREQUENCY_HZ {
+        return Err(Fatal::usage(format!(
+            "invalid frequency {} Hz: must be between 1 and {MAX_FREQUENCY_HZ}",
+            args.frequency
+        )));
+    }
+    if let Some(limit) = max_sample_rate().filter(|&l| args.frequency > l) {
+        return Err(Fatal::usage(format!(
+            "frequency {} Hz is above the kernel's limit of {limit} Hz \
+             (/proc/sys/kernel/perf_event_max_sample_rate)",
+            args.frequency
+        )));
+    }
+    let modes = usize::from(args.all)
+        + usize::from(!args.pid.is_empty())
+        + usize::from(!args.command.is_empty());
+    if modes > 1 {
+        return Err(Fatal::usage(
+            "choose one of -a, -p PID, or a command after --",
+        ));
+    }
+    for &pid in &args.pid {
+        if pid == 0 || !process::exists(pid) {
+            return Err(Fatal::usage(format!("no process with PID {pid}")));
+        }
+    }
+    let output = args.output.unwrap_or_else(|| PathBuf::from(DEFAULT_OUTPUT));
+    let format = match args.format.or_else(|| OutputFormat::from_path(&output)) {
+        Some(format) => format,
+        None => {
+            return Err(Fatal::usage(format!(
+                "cannot tell the format of {} from its extension: use --format folded|pprof \
+                 or an extension .folded, .txt, .pb, .pb.gz, .pprof",
+                output.display()
+            )))
+        }
+    };
+    let target = if args.pid.is_empty() && args.command.is_empty() {
+        Target::System
+    } else {
+        Target::Pids(args.pid.clone())
+    };
+    Ok(Plan {
+        target,
+        frequency_hz: args.frequency,
+        duration: args.duration,
+        output,
+        format,
+        stats_json: args.stats_json,
+        command: args.command,
+    })
+}
+
+fn max_sample_rate() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A file written under a temporary name and renamed into place at the end, so the target is
+/// never left half-written, and whose directory is checked for writability up front.
+struct PendingFile {
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+}
+
+impl PendingFile {
+    fn create(target: &Path) -> Result<Self, Fatal> {
+        if target.is_dir() {
+            return Err(Fatal::usage(format!("{} is a directory", target.display())));
+        }
+        let name = target
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = target.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let file = File::create(&temp)
+            .map_err(|e| Fatal::usage(format!("cannot write {}: {e}", target.display())))?;
+        Ok(Self {
+            target: target.to_path_buf(),
+            temp,
+            file: Some(file),
+        })
+    }
+
+    fn commit(mut self, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| io::Error::other("already written"))?;
+        let mut out = BufWriter::new(file);
+        write(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&self.temp, &self.target)
+    }
+}
+
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Runs `record`; returns the exit code (the command's own, when there is one).
+pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
+    let plan = plan(args)?;
+    let output = PendingFile::create(&plan.output)?;
+    let stats_file = plan
+        .stats_json
+        .as_deref()
+        .map(PendingFile::create)
+        .transpose()?;
+    let degraded = crate::privileges::check().map_err(|missing| Fatal {
+        code: exit::UNSUPPORTED,
+        message: missing.to_string(),
+    })?;
+    for note in degraded {
+        crate::log::warn(&format!("without {note}"));
+    }
+    signal::install_termination_handlers()
+        .map_err(|e| Fatal::failure(format!("cannot install signal handlers: {e}")))?;
+
+    let stats = Arc::new(Stats::default());
+    let mut session =
+        Session::load(&plan.target, plan.frequency_hz, stats.clone()).map_err(load_error)?;
+    session.start().map_err(load_error)?;
+    let mut child = match plan.command.is_empty() {
+        true => None,
+        false => Some(start_command(&session, &plan.command)?),
+    };
+
+    let ended_by = wait(&plan, &session, child.as_mut());
+    let status = child.as_mut().map(finish_command);
+    let profile = session
+        .finish()
+        .map_err(|e| Fatal::failure(e.to_string()))?;
+
+    output
+        .commit(|w| write_profile(plan.format, &profile, w))
+        .map_err(|e| Fatal::failure(format!("cannot write {}: {e}", plan.output.display())))?;
+    print_summary(&plan, &profile, &stats, &ended_by);
+    if let Some(file) = stats_file {
+        let json = stats.to_json(&[
+            ("duration_seconds", profile.duration_ns as f64 / 1e9),
+            ("frequency_hz", plan.frequency_hz as f64),
+            ("stacks", profile.samples.len() as f64),
+        ]);
+        file.commit(|w| w.write_all(json.as_bytes()))
+            .map_err(|e| Fatal::failure(format!("cannot write the stats file: {e}")))?;
+    }
+    Ok(match status {
+        Some(Some(status)) => exit_code_of(status),
+        Some(None) => exit::FAILURE,
+        None => exit::OK,
+    })
+}
+
+fn load_error(err: io::Error) -> Fatal {
+    let code = match err.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => exit::UNSUPPORTED,
+        _ => exit::FAILURE,
+    };
+    Fatal {
+        code,
+        message: format!("cannot start sampling: {err}"),
+    }
+}
+
+/// Starts the command with the profiler's own PID marked "follow children" in the PID filter,
+/// so the child is profiled from its first instruction, then removes the mark.
+fn start_command(session: &Session, command: &[String]) -> Result<Child, Fatal> {
+    let me = std::process::id();
+    session
+        .sampler()
+        .follow_children_of(me)
+        .map_err(|e| Fatal::failure(e.to_string()))?;
+    let spawned = Command::new(&command[0]).args(&command[1..]).spawn();
+    let _ = session.sampler().unfollow(me);
+    spawned.map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => Fatal {
+            code: exit::NOT_FOUND,
+            message: format!("command not found: {}", command[0]),
+        },
+        io::ErrorKind::PermissionDenied => Fatal {
+            code: exit::CANNOT_EXECUTE,
+            message: format!("cannot execute {}: {e}", command[0]),
+        },
+        _ => Fatal {
+            code: exit::CANNOT_EXECUTE,
+            message: format!("cannot start {}: {e}", command[0]),
+        },
+    })
+}
+
+/// Why the session ended.
+#[derive(Debug)]
+enum EndedBy {
+    Duration,
+    Signal(i32),
+    CommandExited,
+    TargetsExited,
+    PollerFailed,
+}
+
+fn wait(plan: &Plan, session: &Session, mut child: Option<&mut Child>) -> EndedBy {
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(sig) = signal::received() {
+            if let Some(child) = child.as_deref_mut() {
+                // Ctrl-C reaches the command through the terminal; SIGTERM must be passed on.
+                let _ = process::send_signal(child.id(), sig);
+            }
+            return EndedBy::Signal(sig);
+        }
+        if plan.duration.is_some_and(|d| started.elapsed() >= d) {
+            return EndedBy::Duration;
+        }
+        if let Some(child) = child.as_deref_mut() {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return EndedBy::CommandExited;
+            }
+        } else if let Target::Pids(pids) = &plan.target {
+            if pids.iter().all(|&pid| !process::exists(pid)) {
+                return EndedBy::TargetsExited;
+            }
+        }
+        if session.poller_failed() {
+            return EndedBy::PollerFailed;
+        }
+    }
+}
+
+/// Waits (a bounded time) for the command to end and returns its status.
+fn finish_command(child: &mut Child) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                crate::log::warn(&format!(
+                    "command (PID {}) still running; leaving it",
+                    child.id()
+                ));
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+fn exit_code_of(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0))
+}
+
+fn print_summary(plan: &Plan, profile: &Profile, stats: &Stats, ended_by: &EndedBy) {
+    let get = |c: &std::sync::atomic::AtomicU64| Stats::get(c);
+    let secs = profile.duration_ns as f64 / 1e9;
+    let why = match ended_by {
+        EndedBy::Duration => "duration reached".to_string(),
+        EndedBy::Signal(sig) => format!("{} received", process::signal_name(*sig)),
+        EndedBy::CommandExited => "command exited".to_string(),
+        EndedBy::TargetsExited => "every target process exited".to_string(),
+        EndedBy::PollerFailed => "reading samples failed".to_string(),
+    };
+    let lost = get(&stats.samples_lost)
+        + get(&stats.samples_send_failed)
+        + get(&stats.samples_queue_dropped);
+    let mut text = format!(
+        "profiler: recorded {secs:.1} s at {} Hz ({why}): {} samples, {} lost, {} processes\n",
+        plan.frequency_hz,
+        get(&stats.samples),
+        lost,
+        get(&stats.pids_seen),
+    );
+    text += &format!(
+        "profiler: wrote {} ({}, {} distinct stacks)\n",
+        plan.output.display(),
+        plan.format.name(),
+        profile.samples.len()
+    );
+    let total = profile.total_samples();
+    let (by_self, by_total) = summary::top_functions(profile, 10);
+    text += &summary::format_top("Top functions by self samples:", &by_self, total);
+    text += &summary::format_top("Top functions by total samples:", &by_total, total);
+    eprint!("{}", text.trim_end_matches('\n').to_string() + "\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Result<RecordArgs, argh::EarlyExit> {
+        RecordArgs::from_args(&["record"], list)
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("nan").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn plans_and_rejections() {
+        let p = plan(args(&["-o", "x.pb.gz"]).unwrap()).unwrap();
+        assert_eq!(
+            (p.target.clone(), p.format, p.frequency_hz),
+            (Target::System, OutputFormat::Pprof, 99)
+        );
+        let p = plan(args(&["--", "true", "-x"]).unwrap()).unwrap();
+        assert_eq!(p.command, vec!["true", "-x"]);
+        assert_eq!(p.target, Target::Pids(vec![]));
+        for bad in [
+            &["-F", "0"][..],
+            &["-F", "100000"],
+            &["-o", "x.svg"],
+            &["-a", "--", "true"],
+        ] {
+            let err = plan(args(bad).unwrap()).unwrap_err();
+            assert_eq!(err.code, exit::USAGE, "{bad:?}: {}", err.message);
+        }
+        assert!(args(&["--format", "svg"]).is_err());
+        assert!(args(&["-d", "-1"]).is_err());
+    }
+
+    #[test]
+    fn pending_files_are_atomic() {
+        let dir = std::env::temp_dir().join(format!("profiler-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("out.folded");
+        let pending = PendingFile::create(&target).unwrap();
+        assert!(!target.exists());
+        pending.commit(|w| w.write_all(b"a 1\n")).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "a 1\n");
+        drop(PendingFile::create(&target).unwrap());
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "an abandoned temp file is removed"
+        );
+        assert!(PendingFile::create(&dir.join("missing/x.folded")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,182 @@
+//! The poller thread (T1): reads the perf buffers, decodes records, and forwards them: samples
+//! and process events to the reporter, first sightings and process events to the maintainer.
+//!
+//! It never blocks on a consumer: a full queue is a counted drop.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+
+use crate::pipeline::{MaintainerMsg, ReportMsg};
+use crate::stats::Stats;
+use crate::sys::bpf::layout::{decode, Record};
+use crate::sys::bpf::{Map, PerfBuffer, PerfHandler};
+
+/// Records per CPU between wakeups: waking the reader for each record costs the sampled
+/// program ~5 µs (PERFORMANCE.md); the poll timeout picks up the remainder.
+const WAKEUP_EVENTS: u32 = 32;
+const POLL_TIMEOUT_MS: i32 = 100;
+
+/// Decodes and routes records.
+pub struct Router {
+    to_reporter: SyncSender<ReportMsg>,
+    to_maintainer: SyncSender<MaintainerMsg>,
+    /// PIDs announced to the maintainer since their last exit.
+    seen: HashSet<u32>,
+    stats: Arc<Stats>,
+}
+
+impl Router {
+    pub fn new(
+        to_reporter: SyncSender<ReportMsg>,
+        to_maintainer: SyncSender<MaintainerMsg>,
+        stats: Arc<Stats>,
+    ) -> Self {
+        Self {
+            to_reporter,
+            to_maintainer,
+            seen: HashSet::new(),
+            stats,
+        }
+    }
+
+    fn report(&self, msg: ReportMsg) {
+        let is_trace = matches!(msg, ReportMsg::Trace(_));
+        match self.to_reporter.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) if is_trace => Stats::inc(&self.stats.samples_queue_dropped),
+            Err(TrySendError::Full(_)) => Stats::inc(&self.stats.events_queue_dropped),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn maintain(&self, msg: MaintainerMsg) {
+        if let Err(TrySendError::Full(_)) = self.to_maintainer.try_send(msg) {
+            Stats::inc(&self.stats.maintainer_queue_dropped);
+        }
+    }
+
+    pub fn route(&mut self, record: Record) {
+        match record {
+            Record::Trace(trace) => {
+                Stats::inc(&self.stats.samples);
+                if self.seen.insert(trace.pid) {
+                    self.maintain(MaintainerMsg::Seen { pid: trace.pid });
+                }
+                self.report(ReportMsg::Trace(trace));
+            }
+            Record::Exec { pid, ktime_ns } => {
+                self.seen.insert(pid);
+                self.maintain(MaintainerMsg::Exec { pid, ktime_ns });
+                self.report(ReportMsg::Exec { pid, ktime_ns });
+            }
+            Record::Exit { pid, ktime_ns } => {
+                self.seen.remove(&pid);
+                self.maintain(MaintainerMsg::Exit { pid, ktime_ns });
+                self.report(ReportMsg::Exit { pid, ktime_ns });
+            }
+        }
+    }
+}
+
+impl PerfHandler for Router {
+    fn sample(&mut self, _cpu: i32, data: &[u8]) {
+        match decode(data) {
+            Ok(record) => self.route(record),
+            Err(err) => {
+                Stats::inc(&self.stats.records_undecodable);
+                crate::log::debug(&format!("undecodable record: {err:?}"));
+            }
+        }
+    }
+
+    fn lost(&mut self, _cpu: i32, count: u64) {
+        Stats::add(&self.stats.samples_lost, count);
+    }
+}
+
+/// Perf ring pages per CPU for a sampling frequency: room for about half a second of the
+/// largest records, at least 256 KiB.
+pub fn pages_per_cpu(frequency_hz: u64) -> usize {
+    let bytes = frequency_hz as usize * 2_100 / 2;
+    (bytes / 4096).max(64).next_power_of_two().min(1024)
+}
+
+/// Polls until `stop` is set, then drains what is left. Returns when the rings are empty.
+pub fn run(events: Map, pages: usize, router: Router, stop: Arc<AtomicBool>) -> io::Result<()> {
+    let mut buffer = PerfBuffer::new(&events, pages, WAKEUP_EVENTS, router)?;
+    while !stop.load(Ordering::Acquire) {
+        buffer.poll(POLL_TIMEOUT_MS)?;
+        buffer.consume()?;
+    }
+    buffer.consume()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::bpf::layout::RawTrace;
+    use std::sync::mpsc::sync_channel;
+
+    fn trace(pid: u32) -> Record {
+        Record::Trace(RawTrace {
+            pid,
+            tid: pid,
+            cpu: 0,
+            ktime_ns: 1,
+            comm: [0; 16],
+            flags: 0,
+            kernel: vec![],
+            user: vec![],
+        })
+    }
+
+    #[test]
+    fn announces_each_pid_once_until_it_exits() {
+        let (rtx, rrx) = sync_channel(16);
+        let (mtx, mrx) = sync_channel(16);
+        let stats = Arc::new(Stats::default());
+        let mut router = Router::new(rtx, mtx, stats.clone());
+        router.route(trace(5));
+        router.route(trace(5));
+        router.route(Record::Exit {
+            pid: 5,
+            ktime_ns: 9,
+        });
+        router.route(trace(5));
+        let to_maintainer: Vec<_> = mrx.try_iter().collect();
+        assert_eq!(
+            to_maintainer,
+            vec![
+                MaintainerMsg::Seen { pid: 5 },
+                MaintainerMsg::Exit {
+                    pid: 5,
+                    ktime_ns: 9
+                },
+                MaintainerMsg::Seen { pid: 5 }
+            ]
+        );
+        assert_eq!(rrx.try_iter().count(), 4);
+        assert_eq!(Stats::get(&stats.samples), 3);
+    }
+
+    #[test]
+    fn a_full_reporter_queue_is_a_counted_drop() {
+        let (rtx, _rrx) = sync_channel(1);
+        let (mtx, _mrx) = sync_channel(16);
+        let stats = Arc::new(Stats::default());
+        let mut router = Router::new(rtx, mtx, stats.clone());
+        router.route(trace(1));
+        router.route(trace(1));
+        assert_eq!(Stats::get(&stats.samples_queue_dropped), 1);
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(pages_per_cpu(99), 64);
+        assert_eq!(pages_per_cpu(10_000), 1024);
+        assert!(pages_per_cpu(1000).is_power_of_two());
+    }
+}

@@ -1,0 +1,139 @@
+//! The BPF sampler: loads `bpf/sampler.bpf.c`, fills the PID filter, attaches the process hooks
+//! and, on `start`, one `cpu-clock` perf event per online CPU.
+
+use std::io;
+
+use crate::stats::Stats;
+use crate::sys::bpf::layout::{consts, SAMPLER_RODATA_SIZE};
+use crate::sys::bpf::{online_cpus, open_cpu_clock, Link, LoadedObject, Map, OpenObject};
+
+static SAMPLER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
+
+/// `pid_filter` values (see `bpf/profiler.h`).
+const FILTER_PROFILE: u8 = consts::FILTER_PROFILE as u8;
+const FILTER_FOLLOW_CHILDREN: u8 = consts::FILTER_FOLLOW_CHILDREN as u8;
+
+/// Which processes to sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every process on the machine.
+    System,
+    /// These PIDs and every process they fork from now on.
+    Pids(Vec<u32>),
+}
+
+/// A loaded sampler. Dropping it detaches everything.
+pub struct Sampler {
+    // Field order is drop order: links first, then the object.
+    perf_links: Vec<Link>,
+    _hook_links: Vec<Link>,
+    pid_filter: Map,
+    counters: Map,
+    events: Map,
+    object: LoadedObject,
+}
+
+impl Sampler {
+    /// Opens, configures and loads the BPF programs and attaches the process hooks. Sampling
+    /// itself starts with `start`.
+    pub fn load(target: &Target) -> io::Result<Self> {
+        let mut open = OpenObject::open("sampler", SAMPLER_OBJECT)?;
+        let rodata = open.rodata_mut()?;
+        if rodata.len() != SAMPLER_RODATA_SIZE {
+            return Err(io::Error::other(format!(
+                "sampler .rodata is {} bytes, expected {SAMPLER_RODATA_SIZE}: layout mismatch",
+                rodata.len()
+            )));
+        }
+        let filter = u32::from(matches!(target, Target::Pids(_)));
+        rodata.copy_from_slice(&filter.to_ne_bytes());
+        let object = open.load()?;
+        let sampler = Self {
+            perf_links: Vec::new(),
+            _hook_links: vec![
+                object.attach("on_fork")?,
+                object.attach("on_exec")?,
+                object.attach("on_exit")?,
+            ],
+            pid_filter: object.map("pid_filter")?,
+            counters: object.map("counters")?,
+            events: object.map("events")?,
+            object,
+        };
+        if let Target::Pids(pids) = target {
+            for &pid in pids {
+                sampler.set_filter(pid, FILTER_PROFILE)?;
+            }
+        }
+        Ok(sampler)
+    }
+
+    fn set_filter(&self, pid: u32, value: u8) -> io::Result<()> {
+        self.pid_filter.update(&pid.to_ne_bytes(), &[value], 0)
+    }
+
+    /// Profiles the children `pid` forks from now on, but not `pid` itself (the profiler uses
+    /// this on itself to catch the command it starts from its very first instruction).
+    pub fn follow_children_of(&self, pid: u32) -> io::Result<()> {
+        self.set_filter(pid, FILTER_FOLLOW_CHILDREN)
+    }
+
+    /// Adds a PID to the filter (only meaningful for `Target::Pids`).
+    pub fn profile_pid(&self, pid: u32) -> io::Result<()> {
+        self.set_filter(pid, FILTER_PROFILE)
+    }
+
+    pub fn unfollow(&self, pid: u32) -> io::Result<()> {
+        self.pid_filter.delete(&pid.to_ne_bytes()).map(|_| ())
+    }
+
+    /// The perf buffer map, for the poller.
+    pub fn events(&self) -> io::Result<Map> {
+        self.object.map(self.events.name())
+    }
+
+    /// Attaches the sampler to a `cpu-clock` event on every online CPU.
+    pub fn start(&mut self, frequency_hz: u64) -> io::Result<()> {
+        for cpu in online_cpus()? {
+            let event = open_cpu_clock(cpu, frequency_hz).map_err(|e| {
+                io::Error::new(e.kind(), format!("perf_event_open on CPU {cpu}: {e}"))
+            })?;
+            self.perf_links
+                .push(self.object.attach_perf_event("on_sample", event)?);
+        }
+        Ok(())
+    }
+
+    /// Detaches the perf events: no new samples after this returns.
+    pub fn stop(&mut self) {
+        self.perf_links.clear();
+    }
+
+    /// Copies the BPF-side counters into `stats`.
+    pub fn read_counters(&self, stats: &Stats) -> io::Result<()> {
+        let read = |index: u64| self.counters.sum_percpu_u64(&(index as u32).to_ne_bytes());
+        let set = |counter: &std::sync::atomic::AtomicU64, value: u64| {
+            counter.store(value, std::sync::atomic::Ordering::Relaxed)
+        };
+        set(&stats.bpf_samples, read(consts::COUNTER_SAMPLES)?);
+        set(&stats.bpf_filtered, read(consts::COUNTER_FILTERED)?);
+        set(
+            &stats.samples_send_failed,
+            read(consts::COUNTER_SEND_FAILED)?,
+        );
+        set(
+            &stats.kernel_stack_errors,
+            read(consts::COUNTER_KSTACK_FAILED)?,
+        );
+        set(
+            &stats.user_stack_errors,
+            read(consts::COUNTER_USTACK_FAILED)?,
+        );
+        set(
+            &stats.process_events_lost,
+            read(consts::COUNTER_EVENT_SEND_FAILED)?,
+        );
+        set(&stats.pid_filter_full, read(consts::COUNTER_FILTER_FULL)?);
+        Ok(())
+    }
+}

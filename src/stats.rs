@@ -1,0 +1,124 @@
+//! The session's counters: one struct of atomics shared by every thread, printed in the summary
+//! and written as JSON by `--stats-json`. Every drop anywhere in the pipeline has a counter here.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($($(#[doc = $doc:literal])* $name:ident,)*) => {
+        /// Counters named as in DESIGN.md ("Counters").
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
+        }
+
+        impl Stats {
+            /// Every counter as (name, value), in declaration order.
+            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+                vec![$((stringify!($name), self.$name.load(Ordering::Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters! {
+    /// Stack samples received from the kernel.
+    samples,
+    /// Samples the kernel dropped because a perf ring was full.
+    samples_lost,
+    /// Samples the BPF program could not hand to the perf buffer.
+    samples_send_failed,
+    /// Samples dropped because the reporter fell behind (its queue was full).
+    samples_queue_dropped,
+    /// Records that did not decode (a version mismatch or a bug).
+    records_undecodable,
+    /// BPF program runs on non-idle tasks, and those skipped by the PID filter.
+    bpf_samples,
+    bpf_filtered,
+    kernel_stack_errors,
+    user_stack_errors,
+    /// Process events (exec/exit) the BPF side could not send.
+    process_events_lost,
+    /// Forked children that could not be added to the PID filter (map full).
+    pid_filter_full,
+    /// Distinct processes seen, and whole-process exits observed.
+    pids_seen,
+    pids_exited,
+    /// `/proc/PID/maps` snapshots taken, and those that failed (process gone, permission).
+    syncs,
+    sync_failures,
+    /// Process events dropped because the reporter's queue was full.
+    events_queue_dropped,
+    /// Messages to the maintainer dropped because its queue was full.
+    maintainer_queue_dropped,
+    /// User frames resolved through a maps snapshot to a file, or left as raw addresses.
+    raw_frames_resolved,
+    raw_frames_unresolved,
+    /// Frames without a symbol (shown as `module+0xOFFSET` or `[unknown]`).
+    symbolization_misses,
+    /// Files that could not be opened for symbolization.
+    symbol_files_unreadable,
+}
+
+impl Stats {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// A JSON object of every counter plus the given extra numeric fields.
+    pub fn to_json(&self, extra: &[(&str, f64)]) -> String {
+        let mut out = String::from("{\n");
+        let mut first = true;
+        let mut field = |name: &str, value: String| {
+            let sep = if first { "" } else { ",\n" };
+            first = false;
+            let _ = write!(out, "{sep}  \"{name}\": {value}");
+        };
+        for (name, value) in extra {
+            field(name, format_number(*value));
+        }
+        for (name, value) in self.snapshot() {
+            field(name, value.to_string());
+        }
+        out.push_str("\n}\n");
+        out
+    }
+}
+
+fn format_number(value: f64) -> String {
+    if value.is_finite() {
+        if value.fract() == 0.0 && value.abs() < 1e15 {
+            format!("{}", value as i64)
+        } else {
+            format!("{value:.6}")
+        }
+    } else {
+        "null".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lists_every_counter_and_extras() {
+        let stats = Stats::default();
+        Stats::add(&stats.samples, 42);
+        Stats::inc(&stats.pids_seen);
+        let json = stats.to_json(&[("duration_seconds", 1.5), ("frequency_hz", 99.0)]);
+        assert!(json.starts_with("{\n  \"duration_seconds\": 1.500000,\n  \"frequency_hz\": 99,"));
+        assert!(json.contains("\"samples\": 42,"));
+        assert!(json.contains("\"pids_seen\": 1,"));
+        assert!(json.trim_end().ends_with('}'));
+        assert_eq!(json.matches(':').count(), stats.snapshot().len() + 2);
+    }
+}
