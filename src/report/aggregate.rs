@@ -41,8 +41,9 @@ struct FileInfo {
     path: String,
     dev: u64,
     inode: u64,
-    /// PIDs that mapped it, for `/proc/PID/root/...` (other mount namespaces); a few suffice.
-    pids: Vec<u32>,
+    /// A few (pid, start, end) mappings of it, for `/proc/PID/map_files/START-END` (works for
+    /// deleted files) and `/proc/PID/root/PATH` (other mount namespaces).
+    seen_in: Vec<(u32, u64, u64)>,
 }
 
 /// The stacks of one session or window.
@@ -105,13 +106,13 @@ impl Aggregator {
                 path: path.to_string(),
                 dev: mapping.dev,
                 inode: mapping.inode,
-                pids: Vec::new(),
+                seen_in: Vec::new(),
             });
             (files.len() - 1) as FileIndex
         });
         let info = &mut self.files[index as usize];
-        if info.pids.len() < 3 && !info.pids.contains(&pid) {
-            info.pids.push(pid);
+        if info.seen_in.len() < 3 && !info.seen_in.iter().any(|&(p, ..)| p == pid) {
+            info.seen_in.push((pid, mapping.start, mapping.end));
         }
         RawFrame::File {
             file: index,
@@ -166,7 +167,8 @@ impl Aggregator {
 fn file_ref(info: &FileInfo) -> FileRef {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if info.path.starts_with('/') {
-        for pid in &info.pids {
+        for &(pid, start, end) in &info.seen_in {
+            candidates.push(PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}")));
             candidates.push(PathBuf::from(format!("/proc/{pid}/root{}", info.path)));
         }
         candidates.push(PathBuf::from(&info.path));

@@ -171,7 +171,7 @@ impl KernelSymbols {
         };
         self.names.push_str(line.name);
         let rank = if is_end_marker(line.name) {
-            4
+            END_MARKER_RANK
         } else {
             kind_rank(line.kind)
         };
@@ -273,29 +273,51 @@ struct Line<'a> {
 
 /// Parses `ADDR TYPE NAME` or `ADDR TYPE NAME\t[MODULE]`; `None` for anything else.
 fn parse_line(line: &[u8]) -> Option<Line<'_>> {
-    let line = std::str::from_utf8(line).ok()?;
-    let mut fields = line.split_ascii_whitespace();
-    let (addr, kind, name) = (fields.next()?, fields.next()?, fields.next()?);
-    let module = match fields.next() {
+    let (addr, rest) = next_field(line)?;
+    let (kind, rest) = next_field(rest)?;
+    let (name, rest) = next_field(rest)?;
+    let module = match next_field(rest) {
         None => None,
-        Some(m) => Some(
-            m.strip_prefix('[')?
-                .strip_suffix(']')
-                .filter(|m| !m.is_empty())?,
-        ),
+        Some((module, rest)) => {
+            if next_field(rest).is_some() {
+                return None;
+            }
+            Some(
+                module
+                    .strip_prefix(b"[")?
+                    .strip_suffix(b"]")
+                    .filter(|m| !m.is_empty())?,
+            )
+        }
     };
-    if fields.next().is_some() || addr.len() > 16 || !addr.bytes().all(|b| b.is_ascii_hexdigit()) {
+    let &[kind] = kind else { return None };
+    Some(Line {
+        addr: parse_hex(addr)?,
+        kind,
+        name: std::str::from_utf8(name).ok()?,
+        module: module.map(std::str::from_utf8).transpose().ok()?,
+    })
+}
+
+/// The first whitespace-separated field of `text` and what follows it.
+fn next_field(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    let start = text.iter().position(|b| !b.is_ascii_whitespace())?;
+    let text = &text[start..];
+    let end = text
+        .iter()
+        .position(u8::is_ascii_whitespace)
+        .unwrap_or(text.len());
+    Some(text.split_at(end))
+}
+
+/// A 1 to 16 digit hexadecimal number, without prefix or sign.
+fn parse_hex(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
         return None;
     }
-    let &[kind] = kind.as_bytes() else {
-        return None;
-    };
-    let addr = u64::from_str_radix(addr, 16).ok()?;
-    Some(Line {
-        addr,
-        kind,
-        name,
-        module,
+    digits.iter().try_fold(0u64, |value, &digit| {
+        let digit = char::from(digit).to_digit(16)?;
+        Some(value << 4 | u64::from(digit))
     })
 }
 

@@ -9,11 +9,13 @@
 //! It does not read `/proc/PID/maps` or decide which files a process mapped (the process table
 //! does, and hands over a [`FileRef`]), does not adjust return addresses (callers pass the
 //! address they want named), and reads no DWARF yet.
+//! The vDSO is the one pseudo-path it symbolizes, from this process's own copy (`vdso.rs`).
 
 mod demangle;
 mod elf;
 mod error;
 mod kallsyms;
+mod vdso;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -26,6 +28,7 @@ pub use self::demangle::demangle;
 pub use self::elf::{ElfSymbols, LoadSegment};
 pub use self::error::SymbolizeError;
 pub use self::kallsyms::{KernelSymbol, KernelSymbols, KALLSYMS_PATH};
+pub use self::vdso::VDSO_PATH;
 
 use self::kallsyms::CORE_ID;
 
@@ -56,7 +59,8 @@ pub struct FileRef {
 pub struct SymbolizerStats {
     /// Files opened and indexed.
     pub files_opened: u64,
-    /// Files that could not be opened or indexed (see [`Symbolizer::failures`]).
+    /// Failed attempts to open and index a file (see [`Symbolizer::failures`]). A failed file is
+    /// tried again only when a later [`FileRef`] offers other candidate paths.
     pub files_failed: u64,
     /// Frames (kernel and native) given a symbol name.
     pub symbols_found: u64,
@@ -118,7 +122,8 @@ struct FileEntry {
 }
 
 impl FileEntry {
-    /// Opens and indexes `file`, counting the outcome; pseudo-paths are not opened.
+    /// Opens and indexes `file`, counting the outcome; pseudo-paths other than the vDSO are not
+    /// opened.
     fn open(file: &FileRef, stats: &mut SymbolizerStats) -> Self {
         let label = display_label(&file.path);
         let module = Module {
@@ -131,7 +136,7 @@ impl FileEntry {
             error: None,
             names: Names::new(module, label),
         };
-        if !is_pseudo_path(&file.path) {
+        if file.path == VDSO_PATH || !is_pseudo_path(&file.path) {
             entry.try_open(file, stats);
         }
         entry
@@ -152,7 +157,12 @@ impl FileEntry {
     }
 
     fn try_open(&mut self, file: &FileRef, stats: &mut SymbolizerStats) {
-        match open_candidates(file) {
+        let opened = if file.path == VDSO_PATH {
+            vdso::own_vdso()
+        } else {
+            open_candidates(file)
+        };
+        match opened {
             Ok(symbols) => {
                 stats.files_opened += 1;
                 if let Some(build_id) = symbols.build_id() {
@@ -358,7 +368,7 @@ fn open_checked(path: &Path, inode: u64) -> Result<ElfSymbols, SymbolizeError> {
     ElfSymbols::from_file(&file, path)
 }
 
-/// Mappings with no file behind them: `[vdso]`, `[vsyscall]`, `[anon:...]`, anonymous memory.
+/// Mappings with no file to open: `[vdso]`, `[vsyscall]`, `[anon:...]`, anonymous memory.
 fn is_pseudo_path(path: &str) -> bool {
     !path.starts_with('/')
 }

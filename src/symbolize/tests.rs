@@ -231,7 +231,7 @@ fn non_elf_file_is_a_failure() {
 fn pseudo_paths_are_not_opened() {
     let mut sym = Symbolizer::new(None);
     for (path, expected) in [
-        ("[vdso]", "[vdso]+0x120"),
+        ("[vsyscall]", "[vsyscall]+0x120"),
         ("", "[anon]+0x120"),
         ("[anon:jit]", "[anon:jit]+0x120"),
     ] {
@@ -268,4 +268,29 @@ fn labels() {
 fn hex_is_lowercase() {
     assert_eq!(hex(&[0x00, 0xab, 0x0f, 0xff]), "00ab0fff");
     assert_eq!(hex(&[]), "");
+}
+
+#[test]
+fn vdso_frames() {
+    let Ok(vdso) = vdso::own_vdso() else {
+        return eprintln!("skipped: no vDSO");
+    };
+    let text = vdso.segments().iter().find(|s| s.executable).unwrap();
+    let offset = (text.offset..text.offset + text.file_size)
+        .find(|&off| vdso.lookup_file_offset(off).is_some())
+        .unwrap();
+    let (name, _) = vdso.lookup_file_offset(offset).unwrap();
+    let file = FileRef {
+        path: VDSO_PATH.to_owned(),
+        dev: 0,
+        inode: 0,
+        candidates: vec![],
+    };
+    let mut sym = Symbolizer::new(None);
+    let frame = sym.native_frame(&file, offset);
+    assert_eq!(&*frame.function, name);
+    let module = frame.module.unwrap();
+    assert_eq!(module.path, VDSO_PATH);
+    assert_eq!(module.build_id.as_deref(), vdso.build_id());
+    assert_eq!(sym.stats().files_opened, 1);
 }

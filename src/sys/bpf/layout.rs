@@ -192,13 +192,13 @@ mod tests {
 
     #[test]
     fn decodes_a_trace_with_padding() {
-        let rec = decode(&trace_bytes(&[0xffff_1], &[0x401000, 0x401100], 4)).unwrap();
+        let rec = decode(&trace_bytes(&[0xffff_ffff_8100_0000], &[0x401000, 0x401100], 4)).unwrap();
         let Record::Trace(t) = rec else {
             panic!("not a trace")
         };
         assert_eq!((t.pid, t.tid, t.cpu, t.ktime_ns), (42, 43, 1, 123_456));
         assert_eq!(t.comm(), "worker");
-        assert_eq!(t.kernel, vec![0xffff_1]);
+        assert_eq!(t.kernel, vec![0xffff_ffff_8100_0000]);
         assert_eq!(t.user, vec![0x401000, 0x401100]);
         assert_eq!(t.flags as u64, consts::TRACE_KERNEL_MODE);
     }
