@@ -109,48 +109,60 @@ poll() {
     done
 }
 hz=$(getconf CLK_TCK)
-cpu_pct() { awk -v t="$TICKS" -v hz="$hz" -v w="$1" 'BEGIN { printf "%.2f", 100 * t / hz / w }'; }
+pct() { awk -v s="$1" -v w="$2" 'BEGIN { printf "%.2f", 100 * s / w }'; }
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
-size_h() { numfmt --to=iec --suffix=B "$(stat -c %s "$@" | awk '{ s += $1 } END { print s }')"; }
+size_h() { numfmt --to=iec --suffix=B "$(stat -c %s "$1")"; }
 json_num() { sed -n "s/.*\"$1\": *\\([0-9]*\\).*/\\1/p" "$2"; }
+
+# measure NAME [bpf] CMD...: run CMD in the background (under /usr/bin/time if
+# installed: rusage at exit counts the tool's end-of-run work too), poll() it,
+# and set CPU (% of one core, whole run), CPU_REC (/proc, up to the last poll
+# before exit), RSS (MB), WALL (s).
+measure() {
+    local name=$1 bpf=$2 t0=$EPOCHREALTIME w pid e u s m; shift 2
+    local -a wrap=()
+    [[ -x /usr/bin/time ]] && wrap=(/usr/bin/time -f '%e %U %S %M' -o "$tmp/$name.time")
+    "${wrap[@]}" "$@" >/dev/null 2>"$tmp/$name.err" &
+    w=$! pid=$!; pids+=("$w")
+    if ((${#wrap[@]})); then   # the tool is time's child
+        until pid=$(pgrep -o -P "$w"); do kill -0 "$w" 2>/dev/null || break; sleep 0.02; done
+    fi
+    poll "${pid:-$w}" "$bpf"
+    wait "$w" || { cat "$tmp/$name.err" >&2; die "$name failed"; }
+    WALL=$(awk -v a="$t0" -v b="$T_LAST" 'BEGIN { print b - a }')
+    CPU_REC=$(pct "$(awk -v t="$TICKS" -v hz="$hz" 'BEGIN { print t / hz }')" "$WALL")
+    CPU=$CPU_REC RSS=$(mb "$HWM_KB")
+    if ((${#wrap[@]})); then
+        read -r e u s m <"$tmp/$name.time"
+        WALL=$e CPU=$(pct "$(awk -v u="$u" -v s="$s" 'BEGIN { print u + s }')" "$e") RSS=$(mb "$m")
+    fi
+}
 
 echo "workload: 2 x spin (pids ${pids[*]}) on $(nproc) CPUs; ${DURATION}s per tool at ${FREQ} Hz" >&2
 
 # --- 1. our profiler ------------------------------------------------------------------
-sysctl -qw kernel.bpf_stats_enabled=1
 echo "== profiler record -a ..." >&2
-t0=$EPOCHREALTIME
-"$PROFILER" record -a -F "$FREQ" -d "$DURATION" -o "$tmp/out.folded" \
-    --stats-json "$tmp/stats.json" 2>"$tmp/profiler.err" >/dev/null &
-ppid=$!; pids+=("$ppid")
-poll "$ppid" bpf
-wait "$ppid" || { cat "$tmp/profiler.err" >&2; die "profiler failed"; }
+sysctl -qw kernel.bpf_stats_enabled=1
+measure profiler bpf "$PROFILER" record -a -F "$FREQ" -d "$DURATION" \
+    -o "$tmp/out.folded" --stats-json "$tmp/stats.json"
 sysctl -qw kernel.bpf_stats_enabled="$old_bpf_stats"
-wall=$(awk -v a="$t0" -v b="$T_LAST" 'BEGIN { print b - a }')
-ours_cpu=$(cpu_pct "$wall") ours_rss=$(mb "$HWM_KB")
-ours_samples=$(json_num samples "$tmp/stats.json")
-ours_lost=$(json_num samples_lost "$tmp/stats.json")
-ours_size=$(size_h "$tmp/out.folded")
+ours=("$(json_num samples "$tmp/stats.json")" "$(json_num samples_lost "$tmp/stats.json")"
+      "$CPU" "$CPU_REC")
 [[ $RUN_CNT -gt 0 ]] || echo "warning: no on_sample run stats (prog id ${PROG_ID:-?})" >&2
 bpf_us=$(awk -v n="$RUN_NS" -v c="$RUN_CNT" 'BEGIN { if (c) printf "%.2f", n / c / 1000; else print "?" }')
-bpf_pct=$(awk -v n="$RUN_NS" -v w="$wall" 'BEGIN { printf "%.3f", n / 1e9 / w * 100 }')
-ours_runs=$RUN_CNT ours_wall=$wall
+bpf_pct=$(pct "$(awk -v n="$RUN_NS" 'BEGIN { print n / 1e9 }')" "$WALL")
+ours+=("$bpf_us" "$RSS" "$(size_h "$tmp/out.folded")")
+ours_runs=$RUN_CNT ours_wall=$WALL
 
 # --- 2. perf record -a -g, then perf script ---------------------------------------------
 echo "== perf record -a -g ..." >&2
 export PERF_BUILDID_DIR=$tmp/buildid   # keep perf's build-id cache out of ~/.debug
-t0=$EPOCHREALTIME
-perf record -F "$FREQ" -a -g -o "$tmp/perf.data" -- sleep "$DURATION" \
-    >/dev/null 2>"$tmp/perf.err" &
-fpid=$!; pids+=("$fpid")
-poll "$fpid"
-wait "$fpid" || { cat "$tmp/perf.err" >&2; die "perf record failed"; }
-wall=$(awk -v a="$t0" -v b="$T_LAST" 'BEGIN { print b - a }')
-perf_cpu=$(cpu_pct "$wall") perf_rss=$(mb "$HWM_KB")
-perf_samples=$(sed -n 's/.*(\([0-9]*\) samples).*/\1/p' "$tmp/perf.err")
+measure perf "" perf record -F "$FREQ" -a -g -o "$tmp/perf.data" -- sleep "$DURATION"
+for p in "${pids[@]:0:2}"; do kill "$p"; done   # workload done: perf script runs on idle CPUs
 perf_lost=$(perf report -i "$tmp/perf.data" --stats 2>/dev/null |
     awk '$1 == "LOST" && $2 == "events:" { n += $3 } $1 == "LOST_SAMPLES" { n += $3 } END { print n + 0 }')
-perf_size=$(size_h "$tmp/perf.data")
+theirs=("$(sed -n 's/.*(\([0-9]*\) samples).*/\1/p' "$tmp/perf.err")" "$perf_lost"
+        "$CPU" "$CPU_REC" "n/a" "$RSS" "$(size_h "$tmp/perf.data")")
 TIMEFORMAT='%R %U %S'
 { time perf script -i "$tmp/perf.data" >/dev/null 2>&1; } 2>"$tmp/script.time"
 read -r ps_wall ps_user ps_sys <"$tmp/script.time"
@@ -158,18 +170,19 @@ read -r ps_wall ps_user ps_sys <"$tmp/script.time"
 # --- report ----------------------------------------------------------------------------------
 echo
 echo "record overhead: 2 CPU-bound processes on $(nproc) CPUs, ${DURATION}s at ${FREQ} Hz, $(uname -r)"
-fmt='%-18s %8s %6s %10s %12s %9s %9s\n'
+fmt='%-16s %8s %5s %10s %9s %11s %7s %7s\n'
 # shellcheck disable=SC2059
 {
-    printf "$fmt" tool samples lost "CPU%/core" "BPF us/smp" "RSS MB" data
-    printf "$fmt" "profiler record" "$ours_samples" "$ours_lost" "$ours_cpu" "$bpf_us" "$ours_rss" "$ours_size"
-    printf "$fmt" "perf record -g" "$perf_samples" "$perf_lost" "$perf_cpu" "n/a" "$perf_rss" "$perf_size"
+    printf "$fmt" tool samples lost "CPU% total" "CPU% rec" "BPF us/smp" "RSS MB" data
+    printf "$fmt" "profiler record" "${ours[@]}"
+    printf "$fmt" "perf record -g" "${theirs[@]}"
 }
 echo
-echo "profiler: on_sample ran $ours_runs times, ${bpf_us} us each = ${bpf_pct}% of one core in BPF over ${ours_wall}s"
-echo "          (bpf_stats_enabled adds its own clock reads to each run; data = folded output)"
-echo "perf:     post-processing 'perf script': ${ps_wall}s wall, ${ps_user}s user + ${ps_sys}s sys"
-echo "          perf's kernel-side sampling cost (stack walk + ring buffer copy per sample) is not"
-echo "          measurable from user space here, so its CPU% is the perf process alone."
-echo "CPU% = user+sys ticks of the tool's own process (/proc/<pid>/stat, read every ${POLL}s until it"
-echo "exits) / its wall time; the work it does in its last <${POLL}s is not counted."
+echo "CPU% = the tool's own user+sys time as % of one core over its wall time. 'total': rusage at"
+echo "exit (/usr/bin/time), includes end-of-run work (symbolization/writing; perf: build-ids)."
+echo "'rec': /proc/<pid>/stat read every ${POLL}s, up to the last read before exit. RSS MB = peak RSS."
+echo "profiler: on_sample ran $ours_runs times, ${bpf_us} us each = ${bpf_pct}% of one core in BPF"
+echo "          over ${ours_wall}s (bpf_stats adds two clock reads per run); data = folded output."
+echo "perf:     'perf script' over perf.data: ${ps_wall}s wall, ${ps_user}s user + ${ps_sys}s sys (idle CPUs)."
+echo "          perf's kernel-side cost per sample (stack walk, ring-buffer copy) is not measurable"
+echo "          from user space, so its CPU% is the perf process alone."

@@ -293,3 +293,41 @@ fn busy_system_sample_count_matches_the_frequency_and_nothing_is_lost() {
         "every sample received is in the output"
     );
 }
+
+#[test]
+fn a_binary_deleted_before_symbolization_gives_module_offset_frames() {
+    if !bpf_available("a_binary_deleted_before_symbolization_gives_module_offset_frames") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("vanish");
+    let abc = build_fixture(&dir, "abc", FP_FLAGS);
+    let gone = dir.join("gone");
+    let script = format!(
+        "cp {0} {1} && {1} 1; rm -f {1}",
+        abc.display(),
+        gone.display()
+    );
+    let out_path = dir.join("v.folded");
+    let out = profiler(&[
+        "record",
+        "-F",
+        "199",
+        "-o",
+        out_path.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!gone.exists());
+    let lines = folded(&out_path);
+    let in_gone = count_where(&lines, |s| s.starts_with("gone;"));
+    let as_offsets = count_where(&lines, |s| s.starts_with("gone;") && s.contains(";gone+0x"));
+    assert!(in_gone > 50, "{lines:?}");
+    assert!(
+        as_offsets * 10 >= in_gone * 9,
+        "frames of the deleted file: {lines:?}"
+    );
+}

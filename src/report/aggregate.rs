@@ -168,7 +168,9 @@ fn file_ref(info: &FileInfo) -> FileRef {
     let mut candidates: Vec<PathBuf> = Vec::new();
     if info.path.starts_with('/') {
         for &(pid, start, end) in &info.seen_in {
-            candidates.push(PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}")));
+            candidates.push(PathBuf::from(format!(
+                "/proc/{pid}/map_files/{start:x}-{end:x}"
+            )));
             candidates.push(PathBuf::from(format!("/proc/{pid}/root{}", info.path)));
         }
         candidates.push(PathBuf::from(&info.path));
@@ -178,5 +180,134 @@ fn file_ref(info: &FileInfo) -> FileRef {
         dev: info.dev,
         inode: info.inode,
         candidates,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::maps::parse_maps;
+    use crate::profile::FrameKind;
+
+    fn snapshot(maps: &str) -> ProcessSnapshot {
+        ProcessSnapshot {
+            pid: 9,
+            start_time: 1,
+            valid_from_ktime: 0,
+            comm: "app".into(),
+            exe: None,
+            maps: parse_maps(maps).executable,
+            bad_map_lines: 0,
+        }
+    }
+
+    fn trace(kernel: Vec<u64>, user: Vec<u64>, flags: u64) -> RawTrace {
+        let mut comm = [0u8; 16];
+        comm[..3].copy_from_slice(b"app");
+        RawTrace {
+            pid: 9,
+            tid: 10,
+            cpu: 0,
+            ktime_ns: 5,
+            comm,
+            flags: flags as u32,
+            kernel,
+            user,
+        }
+    }
+
+    const MAPS: &str = "1000-2000 r-xp 00003000 fd:01 42 /bin/app\n";
+
+    #[test]
+    fn user_addresses_become_file_offsets_and_callers_are_looked_up_one_byte_back() {
+        let stats = Stats::default();
+        let mut agg = Aggregator::default();
+        let snap = snapshot(MAPS);
+        agg.add(
+            &trace(vec![], vec![0x1100, 0x1200, 0x9000], 0),
+            Some(&snap),
+            &stats,
+        );
+        agg.add(
+            &trace(vec![], vec![0x1100, 0x1200, 0x9000], 0),
+            Some(&snap),
+            &stats,
+        );
+        assert_eq!(agg.len(), 1, "identical stacks aggregate");
+        let (key, count) = agg.stacks.iter().next().unwrap();
+        assert_eq!(*count, 2);
+        assert_eq!(
+            &key.frames[..],
+            &[
+                RawFrame::File {
+                    file: 0,
+                    offset: 0x3100
+                }, // the leaf, as sampled
+                RawFrame::File {
+                    file: 0,
+                    offset: 0x31ff
+                }, // a return address, minus one
+                RawFrame::Unmapped(0x9000),
+            ]
+        );
+        assert_eq!(Stats::get(&stats.raw_frames_resolved), 4);
+        assert_eq!(Stats::get(&stats.raw_frames_unresolved), 2);
+        assert_eq!(key.thread_name, "app");
+    }
+
+    #[test]
+    fn in_kernel_mode_the_user_leaf_is_a_return_address_too() {
+        let stats = Stats::default();
+        let mut agg = Aggregator::default();
+        let snap = snapshot(MAPS);
+        agg.add(
+            &trace(
+                vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020],
+                vec![0x1100],
+                consts::TRACE_KERNEL_MODE,
+            ),
+            Some(&snap),
+            &stats,
+        );
+        let key = agg.stacks.keys().next().unwrap();
+        assert_eq!(
+            &key.frames[..],
+            &[
+                RawFrame::Kernel(0xffff_ffff_8100_0010),
+                RawFrame::Kernel(0xffff_ffff_8100_001f),
+                RawFrame::File {
+                    file: 0,
+                    offset: 0x30ff
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_snapshot_frames_stay_raw_and_become_unknown() {
+        let stats = Stats::default();
+        let mut agg = Aggregator::default();
+        agg.add(&trace(vec![], vec![0x1100], 0), None, &stats);
+        let mut symbolizer = Symbolizer::new(None);
+        let profile = agg.into_profile(&mut symbolizer, Profile::default());
+        assert_eq!(profile.samples.len(), 1);
+        let frame = &profile.samples[0].frames[0];
+        assert_eq!(
+            (&*frame.function, frame.kind),
+            ("[unknown]", FrameKind::Native)
+        );
+        assert_eq!(Stats::get(&stats.raw_frames_unresolved), 1);
+    }
+
+    #[test]
+    fn an_unreadable_file_gives_module_plus_offset_frames() {
+        let stats = Stats::default();
+        let mut agg = Aggregator::default();
+        let snap = snapshot("1000-2000 r-xp 00003000 fd:01 42 /nonexistent/app\n");
+        agg.add(&trace(vec![], vec![0x1100], 0), Some(&snap), &stats);
+        let profile = agg.into_profile(&mut Symbolizer::new(None), Profile::default());
+        let frame = &profile.samples[0].frames[0];
+        assert_eq!(&*frame.function, "app+0x3100");
+        assert_eq!(frame.module.as_ref().unwrap().path, "/nonexistent/app");
     }
 }

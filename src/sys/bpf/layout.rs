@@ -192,7 +192,12 @@ mod tests {
 
     #[test]
     fn decodes_a_trace_with_padding() {
-        let rec = decode(&trace_bytes(&[0xffff_ffff_8100_0000], &[0x401000, 0x401100], 4)).unwrap();
+        let rec = decode(&trace_bytes(
+            &[0xffff_ffff_8100_0000],
+            &[0x401000, 0x401100],
+            4,
+        ))
+        .unwrap();
         let Record::Trace(t) = rec else {
             panic!("not a trace")
         };
