@@ -14,7 +14,8 @@
 # Usage (root, from anywhere; build first with `cargo build --release`):
 #   sudo benches/record_overhead.sh
 #   DURATION=10 FREQ=99 PROFILER=/path/to/profiler sudo -E benches/record_overhead.sh
-# Needs: cc, perf; python3 only if the kernel hides the program fd (fallback).
+# Run it on an otherwise idle machine (it warns if the load average is > 0.5).
+# Needs: cc, perf; /usr/bin/time (optional); python3 only if the kernel hides the program fd (fallback).
 # Not run by CI. Takes about 2 x DURATION + a few seconds.
 set -euo pipefail
 
@@ -42,6 +43,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+read -r load1 _ </proc/loadavg
+awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }' &&
+    echo "warning: load average $load1 before start; other work on the machine skews the figures" >&2
+
 # --- workload -----------------------------------------------------------------
 cat >"$tmp/spin.c" <<'EOF'
 static volatile unsigned long sink;
@@ -53,7 +58,7 @@ __attribute__((noinline)) static unsigned long middle(unsigned long x) { return 
 __attribute__((noinline)) static unsigned long outer(unsigned long x) { return middle(x) + 1; }
 int main(void) { unsigned long x = 1; for (;;) { x = outer(x); sink = x; } }
 EOF
-cc -O1 -fno-omit-frame-pointer -o "$tmp/spin" "$tmp/spin.c"
+cc -O1 -fno-omit-frame-pointer -mno-omit-leaf-frame-pointer -o "$tmp/spin" "$tmp/spin.c"
 for _ in 1 2; do "$tmp/spin" & pids+=($!); done
 sleep 1   # let them settle on both CPUs
 
@@ -169,7 +174,8 @@ read -r ps_wall ps_user ps_sys <"$tmp/script.time"
 
 # --- report ----------------------------------------------------------------------------------
 echo
-echo "record overhead: 2 CPU-bound processes on $(nproc) CPUs, ${DURATION}s at ${FREQ} Hz, $(uname -r)"
+echo "record overhead: 2 CPU-bound processes on $(nproc) CPUs, ${DURATION}s per tool at ${FREQ} Hz,"
+echo "kernel $(uname -r), load average before start: $load1"
 fmt='%-16s %8s %5s %10s %9s %11s %7s %7s\n'
 # shellcheck disable=SC2059
 {
