@@ -89,7 +89,7 @@ fn generate_constants(header: &Path, out: &Path) {
     std::fs::write(out, rust).expect("OUT_DIR is writable");
 }
 
-/// Evaluates `N`, `NU`, `(1U << N)` and `(A + B)` where A and B were defined above.
+/// Evaluates `N`, `NU`, `(1U << N)`, `(A + B)` and `A * B`, where names were defined above.
 fn eval_constant(value: &str, known: &str) -> Option<u64> {
     let value = value
         .trim()
@@ -101,6 +101,9 @@ fn eval_constant(value: &str, known: &str) -> Option<u64> {
     }
     if let Some((a, b)) = value.split_once('+') {
         return Some(eval_constant(a, known)? + eval_constant(b, known)?);
+    }
+    if let Some((a, b)) = value.split_once('*') {
+        return Some(eval_constant(a, known)? * eval_constant(b, known)?);
     }
     let digits = value.trim_end_matches(['U', 'u', 'L', 'l']);
     if let Some(hex) = digits.strip_prefix("0x") {

@@ -6,15 +6,17 @@
 # the other and for DURATION seconds each at FREQ Hz:
 #   1. profiler record -a -F $FREQ -d $DURATION  (kernel.bpf_stats_enabled=1 meanwhile)
 #   2. perf record -F $FREQ -a -g -- sleep $DURATION, then `perf script` over its data
-# and prints, per tool: samples, lost samples, user+sys CPU as % of one core
-# (/proc/<pid>/stat polled until just before exit, over the wall time), peak RSS
-# (VmHWM), output size; for ours the BPF run time per sample of `on_sample`
-# (run_time_ns / run_cnt, from the fdinfo of the profiler's BPF program fd).
+# and prints, per tool: samples, lost samples, user+sys CPU as % of one core over
+# its wall time (whole run from /usr/bin/time's rusage, and up to just before exit
+# from /proc/<pid>/stat polled every POLL s), peak RSS, output size; for ours the
+# BPF run time per sample of `on_sample` (run_time_ns / run_cnt, read from the
+# fdinfo of the profiler's BPF program fd just before it exits); for perf the cost
+# of `perf script` over its perf.data.
 #
 # Usage (root, from anywhere; build first with `cargo build --release`):
 #   sudo benches/record_overhead.sh
 #   DURATION=10 FREQ=99 PROFILER=/path/to/profiler sudo -E benches/record_overhead.sh
-# Run it on an otherwise idle machine (it warns if the load average is > 0.5).
+# Run it on an otherwise idle machine (it warns if the CPUs are > 10% busy before it starts).
 # Needs: cc, perf; /usr/bin/time (optional); python3 only if the kernel hides the program fd (fallback).
 # Not run by CI. Takes about 2 x DURATION + a few seconds.
 set -euo pipefail
@@ -35,7 +37,7 @@ old_bpf_stats=$(cat /proc/sys/kernel/bpf_stats_enabled)
 pids=()
 cleanup() {
     local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done   # workload, tools
     wait 2>/dev/null || true
     sysctl -qw kernel.bpf_stats_enabled="$old_bpf_stats" || true
     rm -rf "$tmp"
@@ -43,9 +45,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r load1 _ </proc/loadavg
-awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }' &&
-    echo "warning: load average $load1 before start; other work on the machine skews the figures" >&2
+busy_pct() { # % of all CPUs' time spent busy over the next second, from /proc/stat
+    local -a a b
+    read -ra a </proc/stat; sleep 1; read -ra b </proc/stat
+    awk -v a="${a[*]:1}" -v b="${b[*]:1}" 'BEGIN { n = split(a, x); split(b, y)
+        for (i = 1; i <= n; i++) t += y[i] - x[i]
+        printf "%.0f", 100 * (1 - (y[4] - x[4] + y[5] - x[5]) / t) }'
+}
+busy0=$(busy_pct)
+((busy0 <= 10)) ||
+    echo "warning: CPUs ${busy0}% busy before start; other work on the machine skews the figures" >&2
 
 # --- workload -----------------------------------------------------------------
 cat >"$tmp/spin.c" <<'EOF'
@@ -63,10 +72,6 @@ for _ in 1 2; do "$tmp/spin" & pids+=($!); done
 sleep 1   # let them settle on both CPUs
 
 # --- /proc polling --------------------------------------------------------------
-# poll PID [bpf]: until PID exits (or turns zombie), keep the last readings in
-# TICKS (utime+stime), HWM_KB (VmHWM), T_LAST (time of that reading) and, with
-# "bpf", RUN_NS / RUN_CNT of the perf_event program (prog_type 7) and its PROG_ID.
-# Only bash builtins in the loop (besides sleep), to stay out of the measurement.
 bpf_by_id() { # prog id -> "run_time_ns run_cnt", via BPF_PROG_GET_FD_BY_ID + /proc/self/fdinfo
     python3 - "$1" <<'EOF'
 import ctypes, os, struct, sys
@@ -78,6 +83,10 @@ kv = dict(l.split(":", 1) for l in open(f"/proc/self/fdinfo/{fd}") if ":" in l)
 print(kv["run_time_ns"].strip(), kv["run_cnt"].strip())
 EOF
 }
+# poll PID [bpf]: until PID exits (or turns zombie), keep the last readings in
+# TICKS (utime+stime), HWM_KB (VmHWM), T_LAST (time of that reading) and, with
+# "bpf", RUN_NS / RUN_CNT of the perf_event program (prog_type 7) and its PROG_ID.
+# Only bash builtins in the loop (besides sleep), to stay out of the measurement.
 poll() {
     local pid=$1 want_bpf=${2:-} line rest k v f prog_fd="" link_prog="" hwm st
     local -a fs
@@ -131,9 +140,11 @@ measure() {
     w=$! pid=$!; pids+=("$w")
     if ((${#wrap[@]})); then   # the tool is time's child
         until pid=$(pgrep -o -P "$w"); do kill -0 "$w" 2>/dev/null || break; sleep 0.02; done
+        pids[-1]=${pid:-$w}   # cleanup stops the tool itself; time then exits with it
     fi
     poll "${pid:-$w}" "$bpf"
     wait "$w" || { cat "$tmp/$name.err" >&2; die "$name failed"; }
+    pids=("${pids[@]:0:2}")    # the tool is gone; only the workload is left to stop
     WALL=$(awk -v a="$t0" -v b="$T_LAST" 'BEGIN { print b - a }')
     CPU_REC=$(pct "$(awk -v t="$TICKS" -v hz="$hz" 'BEGIN { print t / hz }')" "$WALL")
     CPU=$CPU_REC RSS=$(mb "$HWM_KB")
@@ -157,13 +168,13 @@ ours=("$(json_num samples "$tmp/stats.json")" "$(json_num samples_lost "$tmp/sta
 bpf_us=$(awk -v n="$RUN_NS" -v c="$RUN_CNT" 'BEGIN { if (c) printf "%.2f", n / c / 1000; else print "?" }')
 bpf_pct=$(pct "$(awk -v n="$RUN_NS" 'BEGIN { print n / 1e9 }')" "$WALL")
 ours+=("$bpf_us" "$RSS" "$(size_h "$tmp/out.folded")")
-ours_runs=$RUN_CNT ours_wall=$WALL
+ours_runs=$RUN_CNT ours_wall=$(printf %.1f "$WALL")
 
 # --- 2. perf record -a -g, then perf script ---------------------------------------------
 echo "== perf record -a -g ..." >&2
 export PERF_BUILDID_DIR=$tmp/buildid   # keep perf's build-id cache out of ~/.debug
 measure perf "" perf record -F "$FREQ" -a -g -o "$tmp/perf.data" -- sleep "$DURATION"
-for p in "${pids[@]:0:2}"; do kill "$p"; done   # workload done: perf script runs on idle CPUs
+kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true; pids=()   # perf script: idle CPUs
 perf_lost=$(perf report -i "$tmp/perf.data" --stats 2>/dev/null |
     awk '$1 == "LOST" && $2 == "events:" { n += $3 } $1 == "LOST_SAMPLES" { n += $3 } END { print n + 0 }')
 theirs=("$(sed -n 's/.*(\([0-9]*\) samples).*/\1/p' "$tmp/perf.err")" "$perf_lost"
@@ -175,7 +186,7 @@ read -r ps_wall ps_user ps_sys <"$tmp/script.time"
 # --- report ----------------------------------------------------------------------------------
 echo
 echo "record overhead: 2 CPU-bound processes on $(nproc) CPUs, ${DURATION}s per tool at ${FREQ} Hz,"
-echo "kernel $(uname -r), load average before start: $load1"
+echo "kernel $(uname -r), CPUs ${busy0}% busy before start"
 fmt='%-16s %8s %5s %10s %9s %11s %7s %7s\n'
 # shellcheck disable=SC2059
 {
@@ -187,6 +198,7 @@ echo
 echo "CPU% = the tool's own user+sys time as % of one core over its wall time. 'total': rusage at"
 echo "exit (/usr/bin/time), includes end-of-run work (symbolization/writing; perf: build-ids)."
 echo "'rec': /proc/<pid>/stat read every ${POLL}s, up to the last read before exit. RSS MB = peak RSS."
+[[ -x /usr/bin/time ]] || echo "(no /usr/bin/time here: 'total' = 'rec', and RSS MB = the last VmHWM read)"
 echo "profiler: on_sample ran $ours_runs times, ${bpf_us} us each = ${bpf_pct}% of one core in BPF"
 echo "          over ${ours_wall}s (bpf_stats adds two clock reads per run); data = folded output."
 echo "perf:     'perf script' over perf.data: ${ps_wall}s wall, ${ps_user}s user + ${ps_sys}s sys (idle CPUs)."

@@ -41,6 +41,7 @@ enum bpf_map_type {
 #define BPF_F_CURRENT_CPU 0xffffffffULL
 
 #define PF_KTHREAD 0x00200000
+#define EBUSY 16
 
 /* UAPI: arch/x86/include/uapi/asm/ptrace.h (x86_64). */
 struct pt_regs {
@@ -61,6 +62,32 @@ struct signal_struct {
 
 struct mm_struct {
 	unsigned long start_code;
+} __attribute__((preserve_access_index));
+
+struct super_block {
+	unsigned int s_dev;
+} __attribute__((preserve_access_index));
+
+struct inode {
+	unsigned long i_ino;
+	struct super_block *i_sb;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct inode *f_inode;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct {
+	unsigned long vm_start;
+	unsigned long vm_end;
+	unsigned long vm_pgoff;
+	struct file *vm_file;
+} __attribute__((preserve_access_index));
+
+struct linux_binprm {
+	struct file *file;
+	const char *filename;
+	const char *interp;
 } __attribute__((preserve_access_index));
 
 struct task_struct {

@@ -1,17 +1,26 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Records and maps shared between the BPF programs and user space. This header is the one
- * definition of every layout that crosses the boundary; src/bpf/layout.rs mirrors it and
- * asserts the sizes and offsets at compile time, and the _Static_asserts below pin them here.
+ * definition of every layout that crosses the boundary: build.rs generates the Rust constants
+ * from it, src/sys/bpf/layout.rs mirrors the structs and asserts their sizes and offsets at
+ * compile time, and the _Static_asserts below pin the same numbers here.
  */
 #ifndef PROFILER_SHARED_H
 #define PROFILER_SHARED_H
 
 #define COMM_LEN 16
+#define PATH_LEN 256
 #define MAX_KERNEL_FRAMES 127
 #define MAX_USER_FRAMES 127
-#define MAX_FRAMES (MAX_KERNEL_FRAMES + MAX_USER_FRAMES)
+/* Indexes are masked with this before use, which the verifier trusts more than earlier checks. */
+#define USER_FRAME_MASK 127
+/* u64 slots of a trace: kernel addresses, then two slots per user frame */
+#define MAX_FRAME_WORDS (MAX_KERNEL_FRAMES + 2 * MAX_USER_FRAMES)
 #define MAX_FILTER_PIDS 65536
+/* Recent mappings each CPU remembers in front of the pid_mappings trie. */
+#define MAPPING_CACHE_SLOTS 4
+/* Nanoseconds between two reports of the same unknown PID / mapping / VMA. */
+#define REPORT_INTERVAL_NS 500000000ULL
 
 /* pid_filter values */
 #define FILTER_PROFILE 1          /* sample this process and follow its children */
@@ -22,6 +31,9 @@ enum record_type {
 	RECORD_TRACE = 1,
 	RECORD_EXEC = 2,
 	RECORD_EXIT = 3,
+	RECORD_UNKNOWN_PID = 4,     /* a sample from a PID with no entry in pid_mappings */
+	RECORD_UNKNOWN_MAPPING = 5, /* a known PID, an address no mapping entry covers */
+	RECORD_VMA = 6,             /* what the kernel's VMA says about such an address */
 };
 
 /* trace_header.flags */
@@ -30,8 +42,48 @@ enum record_type {
 #define TRACE_KSTACK_FAILED (1U << 2) /* bpf_get_stack failed for the kernel stack */
 #define TRACE_USTACK_FAILED (1U << 3) /* bpf_get_stack failed for the user stack */
 
+/*
+ * pid_mappings: an LPM trie keyed by (pid, address). Each executable mapping of a process is
+ * covered by a few aligned power-of-two prefixes; one "marker" entry per known PID has
+ * prefixlen 32 (the PID alone) and so matches every address of that PID that no mapping covers.
+ * Key parts are big-endian, as LPM tries compare bytes from the first one.
+ */
+#define PID_MAPPING_KEY_BITS 96 /* 32 bits of PID + 64 bits of address */
+#define PID_MAPPING_MARKER_PREFIX 32
+
+struct pid_mapping_key {
+	__u32 prefixlen;
+	__u32 pid_be;
+	__u64 addr_be;
+};
+
+/* pid_mapping_value.flags */
+#define MAPPING_MARKER (1U << 0) /* the per-PID "known process" entry */
+#define MAPPING_ANON (1U << 1)   /* executable memory without a file (JIT): no file_id */
+
+struct pid_mapping_value {
+	__u32 file_id;      /* 0 for markers and anonymous memory */
+	__u16 flags;
+	__u16 prefixlen;    /* of the entry's own key: lets user space test exact presence */
+	__u64 bias;         /* file offset = address - bias */
+	__u64 prefix_addr;  /* first address the entry's prefix covers */
+	/* The process's exec_gen when user space read the maps this entry came from. An entry is
+	 * only used while it equals the current exec_gen: after an exec, stale entries of the old
+	 * address space are ignored until user space has re-read the maps. */
+	__u64 exec_gen;
+};
+
+/* trace frames: user frames are two u64 slots, { address, file_id | flags << 32 }. */
+#define FRAME_RESOLVED (1U << 0) /* address is a file offset in file_id */
+#define FRAME_NO_PID (1U << 1)   /* no entry for the PID: raw address */
+#define FRAME_NO_MAPPING (1U << 2) /* only the PID's marker matched: raw address */
+#define FRAME_ANON (1U << 3)     /* anonymous executable memory (JIT): raw address */
+
+/* Unknown addresses per sample whose VMA the sampler asks the kernel about. */
+#define MAX_VMA_LOOKUPS 6
+
 /* A sampled stack: this header, then n_kernel kernel addresses (leaf first), then n_user user
- * addresses (leaf first), each a u64. Only the used part is sent. */
+ * frames (leaf first) of two u64 slots each. Only the used part is sent. */
 struct trace_header {
 	__u32 type;      /* RECORD_TRACE */
 	__u32 pid;       /* thread group id */
@@ -46,15 +98,46 @@ struct trace_header {
 
 struct trace {
 	struct trace_header hdr;
-	__u64 frames[MAX_FRAMES];
+	__u64 frames[MAX_FRAME_WORDS + 2]; /* 2 spare words: see USER_FRAME_MASK */
+	/* Scratch, never sent: the unresolved user stack. One spare slot so an index masked with
+	 * USER_FRAME_MASK is always in bounds (the verifier trusts masks over earlier checks). */
+	__u64 raw_user[MAX_USER_FRAMES + 1];
 };
 
-/* A process event: exec (address space replaced) or whole-process exit. */
+/* Exit, unknown PID and unknown mapping reports. */
 struct proc_event {
-	__u32 type;     /* RECORD_EXEC or RECORD_EXIT */
+	__u32 type;
 	__u32 pid;
 	__u64 ktime_ns;
+	__u64 addr;     /* RECORD_UNKNOWN_MAPPING: the address; else 0 */
 };
+
+/* An exec: the process's new executable, as execve named it (may be relative). */
+struct exec_event {
+	__u32 type;     /* RECORD_EXEC */
+	__u32 pid;
+	__u64 ktime_ns;
+	__u64 inode;    /* of the file that was executed (the interpreter for #! scripts) */
+	__u32 dev;      /* kernel encoding: major << 20 | minor */
+	__u32 path_len; /* bytes of path used, including the NUL */
+	char path[PATH_LEN];
+};
+
+/* A VMA the kernel reported for an address that pid_mappings could not resolve, so short-lived
+ * processes are attributed even when user space never sees them alive. */
+struct vma_event {
+	__u32 type;     /* RECORD_VMA */
+	__u32 pid;
+	__u64 ktime_ns;
+	__u64 start;
+	__u64 end;
+	__u64 file_offset; /* of `start` in the file */
+	__u64 inode;       /* 0 for anonymous memory */
+	__u32 dev;         /* kernel encoding */
+	__u32 flags;       /* VMA_EXECUTABLE... */
+};
+
+#define VMA_EXECUTABLE (1U << 0)
 
 /* Indexes of the per-CPU `counters` array. */
 enum counter {
@@ -64,13 +147,21 @@ enum counter {
 	COUNTER_SEND_FAILED = 3,     /* bpf_perf_event_output failed (buffer full): lost */
 	COUNTER_KSTACK_FAILED = 4,
 	COUNTER_USTACK_FAILED = 5,
-	COUNTER_EVENT_SEND_FAILED = 6, /* process events lost */
+	COUNTER_EVENT_SEND_FAILED = 6, /* process events and reports lost */
 	COUNTER_FILTER_FULL = 7,       /* a forked child could not be added to the PID filter */
-	COUNTER_MAX = 8,
+	COUNTER_FRAMES_RESOLVED = 8,   /* user frames resolved through pid_mappings */
+	COUNTER_FRAMES_NO_PID = 9,
+	COUNTER_FRAMES_NO_MAPPING = 10,
+	COUNTER_CACHE_HITS = 11,       /* frames resolved by the per-CPU mapping cache */
+	COUNTER_VMA_REPORTS = 12,
+	COUNTER_MAX = 13,
 };
 
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");
-_Static_assert(sizeof(struct trace) == 48 + 8 * MAX_FRAMES, "trace layout");
-_Static_assert(sizeof(struct proc_event) == 16, "proc_event layout");
+_Static_assert(sizeof(struct pid_mapping_key) == 16, "pid_mapping_key layout");
+_Static_assert(sizeof(struct pid_mapping_value) == 32, "pid_mapping_value layout");
+_Static_assert(sizeof(struct proc_event) == 24, "proc_event layout");
+_Static_assert(sizeof(struct exec_event) == 32 + PATH_LEN, "exec_event layout");
+_Static_assert(sizeof(struct vma_event) == 56, "vma_event layout");
 
 #endif

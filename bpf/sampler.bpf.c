@@ -1,21 +1,32 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * The sampler: a perf_event program run on every CPU at the sampling frequency, plus the
- * process hooks (fork extends the PID filter, exec and whole-process exit are reported).
+ * process hooks (fork extends the PID filter; exec and whole-process exit are reported).
+ *
+ * Every user frame is resolved to (file_id, file offset) through the pid_mappings trie, with a
+ * per-CPU cache of recent mappings in front of it, so symbolization never needs the process to
+ * still exist. What the trie cannot resolve is reported (unknown PID, unknown mapping; rate
+ * limited) and sent as a raw address, together with the kernel's VMA for it, so user space can
+ * still attribute short-lived processes.
  *
  * User stacks come from frame pointers (bpf_get_stack with BPF_F_USER_STACK) for now; the
- * in-kernel .eh_frame unwinder replaces `collect_user_stack` later without changing the record.
+ * .eh_frame unwinder replaces the stack walk later and keeps the resolution.
  */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 #include "profiler.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 /* Set by user space before load. */
 const volatile __u32 filter_pids = 0;
+
+/* Bumped by user space whenever it removes entries of a live process from pid_mappings, so
+ * every CPU drops its cached mappings. */
+volatile __u64 mappings_generation = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
@@ -39,6 +50,62 @@ struct {
 } pid_filter SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1 << 18); /* resized by user space from the machine */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct pid_mapping_key);
+	__type(value, struct pid_mapping_value);
+} pid_mappings SEC(".maps");
+
+/* Per PID, the time of its last exec (absent: no exec seen). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 18);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u32);
+	__type(value, __u64);
+} exec_gen SEC(".maps");
+
+/* What was reported when: an unknown PID or mapping (what = report kind), or the VMA around a
+ * 2 MiB region of an address space (what = REPORTED_REGION | address >> 21, gen = exec_gen). */
+struct report_key {
+	__u32 pid;
+	__u32 what;
+	__u64 gen;
+};
+
+#define REPORTED_REGION (1U << 31)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct report_key);
+	__type(value, __u64);
+} reported SEC(".maps");
+
+struct cache_slot {
+	__u64 start;
+	__u64 end;
+	__u64 bias;
+	__u64 exec_gen;
+	__u64 generation;
+	__u32 pid;
+	__u32 file_id;
+};
+
+struct mapping_cache {
+	struct cache_slot slots[MAPPING_CACHE_SLOTS];
+	__u32 next;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mapping_cache);
+} mapping_cache SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, COUNTER_MAX);
 	__type(key, __u32);
@@ -60,6 +127,210 @@ static __always_inline bool wanted(__u32 tgid)
 	return value && *value == FILTER_PROFILE;
 }
 
+/* Whether `key` was reported less than REPORT_INTERVAL_NS ago. */
+static __always_inline bool recently_reported(struct report_key *key, __u64 now)
+{
+	__u64 *last = bpf_map_lookup_elem(&reported, key);
+	return last && now - *last < REPORT_INTERVAL_NS;
+}
+
+static __always_inline void mark_reported(struct report_key *key, __u64 now)
+{
+	bpf_map_update_elem(&reported, key, &now, BPF_ANY);
+}
+
+struct resolve_ctx {
+	__u32 pid;
+	__u32 n_kernel;
+	__u64 exec_gen;
+	__u64 generation;
+	__u32 report_kind;   /* RECORD_UNKNOWN_PID / RECORD_UNKNOWN_MAPPING, or 0 */
+	__u32 n_unknown;
+	__u64 report_addr;
+	__u64 unknown[MAX_VMA_LOOKUPS];
+};
+
+static __always_inline void note_unknown(struct resolve_ctx *rc, __u32 kind, __u64 pc)
+{
+	/* An unknown PID outranks an unknown mapping: it is the one to report. */
+	if (rc->report_kind != RECORD_UNKNOWN_PID) {
+		rc->report_kind = kind;
+		rc->report_addr = pc;
+	}
+	/* Stacks run through few VMAs: keep one address per 2 MiB region, which is most often
+	 * one per VMA, so the lookups cover as many VMAs as possible. */
+	__u32 n = rc->n_unknown;
+	for (int j = 0; j < MAX_VMA_LOOKUPS; j++) {
+		if (j < n && (rc->unknown[j] >> 21) == (pc >> 21))
+			return;
+	}
+	if (n < MAX_VMA_LOOKUPS) {
+		rc->unknown[n] = pc;
+		rc->n_unknown = n + 1;
+	}
+}
+
+/* Resolves user frame i; a bpf_loop callback. */
+static long resolve_frame(__u32 i, struct resolve_ctx *rc)
+{
+	__u32 zero = 0;
+	struct trace *t = bpf_map_lookup_elem(&scratch, &zero);
+	struct mapping_cache *cache = bpf_map_lookup_elem(&mapping_cache, &zero);
+	if (!t || !cache || i >= MAX_USER_FRAMES)
+		return 1;
+	/* Checks on i and n_kernel are made on copies the verifier loses track of: hide the values
+	 * from the compiler and mask them, so every index is provably in bounds. */
+	__u32 idx = i, n_kernel = rc->n_kernel;
+	barrier_var(idx);
+	barrier_var(n_kernel);
+	idx &= USER_FRAME_MASK;
+	__u32 base = (n_kernel & USER_FRAME_MASK) + 2 * idx;
+	__u64 pc = t->raw_user[idx];
+
+	for (int s = 0; s < MAPPING_CACHE_SLOTS; s++) {
+		struct cache_slot *slot = &cache->slots[s];
+		if (slot->pid == rc->pid && slot->start <= pc && pc < slot->end &&
+		    slot->exec_gen == rc->exec_gen && slot->generation == rc->generation) {
+			t->frames[base] = pc - slot->bias;
+			t->frames[base + 1] = slot->file_id | ((__u64)FRAME_RESOLVED << 32);
+			count(COUNTER_CACHE_HITS);
+			count(COUNTER_FRAMES_RESOLVED);
+			return 0;
+		}
+	}
+
+	struct pid_mapping_key key = {
+		.prefixlen = PID_MAPPING_KEY_BITS,
+		.pid_be = bpf_htonl(rc->pid),
+		.addr_be = bpf_cpu_to_be64(pc),
+	};
+	struct pid_mapping_value *value = bpf_map_lookup_elem(&pid_mappings, &key);
+	t->frames[base] = pc;
+	if (!value || value->exec_gen != rc->exec_gen) {
+		t->frames[base + 1] = (__u64)FRAME_NO_PID << 32;
+		note_unknown(rc, RECORD_UNKNOWN_PID, pc);
+		count(COUNTER_FRAMES_NO_PID);
+		return 0;
+	}
+	if (value->flags & MAPPING_MARKER) {
+		t->frames[base + 1] = (__u64)FRAME_NO_MAPPING << 32;
+		note_unknown(rc, RECORD_UNKNOWN_MAPPING, pc);
+		count(COUNTER_FRAMES_NO_MAPPING);
+		return 0;
+	}
+	if (value->flags & MAPPING_ANON) {
+		t->frames[base + 1] = (__u64)FRAME_ANON << 32;
+		return 0;
+	}
+	t->frames[base] = pc - value->bias;
+	t->frames[base + 1] = value->file_id | ((__u64)FRAME_RESOLVED << 32);
+	count(COUNTER_FRAMES_RESOLVED);
+
+	__u32 prefix_bits = PID_MAPPING_KEY_BITS - value->prefixlen;
+	if (prefix_bits < 64) {
+		__u32 n = cache->next % MAPPING_CACHE_SLOTS;
+		struct cache_slot *slot = &cache->slots[n];
+		slot->pid = rc->pid;
+		slot->start = value->prefix_addr;
+		slot->end = value->prefix_addr + (1ULL << prefix_bits);
+		slot->bias = value->bias;
+		slot->file_id = value->file_id;
+		slot->exec_gen = value->exec_gen;
+		slot->generation = rc->generation;
+		cache->next = n + 1;
+	}
+	return 0;
+}
+
+struct vma_info {
+	__u64 start;
+	__u64 end;
+	__u64 pgoff;
+	__u64 inode;
+	__u32 dev;
+	__u32 found;
+};
+
+static long read_vma(struct task_struct *task, struct vm_area_struct *vma, struct vma_info *v)
+{
+	v->start = BPF_CORE_READ(vma, vm_start);
+	v->end = BPF_CORE_READ(vma, vm_end);
+	v->pgoff = BPF_CORE_READ(vma, vm_pgoff);
+	struct file *file = BPF_CORE_READ(vma, vm_file);
+	if (file) {
+		v->inode = BPF_CORE_READ(file, f_inode, i_ino);
+		v->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+	}
+	v->found = 1;
+	return 0;
+}
+
+/*
+ * Sends the kernel's view of the VMA behind one unresolved address: the first one whose 2 MiB
+ * region was not reported recently. Only one lookup per sample is possible: in interrupt
+ * context bpf_find_vma releases the mmap lock through a per-CPU irq_work, and a second call
+ * finds it busy. Later samples of the process cover its other regions.
+ */
+static __always_inline void report_vma(void *ctx, struct resolve_ctx *rc, __u64 now)
+{
+	for (int i = 0; i < MAX_VMA_LOOKUPS; i++) {
+		if (i >= rc->n_unknown)
+			return;
+		__u64 pc = rc->unknown[i];
+		struct report_key key = {
+			.pid = rc->pid,
+			.what = REPORTED_REGION | (__u32)(pc >> 21),
+			.gen = rc->exec_gen,
+		};
+		if (recently_reported(&key, now))
+			continue;
+		struct vma_info v = {};
+		struct task_struct *task = bpf_get_current_task_btf();
+		long err = bpf_find_vma(task, pc, read_vma, &v, 0);
+		if (err == -EBUSY)
+			return; /* the mmap lock is taken: try again with a later sample */
+		/* Found or not (a frame-pointer walk can produce addresses in no VMA), do not ask
+		 * about this region again soon: the next sample looks at the next region. */
+		mark_reported(&key, now);
+		if (err != 0 || !v.found)
+			return;
+		struct vma_event event = {
+			.type = RECORD_VMA,
+			.pid = rc->pid,
+			.ktime_ns = now,
+			.start = v.start,
+			.end = v.end,
+			.file_offset = v.pgoff << 12,
+			.inode = v.inode,
+			.dev = v.dev,
+			.flags = VMA_EXECUTABLE,
+		};
+		if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)))
+			count(COUNTER_EVENT_SEND_FAILED);
+		else
+			count(COUNTER_VMA_REPORTS);
+		return;
+	}
+}
+
+static __always_inline void report_unknown(void *ctx, struct resolve_ctx *rc, __u64 now)
+{
+	if (!rc->report_kind)
+		return;
+	struct report_key key = { .pid = rc->pid, .what = rc->report_kind };
+	if (recently_reported(&key, now))
+		return;
+	mark_reported(&key, now);
+	struct proc_event event = {
+		.type = rc->report_kind,
+		.pid = rc->pid,
+		.ktime_ns = now,
+		.addr = rc->report_kind == RECORD_UNKNOWN_MAPPING ? rc->report_addr : 0,
+	};
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)))
+		count(COUNTER_EVENT_SEND_FAILED);
+}
+
 SEC("perf_event")
 int on_sample(struct bpf_perf_event_data *ctx)
 {
@@ -77,11 +348,12 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	struct trace *t = bpf_map_lookup_elem(&scratch, &zero);
 	if (!t)
 		return 0;
+	__u64 now = bpf_ktime_get_ns();
 	t->hdr.type = RECORD_TRACE;
 	t->hdr.pid = tgid;
 	t->hdr.tid = tid;
 	t->hdr.cpu = bpf_get_smp_processor_id();
-	t->hdr.ktime_ns = bpf_ktime_get_ns();
+	t->hdr.ktime_ns = now;
 	t->hdr.flags = 0;
 	bpf_get_current_comm(t->hdr.comm, sizeof(t->hdr.comm));
 
@@ -108,7 +380,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (kernel_thread) {
 		t->hdr.flags |= TRACE_KERNEL_THREAD;
 	} else {
-		n_user = bpf_get_stack(ctx, &t->frames[n_kernel], MAX_USER_FRAMES * sizeof(__u64),
+		n_user = bpf_get_stack(ctx, t->raw_user, MAX_USER_FRAMES * sizeof(__u64),
 				       BPF_F_USER_STACK);
 		if (n_user < 0) {
 			count(COUNTER_USTACK_FAILED);
@@ -120,11 +392,25 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (n_user > MAX_USER_FRAMES)
 		n_user = MAX_USER_FRAMES;
 
+	struct resolve_ctx rc = {
+		.pid = tgid,
+		.n_kernel = n_kernel,
+		.generation = mappings_generation,
+	};
+	if (n_user > 0) {
+		__u64 *gen = bpf_map_lookup_elem(&exec_gen, &tgid);
+		rc.exec_gen = gen ? *gen : 0;
+		bpf_loop(n_user, resolve_frame, &rc, 0);
+	}
+
 	t->hdr.n_kernel = n_kernel;
 	t->hdr.n_user = n_user;
-	__u64 size = sizeof(t->hdr) + (n_kernel + n_user) * sizeof(__u64);
-	if (size > sizeof(*t))
-		size = sizeof(*t);
+	report_unknown(ctx, &rc, now);
+	report_vma(ctx, &rc, now);
+
+	__u64 size = sizeof(t->hdr) + (n_kernel + 2 * n_user) * sizeof(__u64);
+	if (size > sizeof(t->hdr) + sizeof(t->frames))
+		size = sizeof(t->hdr) + sizeof(t->frames);
 	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, t, size) == 0)
 		count(COUNTER_SENT);
 	else
@@ -154,12 +440,45 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+/* Per-CPU room for an exec event (too big for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exec_event);
+} exec_scratch SEC(".maps");
+
 SEC("tp_btf/sched_process_exec")
-int BPF_PROG(on_exec, struct task_struct *task)
+int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm *bprm)
 {
 	__u32 tgid = task->tgid;
-	if (wanted(tgid))
-		send_proc_event(ctx, RECORD_EXEC, tgid);
+	if (!wanted(tgid))
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	/* From now on entries written for the old address space are stale. */
+	bpf_map_update_elem(&exec_gen, &tgid, &now, BPF_ANY);
+
+	__u32 zero = 0;
+	struct exec_event *event = bpf_map_lookup_elem(&exec_scratch, &zero);
+	if (!event)
+		return 0;
+	event->type = RECORD_EXEC;
+	event->pid = tgid;
+	event->ktime_ns = now;
+	event->inode = BPF_CORE_READ(bprm, file, f_inode, i_ino);
+	event->dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
+	const char *interp = BPF_CORE_READ(bprm, interp);
+	long n = bpf_probe_read_kernel_str(event->path, sizeof(event->path), interp);
+	if (n <= 0) {
+		event->path[0] = 0;
+		n = 1;
+	}
+	if (n > PATH_LEN)
+		n = PATH_LEN;
+	event->path_len = n;
+	__u64 size = sizeof(*event) - sizeof(event->path) + n;
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, event, size) != 0)
+		count(COUNTER_EVENT_SEND_FAILED);
 	return 0;
 }
 
@@ -174,6 +493,7 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	if (!wanted(tgid))
 		return 0;
 	send_proc_event(ctx, RECORD_EXIT, tgid);
+	bpf_map_delete_elem(&exec_gen, &tgid);
 	if (filter_pids)
 		bpf_map_delete_elem(&pid_filter, &tgid);
 	return 0;

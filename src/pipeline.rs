@@ -1,45 +1,40 @@
 //! The messages that wire the threads together (DESIGN.md, "Data flow"):
 //!
 //! ```text
-//! poller (T1) ──ReportMsg::Trace/Exec/Exit──▶ reporter (T3)
-//!      └──────MaintainerMsg──▶ maintainer (T2) ──ReportMsg::Snapshot──┘
+//! poller (T1) ──ReportMsg: Trace, Vma, Exec, Exit──────────────▶ reporter (T3)
+//!      └──MaintainerMsg: Report, Exit, Sampled──▶ maintainer (T2) ──ReportMsg::File──┘
 //! ```
 //! The poller never blocks: its sends use `try_send` and a full queue is a counted drop. The
-//! maintainer's snapshots use a blocking send, so none is ever lost.
+//! maintainer announces a file (blocking send) before it writes any map entry naming it, so in
+//! the reporter's single queue the announcement always comes before the first sample using it.
 
-use crate::process::SharedSnapshot;
-use crate::sys::bpf::layout::RawTrace;
+use crate::process::files::SharedFile;
+use crate::process::lifecycle::Trigger;
+use crate::sys::bpf::layout::{ExecRecord, RawTrace, VmaRecord};
 
 /// To the maintainer (T2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MaintainerMsg {
-    /// A sample came from a PID the poller had not seen since its last exit.
-    Seen { pid: u32 },
-    /// The process replaced its address space.
-    Exec { pid: u32, ktime_ns: u64 },
+    /// The sampler could not resolve an address of the PID, or the PID exec'd.
+    Report { pid: u32, trigger: Trigger },
     /// The whole process exited.
-    Exit { pid: u32, ktime_ns: u64 },
+    Exit { pid: u32 },
+    /// PIDs sampled recently (for least-recently-sampled eviction).
+    Sampled(Vec<u32>),
 }
 
 /// To the reporter (T3).
 #[derive(Debug)]
 pub enum ReportMsg {
     Trace(RawTrace),
-    Exec {
-        pid: u32,
-        ktime_ns: u64,
-    },
+    Vma(VmaRecord),
+    Exec(ExecRecord),
     Exit {
         pid: u32,
         ktime_ns: u64,
     },
-    /// A fresh view of a process, valid for its samples from `valid_from_ktime` on.
-    Snapshot(SharedSnapshot),
-    /// No snapshot could be taken (the process is gone): pending samples resolve without one.
-    SnapshotFailed {
-        pid: u32,
-        valid_from_ktime: u64,
-    },
+    /// A file the maintainer registered; map entries may name it from now on.
+    File(SharedFile),
 }
 
 /// Queue sizes: enough for several seconds of samples at the highest frequency on a big

@@ -1,5 +1,6 @@
-//! The poller thread (T1): reads the perf buffers, decodes records, and forwards them: samples
-//! and process events to the reporter, first sightings and process events to the maintainer.
+//! The poller thread (T1): reads the perf buffers, decodes records, and forwards them: samples,
+//! VMA reports, execs and exits to the reporter; the sampler's reports, execs, exits and the set
+//! of recently sampled PIDs to the maintainer.
 //!
 //! It never blocks on a consumer: a full queue is a counted drop.
 
@@ -9,7 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use crate::pipeline::{MaintainerMsg, ReportMsg};
+use crate::process::lifecycle::Trigger;
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{decode, Record};
 use crate::sys::bpf::{Map, PerfBuffer, PerfHandler};
@@ -23,10 +27,14 @@ const POLL_TIMEOUT_MS: i32 = 100;
 pub struct Router {
     to_reporter: SyncSender<ReportMsg>,
     to_maintainer: SyncSender<MaintainerMsg>,
-    /// PIDs announced to the maintainer since their last exit.
-    seen: HashSet<u32>,
+    /// PIDs sampled since the last `Sampled` message to the maintainer.
+    sampled: HashSet<u32>,
+    last_sampled_sent: Instant,
     stats: Arc<Stats>,
 }
+
+/// How often the maintainer hears which PIDs were sampled.
+const SAMPLED_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Router {
     pub fn new(
@@ -37,7 +45,8 @@ impl Router {
         Self {
             to_reporter,
             to_maintainer,
-            seen: HashSet::new(),
+            sampled: HashSet::new(),
+            last_sampled_sent: Instant::now(),
             stats,
         }
     }
@@ -62,21 +71,38 @@ impl Router {
         match record {
             Record::Trace(trace) => {
                 Stats::inc(&self.stats.samples);
-                if self.seen.insert(trace.pid) {
-                    self.maintain(MaintainerMsg::Seen { pid: trace.pid });
-                }
+                self.sampled.insert(trace.pid);
                 self.report(ReportMsg::Trace(trace));
             }
-            Record::Exec { pid, ktime_ns } => {
-                self.seen.insert(pid);
-                self.maintain(MaintainerMsg::Exec { pid, ktime_ns });
-                self.report(ReportMsg::Exec { pid, ktime_ns });
+            Record::Exec(exec) => {
+                self.maintain(MaintainerMsg::Report {
+                    pid: exec.pid,
+                    trigger: Trigger::Exec,
+                });
+                self.report(ReportMsg::Exec(exec));
             }
             Record::Exit { pid, ktime_ns } => {
-                self.seen.remove(&pid);
-                self.maintain(MaintainerMsg::Exit { pid, ktime_ns });
+                self.maintain(MaintainerMsg::Exit { pid });
                 self.report(ReportMsg::Exit { pid, ktime_ns });
             }
+            Record::UnknownPid { pid, .. } => self.maintain(MaintainerMsg::Report {
+                pid,
+                trigger: Trigger::UnknownPid,
+            }),
+            Record::UnknownMapping { pid, .. } => self.maintain(MaintainerMsg::Report {
+                pid,
+                trigger: Trigger::UnknownMapping,
+            }),
+            Record::Vma(vma) => self.report(ReportMsg::Vma(vma)),
+        }
+    }
+
+    /// Tells the maintainer which PIDs were sampled, once per interval.
+    pub fn tick(&mut self) {
+        if self.last_sampled_sent.elapsed() >= SAMPLED_INTERVAL && !self.sampled.is_empty() {
+            let pids = self.sampled.drain().collect();
+            self.maintain(MaintainerMsg::Sampled(pids));
+            self.last_sampled_sent = Instant::now();
         }
     }
 }
@@ -110,6 +136,7 @@ pub fn run(events: Map, pages: usize, router: Router, stop: Arc<AtomicBool>) -> 
     while !stop.load(Ordering::Acquire) {
         buffer.poll(POLL_TIMEOUT_MS)?;
         buffer.consume()?;
+        buffer.handler_mut().tick();
     }
     buffer.consume()
 }
@@ -134,32 +161,45 @@ mod tests {
     }
 
     #[test]
-    fn announces_each_pid_once_until_it_exits() {
+    fn routes_reports_to_the_maintainer_and_samples_to_the_reporter() {
         let (rtx, rrx) = sync_channel(16);
         let (mtx, mrx) = sync_channel(16);
         let stats = Arc::new(Stats::default());
         let mut router = Router::new(rtx, mtx, stats.clone());
         router.route(trace(5));
-        router.route(trace(5));
+        router.route(Record::UnknownPid {
+            pid: 5,
+            ktime_ns: 1,
+        });
+        router.route(Record::UnknownMapping {
+            pid: 5,
+            ktime_ns: 1,
+            addr: 9,
+        });
         router.route(Record::Exit {
             pid: 5,
             ktime_ns: 9,
         });
-        router.route(trace(5));
+        router.last_sampled_sent -= SAMPLED_INTERVAL;
+        router.tick();
         let to_maintainer: Vec<_> = mrx.try_iter().collect();
         assert_eq!(
             to_maintainer,
             vec![
-                MaintainerMsg::Seen { pid: 5 },
-                MaintainerMsg::Exit {
+                MaintainerMsg::Report {
                     pid: 5,
-                    ktime_ns: 9
+                    trigger: Trigger::UnknownPid
                 },
-                MaintainerMsg::Seen { pid: 5 }
+                MaintainerMsg::Report {
+                    pid: 5,
+                    trigger: Trigger::UnknownMapping
+                },
+                MaintainerMsg::Exit { pid: 5 },
+                MaintainerMsg::Sampled(vec![5]),
             ]
         );
-        assert_eq!(rrx.try_iter().count(), 4);
-        assert_eq!(Stats::get(&stats.samples), 3);
+        assert_eq!(rrx.try_iter().count(), 2, "the trace and the exit");
+        assert_eq!(Stats::get(&stats.samples), 1);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 
 use std::io;
 
+use crate::process::maintainer::CacheInvalidator;
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{consts, SAMPLER_RODATA_SIZE};
+use crate::sys::bpf::layout::{consts, SAMPLER_BSS_SIZE, SAMPLER_RODATA_SIZE};
 use crate::sys::bpf::{online_cpus, open_cpu_clock, Link, LoadedObject, Map, OpenObject};
 
 static SAMPLER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));
@@ -47,6 +48,7 @@ impl Sampler {
         }
         let filter = u32::from(matches!(target, Target::Pids(_)));
         rodata.copy_from_slice(&filter.to_ne_bytes());
+        open.set_max_entries("pid_mappings", pid_mappings_capacity())?;
         let object = open.load()?;
         let sampler = Self {
             perf_links: Vec::new(),
@@ -92,6 +94,28 @@ impl Sampler {
         self.object.map(self.events.name())
     }
 
+    /// The per-PID mappings trie, for the maintainer (its only writer).
+    pub fn pid_mappings(&self) -> io::Result<Map> {
+        self.object.map("pid_mappings")
+    }
+
+    /// The per-PID exec generations the exec hook writes.
+    pub fn exec_gen(&self) -> io::Result<Map> {
+        self.object.map("exec_gen")
+    }
+
+    /// The handle through which the maintainer drops every CPU's mapping cache.
+    pub fn cache_invalidator(&self) -> io::Result<MappingCaches> {
+        let bss = self.object.section_map(".bss")?;
+        if bss.value_size() != SAMPLER_BSS_SIZE {
+            return Err(io::Error::other(format!(
+                "sampler .bss is {} bytes, expected {SAMPLER_BSS_SIZE}: layout mismatch",
+                bss.value_size()
+            )));
+        }
+        Ok(MappingCaches { bss, generation: 0 })
+    }
+
     /// Attaches the sampler to a `cpu-clock` event on every online CPU.
     pub fn start(&mut self, frequency_hz: u64) -> io::Result<()> {
         for cpu in online_cpus()? {
@@ -134,6 +158,53 @@ impl Sampler {
             read(consts::COUNTER_EVENT_SEND_FAILED)?,
         );
         set(&stats.pid_filter_full, read(consts::COUNTER_FILTER_FULL)?);
+        set(
+            &stats.frames_resolved_in_bpf,
+            read(consts::COUNTER_FRAMES_RESOLVED)?,
+        );
+        set(&stats.frames_cache_hits, read(consts::COUNTER_CACHE_HITS)?);
+        set(
+            &stats.frames_unknown_pid,
+            read(consts::COUNTER_FRAMES_NO_PID)?,
+        );
+        set(
+            &stats.frames_unknown_mapping,
+            read(consts::COUNTER_FRAMES_NO_MAPPING)?,
+        );
+        set(&stats.vma_reports, read(consts::COUNTER_VMA_REPORTS)?);
         Ok(())
+    }
+}
+
+/// Capacity of `pid_mappings`: about one entry per 16 KiB of RAM, between 64 Ki and 1 Mi. The
+/// trie allocates on demand (BPF_F_NO_PREALLOC), so this is a cap, not a reservation.
+fn pid_mappings_capacity() -> u32 {
+    let ram = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .unwrap_or(1 << 20); // KiB
+    (ram / 16).clamp(1 << 16, 1 << 20) as u32
+}
+
+/// Bumps the sampler's `mappings_generation`, which every CPU's cache compares against.
+pub struct MappingCaches {
+    bss: Map,
+    generation: u64,
+}
+
+impl CacheInvalidator for MappingCaches {
+    fn invalidate(&mut self) {
+        self.generation += 1;
+        if let Err(err) = self
+            .bss
+            .update(&0u32.to_ne_bytes(), &self.generation.to_ne_bytes(), 0)
+        {
+            crate::log::warn(&format!(
+                "cannot invalidate the sampler's mapping caches: {err}"
+            ));
+        }
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::pipeline::{MAINTAINER_QUEUE, REPORT_QUEUE};
 use crate::poller::{self, Router};
 use crate::process::maintainer::Maintainer;
+use crate::process::source::Procfs;
 use crate::profile::Profile;
 use crate::report;
 use crate::sampler::{Sampler, Target};
@@ -54,7 +55,16 @@ impl Session {
             let template = template_rx.recv().unwrap_or_default();
             report::symbolize(aggregator, template, &reporter_stats)
         })?;
-        let maintainer = Maintainer::new(report_tx.clone(), stats.clone());
+        let source = Procfs {
+            exec_gen: Some(sampler.exec_gen()?),
+        };
+        let maintainer = Maintainer::new(
+            sampler.pid_mappings()?,
+            source,
+            sampler.cache_invalidator()?,
+            report_tx.clone(),
+            stats.clone(),
+        );
         let maintainer = spawn("maintainer", move || maintainer.run(maintain_rx))?;
         let router = Router::new(report_tx, maintain_tx, stats.clone());
         let pages = poller::pages_per_cpu(frequency_hz);

@@ -44,16 +44,50 @@ counters! {
     /// Distinct processes seen, and whole-process exits observed.
     pids_seen,
     pids_exited,
-    /// `/proc/PID/maps` snapshots taken, and those that failed (process gone, permission).
+    /// `/proc/PID/maps` syncs done, and those that failed (process gone, permission).
     syncs,
     sync_failures,
     /// Process events dropped because the reporter's queue was full.
     events_queue_dropped,
     /// Messages to the maintainer dropped because its queue was full.
     maintainer_queue_dropped,
-    /// User frames resolved through a maps snapshot to a file, or left as raw addresses.
+    /// Raw user frames resolved in user space (through a VMA report) to a file, or left raw.
     raw_frames_resolved,
     raw_frames_unresolved,
+    /// Reports from the sampler, and what the maintainer did about them.
+    unknown_pid_reports,
+    unknown_mapping_reports,
+    resyncs,
+    pid_reuses,
+    exits_by_sweep,
+    /// Events that did not fit the process's state (duplicate exit, late report): no-ops.
+    events_ignored,
+    /// pid_mappings writes: entries updated and deleted, deletes skipped because the key was
+    /// already absent, and failures (must stay 0).
+    map_updates,
+    map_deletes,
+    map_delete_absent,
+    map_delete_errors,
+    map_update_errors,
+    /// Processes whose entries were dropped because the map was full.
+    map_full_evictions,
+    /// From the last audit: entries in the map, entries no live process owns (must be 0), and
+    /// entries live processes own that the map lacks.
+    pid_map_entries,
+    stale_pid_entries,
+    missing_pid_entries,
+    /// Executable files registered, released, and with inconsistent reference counts.
+    files_loaded,
+    files_unloaded,
+    leaked_files,
+    /// User frames the sampler resolved through pid_mappings (of which from its per-CPU cache),
+    /// and those it could not (no entry for the PID, or only its marker).
+    frames_resolved_in_bpf,
+    frames_cache_hits,
+    frames_unknown_pid,
+    frames_unknown_mapping,
+    /// VMA reports the sampler sent for addresses it could not resolve.
+    vma_reports,
     /// Frames without a symbol (shown as `module+0xOFFSET` or `[unknown]`).
     symbolization_misses,
     /// Files that could not be opened for symbolization.
@@ -67,6 +101,10 @@ impl Stats {
 
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn set(counter: &AtomicU64, value: u64) {
+        counter.store(value, Ordering::Relaxed);
     }
 
     pub fn get(counter: &AtomicU64) -> u64 {

@@ -294,9 +294,11 @@ fn busy_system_sample_count_matches_the_frequency_and_nothing_is_lost() {
     );
 }
 
+/// The maintainer holds the executables it registered open, so a binary deleted (or a process
+/// gone) before symbolization is still read; without that, frames fall back to file+offset.
 #[test]
-fn a_binary_deleted_before_symbolization_gives_module_offset_frames() {
-    if !bpf_available("a_binary_deleted_before_symbolization_gives_module_offset_frames") {
+fn a_binary_deleted_before_symbolization_is_still_symbolized() {
+    if !bpf_available("a_binary_deleted_before_symbolization_is_still_symbolized") {
         return;
     }
     let _serial = serial();
@@ -324,10 +326,12 @@ fn a_binary_deleted_before_symbolization_gives_module_offset_frames() {
     assert!(!gone.exists());
     let lines = folded(&out_path);
     let in_gone = count_where(&lines, |s| s.starts_with("gone;"));
-    let as_offsets = count_where(&lines, |s| s.starts_with("gone;") && s.contains(";gone+0x"));
+    let named = count_where(&lines, |s| {
+        s.starts_with("gone;") && s.contains(";main;a;b;c")
+    });
     assert!(in_gone > 50, "{lines:?}");
     assert!(
-        as_offsets * 10 >= in_gone * 9,
+        named * 10 >= in_gone * 9,
         "frames of the deleted file: {lines:?}"
     );
 }

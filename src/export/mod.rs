@@ -5,6 +5,8 @@
 //! I/O of its own: every encoder writes to a caller-supplied [`Write`].
 
 pub mod folded;
+pub mod otlp;
+pub mod otlp_proto;
 pub mod pprof;
 pub mod pprof_proto;
 

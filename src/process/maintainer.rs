@@ -1,201 +1,214 @@
-//! The maintainer thread (T2): owns the process table. It takes a `/proc` snapshot when a PID is
-//! first seen and again after an exec, and forgets a process a grace period after its exit.
-//!
-//! Every event is applied to the process's current state; one that does not fit (a duplicate
-//! "seen", an exit for an unknown PID) is a no-op, never an error.
+//! The maintainer thread (T2): owns the process table and is the only writer of `pid_mappings`.
+//! It applies the poller's messages to the table, announces new files to the reporter, flushes
+//! the batched map writes (evicting when the map is full), and periodically sweeps for missed
+//! exits, expires what is past its grace period, and audits the map against the table.
 
-use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::snapshot::{read_snapshot, SnapshotError};
+use super::batcher::MapBackend;
+use super::lifecycle::ProcessTable;
+use super::source::ProcSource;
 use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::stats::Stats;
 
-/// How long an exited process stays in the table (late events for it are still recognised).
-const EXIT_GRACE: Duration = Duration::from_secs(10);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+const AUDIT_INTERVAL: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Live,
-    Exited { since: Instant },
+/// Where the maintainer tells the sampler to drop its per-CPU mapping caches.
+pub trait CacheInvalidator {
+    fn invalidate(&mut self);
 }
 
-#[derive(Debug)]
-struct Entry {
-    state: State,
-}
-
-/// The process table and what it needs to talk to the reporter.
-pub struct Maintainer {
-    table: HashMap<u32, Entry>,
-    /// Monotonic time of the last exit per PID: the start of validity for the next process
-    /// that reuses it.
-    last_exit_ktime: HashMap<u32, u64>,
+pub struct Maintainer<M: MapBackend, S: ProcSource, C: CacheInvalidator> {
+    pub table: ProcessTable,
+    map: M,
+    source: S,
+    caches: C,
     reporter: SyncSender<ReportMsg>,
     stats: Arc<Stats>,
 }
 
-impl Maintainer {
-    pub fn new(reporter: SyncSender<ReportMsg>, stats: Arc<Stats>) -> Self {
+impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
+    pub fn new(
+        map: M,
+        source: S,
+        caches: C,
+        reporter: SyncSender<ReportMsg>,
+        stats: Arc<Stats>,
+    ) -> Self {
         Self {
-            table: HashMap::new(),
-            last_exit_ktime: HashMap::new(),
+            table: ProcessTable::default(),
+            map,
+            source,
+            caches,
             reporter,
             stats,
         }
     }
 
-    /// Runs until every sender of `inbox` is gone.
+    /// Runs until every sender of `inbox` is gone, then settles and audits once more.
     pub fn run(mut self, inbox: Receiver<MaintainerMsg>) {
+        let (mut last_sweep, mut last_audit) = (Instant::now(), Instant::now());
         loop {
-            match inbox.recv_timeout(Duration::from_secs(1)) {
-                Ok(msg) => self.handle(msg),
+            match inbox.recv_timeout(Duration::from_millis(200)) {
+                Ok(msg) => {
+                    self.handle(msg);
+                    // Apply everything queued before one flush: batches stay large.
+                    for msg in inbox.try_iter().take(4096) {
+                        self.handle(msg);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.expire(Instant::now());
+            self.flush();
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= SWEEP_INTERVAL {
+                self.table.sweep(&self.source, &self.stats, now);
+                self.table.expire(&self.stats, now);
+                self.flush();
+                last_sweep = now;
+            }
+            if now.duration_since(last_audit) >= AUDIT_INTERVAL {
+                self.audit();
+                last_audit = now;
+            }
         }
+        self.settle();
     }
 
     pub fn handle(&mut self, msg: MaintainerMsg) {
+        let now = Instant::now();
         match msg {
-            MaintainerMsg::Seen { pid } => {
-                if matches!(self.table.get(&pid), Some(Entry { state: State::Live })) {
-                    return; // already known and alive
-                }
-                Stats::inc(&self.stats.pids_seen);
-                let valid_from = self.last_exit_ktime.get(&pid).copied().unwrap_or(0);
-                self.sync(pid, valid_from);
+            MaintainerMsg::Report { pid, trigger } => {
+                self.table
+                    .on_report(pid, trigger, &self.source, &self.stats, now)
             }
-            MaintainerMsg::Exec { pid, ktime_ns } => {
-                if !self.table.contains_key(&pid) {
-                    Stats::inc(&self.stats.pids_seen);
-                }
-                self.sync(pid, ktime_ns);
-            }
-            MaintainerMsg::Exit { pid, ktime_ns } => {
-                self.last_exit_ktime.insert(pid, ktime_ns);
-                if let Some(entry) = self.table.get_mut(&pid) {
-                    if entry.state == State::Live {
-                        entry.state = State::Exited {
-                            since: Instant::now(),
-                        };
-                        Stats::inc(&self.stats.pids_exited);
-                    }
-                }
-            }
+            MaintainerMsg::Exit { pid } => self.table.on_exit(pid, &self.stats, now),
+            MaintainerMsg::Sampled(pids) => self.table.on_sampled(&pids, now),
         }
     }
 
-    fn sync(&mut self, pid: u32, valid_from_ktime: u64) {
-        let msg = match read_snapshot(pid, valid_from_ktime) {
-            Ok(snapshot) => {
-                Stats::inc(&self.stats.syncs);
-                self.table.insert(pid, Entry { state: State::Live });
-                ReportMsg::Snapshot(Arc::new(snapshot))
-            }
-            Err(err) => {
-                Stats::inc(&self.stats.sync_failures);
-                if !matches!(err, SnapshotError::Gone) {
-                    crate::log::debug(&format!("cannot read /proc/{pid}: {err}"));
+    /// Announces new files, then writes the map (a file is always known before it is named).
+    pub fn flush(&mut self) {
+        for file in self.table.take_new_files() {
+            Stats::inc(&self.stats.files_loaded);
+            let _ = self.reporter.send(ReportMsg::File(file));
+        }
+        let report = self.table.batcher.flush(&mut self.map, &self.stats);
+        if !report.rejected_full.is_empty() {
+            let keep: Vec<u32> = report.rejected_full.iter().map(|(k, _)| k.pid()).collect();
+            let freed = self.table.evict(
+                report.rejected_full.len(),
+                &keep,
+                &self.stats,
+                Instant::now(),
+            );
+            if freed > 0 {
+                for (key, value) in report.rejected_full {
+                    self.table.batcher.upsert(key, value);
                 }
-                ReportMsg::SnapshotFailed {
-                    pid,
-                    valid_from_ktime,
-                }
+                let again = self.table.batcher.flush(&mut self.map, &self.stats);
+                Stats::add(
+                    &self.stats.map_update_errors,
+                    again.rejected_full.len() as u64,
+                );
+            } else {
+                Stats::add(
+                    &self.stats.map_update_errors,
+                    report.rejected_full.len() as u64,
+                );
             }
-        };
-        // A send fails only when the reporter has ended, i.e. during shutdown.
-        let _ = self.reporter.send(msg);
+        }
+        if self.table.take_live_deletes() {
+            self.caches.invalidate();
+        }
+        Stats::set(
+            &self.stats.pid_map_entries,
+            self.table.batcher.entries() as u64,
+        );
     }
 
-    /// Forgets processes whose exit grace period is over.
-    pub fn expire(&mut self, now: Instant) {
-        self.table.retain(|_, entry| match entry.state {
-            State::Live => true,
-            State::Exited { since } => now.duration_since(since) < EXIT_GRACE,
-        });
+    /// Compares the map with the table and `/proc`; the results land in the counters.
+    pub fn audit(&mut self) {
+        match self.table.audit(&self.map) {
+            Ok((stale, missing)) => {
+                Stats::set(&self.stats.stale_pid_entries, stale as u64);
+                Stats::set(&self.stats.missing_pid_entries, missing as u64);
+            }
+            Err(err) => crate::log::warn(&format!("pid_mappings audit failed: {err}")),
+        }
+        Stats::set(&self.stats.leaked_files, self.table.leaked_files() as u64);
+        if let Ok(keys) = self.map.keys() {
+            Stats::set(&self.stats.pid_map_entries, keys.len() as u64);
+        }
     }
 
-    /// Processes in the table (live or within their exit grace period).
-    pub fn tracked(&self) -> usize {
-        self.table.len()
+    /// End of session: one last sweep for exits in flight, a flush, and the final audit.
+    pub fn settle(&mut self) {
+        let now = Instant::now();
+        self.table.sweep(&self.source, &self.stats, now);
+        self.flush();
+        self.audit();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::process::fake_map::FakeMap;
+    use crate::process::lifecycle::Trigger;
+    use crate::process::source::Procfs;
     use std::sync::mpsc::sync_channel;
 
-    #[test]
-    fn seen_twice_syncs_once_and_exit_then_reuse_resyncs() {
-        let (tx, rx) = sync_channel(16);
-        let stats = Arc::new(Stats::default());
-        let mut m = Maintainer::new(tx, stats.clone());
-        let me = std::process::id();
-        m.handle(MaintainerMsg::Seen { pid: me });
-        m.handle(MaintainerMsg::Seen { pid: me });
-        assert!(
-            matches!(rx.try_recv(), Ok(ReportMsg::Snapshot(s)) if s.pid == me && s.valid_from_ktime == 0)
-        );
-        assert!(
-            rx.try_recv().is_err(),
-            "a second Seen for a live process does nothing"
-        );
-        m.handle(MaintainerMsg::Exit {
-            pid: me,
-            ktime_ns: 500,
-        });
-        m.handle(MaintainerMsg::Exit {
-            pid: me,
-            ktime_ns: 500,
-        });
-        assert_eq!(
-            Stats::get(&stats.pids_exited),
-            1,
-            "a duplicate exit is a no-op"
-        );
-        m.handle(MaintainerMsg::Seen { pid: me });
-        assert!(matches!(rx.try_recv(), Ok(ReportMsg::Snapshot(s)) if s.valid_from_ktime == 500));
-        assert_eq!(Stats::get(&stats.pids_seen), 2);
+    #[derive(Default)]
+    struct Count(usize);
+    impl CacheInvalidator for &mut Count {
+        fn invalidate(&mut self) {
+            self.0 += 1;
+        }
     }
 
     #[test]
-    fn vanished_process_reports_failure() {
-        let (tx, rx) = sync_channel(16);
+    fn files_are_announced_before_the_entries_that_name_them() {
+        let (tx, rx) = sync_channel(1024);
         let stats = Arc::new(Stats::default());
-        let mut m = Maintainer::new(tx, stats.clone());
-        m.handle(MaintainerMsg::Exec {
-            pid: u32::MAX - 1,
-            ktime_ns: 7,
+        let mut count = Count::default();
+        let source = Procfs { exec_gen: None };
+        let mut m = Maintainer::new(FakeMap::new(100_000), source, &mut count, tx, stats.clone());
+        m.handle(MaintainerMsg::Report {
+            pid: std::process::id(),
+            trigger: Trigger::UnknownPid,
         });
-        assert!(matches!(
-            rx.try_recv(),
-            Ok(ReportMsg::SnapshotFailed {
-                valid_from_ktime: 7,
-                ..
+        assert!(rx.try_recv().is_err(), "nothing announced before the flush");
+        m.flush();
+        let announced: Vec<u32> = rx
+            .try_iter()
+            .map(|msg| match msg {
+                ReportMsg::File(f) => f.id,
+                other => panic!("unexpected {other:?}"),
             })
-        ));
-        assert_eq!(Stats::get(&stats.sync_failures), 1);
-    }
-
-    #[test]
-    fn exited_processes_expire_after_the_grace_period() {
-        let (tx, _rx) = sync_channel(16);
-        let mut m = Maintainer::new(tx, Arc::new(Stats::default()));
-        m.handle(MaintainerMsg::Seen {
-            pid: std::process::id(),
-        });
-        m.handle(MaintainerMsg::Exit {
-            pid: std::process::id(),
-            ktime_ns: 1,
-        });
-        m.expire(Instant::now());
-        assert_eq!(m.tracked(), 1);
-        m.expire(Instant::now() + EXIT_GRACE + Duration::from_secs(1));
-        assert_eq!(m.tracked(), 0);
+            .collect();
+        assert!(!announced.is_empty());
+        let named: std::collections::BTreeSet<u32> = m
+            .map
+            .entries
+            .values()
+            .map(|v| v.file_id)
+            .filter(|&id| id != 0)
+            .collect();
+        assert!(
+            named.iter().all(|id| announced.contains(id)),
+            "{named:?} vs {announced:?}"
+        );
+        m.audit();
+        assert_eq!(Stats::get(&stats.stale_pid_entries), 0);
+        assert_eq!(
+            Stats::get(&stats.pid_map_entries),
+            m.map.entries.len() as u64
+        );
+        assert_eq!(Stats::get(&stats.leaked_files), 0);
     }
 }

@@ -1,8 +1,12 @@
-//! Processes: reading `/proc` (maps, identity) and the maintainer thread that owns the process
-//! table. Later this is where the per-PID BPF map maintenance lives (DESIGN.md, "T2").
+//! Processes: reading `/proc`, the process table with its lifecycle, and the maintenance of the
+//! per-PID BPF map (`pid_mappings`) that it owns (DESIGN.md, "T2").
 
+pub mod batcher;
+#[cfg(test)]
+mod fake_map;
+pub mod files;
+pub mod lifecycle;
 pub mod maintainer;
 pub mod maps;
-pub mod snapshot;
-
-pub use snapshot::{ProcessSnapshot, SharedSnapshot};
+pub mod prefixes;
+pub mod source;

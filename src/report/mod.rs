@@ -1,9 +1,9 @@
-//! The reporter thread (T3): receives samples and process news, matches samples with their
-//! process's address space, aggregates stacks, and at the end symbolizes them into a
-//! `Profile`. Exporting that profile is the caller's choice of format (`crate::export`).
+//! The reporter thread (T3): receives samples, file registrations and the kernel's VMA reports,
+//! aggregates stacks, and at the end symbolizes them into a `Profile`. Exporting that profile is
+//! the caller's choice of format (`crate::export`).
 
 pub mod aggregate;
-pub mod resolve;
+pub mod vmas;
 
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
@@ -13,31 +13,23 @@ use crate::profile::Profile;
 use crate::stats::Stats;
 use crate::symbolize::{KernelSymbols, Symbolizer};
 use aggregate::Aggregator;
-use resolve::{Resolved, Resolver};
+use vmas::Vmas;
 
 /// Aggregates everything until all senders are gone, then returns the raw stacks.
 pub fn collect(inbox: Receiver<ReportMsg>, stats: &Stats) -> Aggregator {
-    let mut resolver = Resolver::default();
     let mut aggregator = Aggregator::default();
-    let mut ready: Vec<Resolved> = Vec::new();
+    let mut vmas = Vmas::default();
     for msg in inbox {
         match msg {
-            ReportMsg::Trace(trace) => resolver.on_trace(trace, &mut ready),
-            ReportMsg::Exec { pid, ktime_ns } => resolver.on_exec(pid, ktime_ns),
-            ReportMsg::Exit { pid, ktime_ns } => resolver.on_exit(pid, ktime_ns),
-            ReportMsg::Snapshot(snapshot) => resolver.on_snapshot(snapshot, &mut ready),
-            ReportMsg::SnapshotFailed {
-                pid,
-                valid_from_ktime,
-            } => resolver.on_snapshot_failed(pid, valid_from_ktime, &mut ready),
+            ReportMsg::Trace(trace) => aggregator.add(&trace, &vmas, stats),
+            ReportMsg::Vma(record) => vmas.add(record),
+            ReportMsg::File(file) => aggregator.on_file(file),
+            ReportMsg::Exec(exec) => {
+                vmas.boundary(exec.pid, exec.ktime_ns);
+                aggregator.on_exec(&exec);
+            }
+            ReportMsg::Exit { pid, ktime_ns } => vmas.boundary(pid, ktime_ns),
         }
-        for (trace, snapshot) in ready.drain(..) {
-            aggregator.add(&trace, snapshot.as_deref(), stats);
-        }
-    }
-    resolver.drain(&mut ready);
-    for (trace, snapshot) in ready.drain(..) {
-        aggregator.add(&trace, snapshot.as_deref(), stats);
     }
     aggregator
 }
@@ -51,6 +43,12 @@ pub fn symbolize(aggregator: Aggregator, template: Profile, stats: &Arc<Stats>) 
             None
         }
     };
+    if aggregator.unknown_file_ids > 0 {
+        crate::log::warn(&format!(
+            "{} frames named a file never announced",
+            aggregator.unknown_file_ids
+        ));
+    }
     let mut symbolizer = Symbolizer::new(kernel);
     let profile = aggregator.into_profile(&mut symbolizer, template);
     let counts = symbolizer.stats();

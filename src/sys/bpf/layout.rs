@@ -6,12 +6,15 @@
 
 use std::mem::{offset_of, size_of};
 
+use crate::process::maps::makedev;
+
 /// Constants generated from `bpf/profiler.h`.
 pub mod consts {
     include!(concat!(env!("OUT_DIR"), "/bpf_constants.rs"));
 }
 
 pub const COMM_LEN: usize = consts::COMM_LEN as usize;
+pub const PATH_LEN: usize = consts::PATH_LEN as usize;
 pub const MAX_KERNEL_FRAMES: usize = consts::MAX_KERNEL_FRAMES as usize;
 pub const MAX_USER_FRAMES: usize = consts::MAX_USER_FRAMES as usize;
 
@@ -43,14 +46,154 @@ pub struct ProcEvent {
     pub record_type: u32,
     pub pid: u32,
     pub ktime_ns: u64,
+    pub addr: u64,
 }
-const _: () = assert!(size_of::<ProcEvent>() == 16);
+const _: () = assert!(size_of::<ProcEvent>() == 24);
 const _: () = assert!(offset_of!(ProcEvent, ktime_ns) == 8);
+const _: () = assert!(offset_of!(ProcEvent, addr) == 16);
+
+/// `struct exec_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExecEvent {
+    pub record_type: u32,
+    pub pid: u32,
+    pub ktime_ns: u64,
+    pub inode: u64,
+    pub dev: u32,
+    pub path_len: u32,
+    pub path: [u8; PATH_LEN],
+}
+const _: () = assert!(size_of::<ExecEvent>() == 32 + PATH_LEN);
+const _: () = assert!(offset_of!(ExecEvent, inode) == 16);
+const _: () = assert!(offset_of!(ExecEvent, dev) == 24);
+const _: () = assert!(offset_of!(ExecEvent, path_len) == 28);
+const _: () = assert!(offset_of!(ExecEvent, path) == 32);
+
+/// `struct vma_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VmaEvent {
+    pub record_type: u32,
+    pub pid: u32,
+    pub ktime_ns: u64,
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    pub inode: u64,
+    pub dev: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<VmaEvent>() == 56);
+const _: () = assert!(offset_of!(VmaEvent, start) == 16);
+const _: () = assert!(offset_of!(VmaEvent, inode) == 40);
+const _: () = assert!(offset_of!(VmaEvent, dev) == 48);
+
+/// `struct pid_mapping_key`: prefix length, then the big-endian PID and address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PidMappingKey {
+    pub prefixlen: u32,
+    pub pid_be: u32,
+    pub addr_be: u64,
+}
+const _: () = assert!(size_of::<PidMappingKey>() == 16);
+
+impl PidMappingKey {
+    pub fn new(pid: u32, addr: u64, prefixlen: u32) -> Self {
+        Self {
+            prefixlen,
+            pid_be: pid.to_be(),
+            addr_be: addr.to_be(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        u32::from_be(self.pid_be)
+    }
+
+    pub fn addr(&self) -> u64 {
+        u64::from_be(self.addr_be)
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&self.prefixlen.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.pid_be.to_ne_bytes());
+        b[8..].copy_from_slice(&self.addr_be.to_ne_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        (b.len() == 16).then(|| Self {
+            prefixlen: u32_at(b, 0),
+            pid_be: u32_at(b, 4),
+            addr_be: u64_at(b, 8),
+        })
+    }
+}
+
+/// `struct pid_mapping_value`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PidMappingValue {
+    pub file_id: u32,
+    pub flags: u16,
+    pub prefixlen: u16,
+    pub bias: u64,
+    pub prefix_addr: u64,
+    pub exec_gen: u64,
+}
+const _: () = assert!(size_of::<PidMappingValue>() == 32);
+const _: () = assert!(offset_of!(PidMappingValue, bias) == 8);
+const _: () = assert!(offset_of!(PidMappingValue, prefix_addr) == 16);
+const _: () = assert!(offset_of!(PidMappingValue, exec_gen) == 24);
+
+impl PidMappingValue {
+    pub fn to_bytes(self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&self.file_id.to_ne_bytes());
+        b[4..6].copy_from_slice(&self.flags.to_ne_bytes());
+        b[6..8].copy_from_slice(&self.prefixlen.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.bias.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.prefix_addr.to_ne_bytes());
+        b[24..].copy_from_slice(&self.exec_gen.to_ne_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        (b.len() == 32).then(|| Self {
+            file_id: u32_at(b, 0),
+            flags: u16_at(b, 4),
+            prefixlen: u16_at(b, 6),
+            bias: u64_at(b, 8),
+            prefix_addr: u64_at(b, 16),
+            exec_gen: u64_at(b, 24),
+        })
+    }
+}
 
 /// The sampler's `.rodata`: `const volatile __u32 filter_pids`.
 pub const SAMPLER_RODATA_SIZE: usize = 4;
+/// The sampler's `.bss`: `volatile __u64 mappings_generation`.
+pub const SAMPLER_BSS_SIZE: usize = 8;
 
-/// A decoded stack sample. Addresses are leaf first.
+/// One user frame as the sampler resolved it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UserFrame {
+    /// A file offset in `file_id` when `flags` has FRAME_RESOLVED, else the raw address.
+    pub address: u64,
+    pub file_id: u32,
+    pub flags: u32,
+}
+
+impl UserFrame {
+    pub fn is_resolved(&self) -> bool {
+        self.flags as u64 & consts::FRAME_RESOLVED != 0
+    }
+}
+
+/// A decoded stack sample. Frames are leaf first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawTrace {
     pub pid: u32,
@@ -60,7 +203,7 @@ pub struct RawTrace {
     pub comm: [u8; COMM_LEN],
     pub flags: u32,
     pub kernel: Vec<u64>,
-    pub user: Vec<u64>,
+    pub user: Vec<UserFrame>,
 }
 
 impl RawTrace {
@@ -69,14 +212,48 @@ impl RawTrace {
         let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         String::from_utf8_lossy(&self.comm[..end]).into_owned()
     }
+
+    /// Whether some user frame still needs user space to find its mapping.
+    pub fn has_raw_frames(&self) -> bool {
+        self.user
+            .iter()
+            .any(|f| !f.is_resolved() && f.flags as u64 & consts::FRAME_ANON == 0)
+    }
+}
+
+/// What the kernel said about the VMA behind an address the trie could not resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VmaRecord {
+    pub pid: u32,
+    pub ktime_ns: u64,
+    pub start: u64,
+    pub end: u64,
+    pub file_offset: u64,
+    pub inode: u64,
+    /// `makedev` encoding, comparable with `stat` and `/proc/PID/maps`.
+    pub dev: u64,
+}
+
+/// An exec: the process's new executable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecRecord {
+    pub pid: u32,
+    pub ktime_ns: u64,
+    pub inode: u64,
+    pub dev: u64,
+    /// As execve named it (possibly relative); empty when unreadable.
+    pub path: String,
 }
 
 /// Anything the BPF programs send through the `events` perf buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Trace(RawTrace),
-    Exec { pid: u32, ktime_ns: u64 },
+    Exec(ExecRecord),
     Exit { pid: u32, ktime_ns: u64 },
+    UnknownPid { pid: u32, ktime_ns: u64 },
+    UnknownMapping { pid: u32, ktime_ns: u64, addr: u64 },
+    Vma(VmaRecord),
 }
 
 /// Why a record could not be decoded (a bug or a version mismatch; counted, never fatal).
@@ -99,31 +276,42 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(a)
 }
 
-/// Decodes one record. Trailing bytes (perf's padding) are ignored.
-pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-    if bytes.len() < 4 {
+/// The kernel's `dev_t` (major << 20 | minor) in the `makedev` encoding user space uses.
+pub fn kernel_dev(dev: u32) -> u64 {
+    makedev(u64::from(dev >> 20), u64::from(dev & 0xf_ffff))
+}
+
+fn need(bytes: &[u8], need: usize) -> Result<(), DecodeError> {
+    if bytes.len() < need {
         return Err(DecodeError::TooShort {
             len: bytes.len(),
-            need: 4,
+            need,
         });
     }
-    let record_type = u32_at(bytes, 0) as u64;
+    Ok(())
+}
+
+/// Decodes one record. Trailing bytes (perf's padding) are ignored.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    need(bytes, 4)?;
+    let record_type = u64::from(u32_at(bytes, 0));
     match record_type {
         consts::RECORD_TRACE => decode_trace(bytes).map(Record::Trace),
-        consts::RECORD_EXEC | consts::RECORD_EXIT => {
-            let need = size_of::<ProcEvent>();
-            if bytes.len() < need {
-                return Err(DecodeError::TooShort {
-                    len: bytes.len(),
-                    need,
-                });
-            }
+        consts::RECORD_EXEC => decode_exec(bytes).map(Record::Exec),
+        consts::RECORD_VMA => decode_vma(bytes).map(Record::Vma),
+        consts::RECORD_EXIT | consts::RECORD_UNKNOWN_PID | consts::RECORD_UNKNOWN_MAPPING => {
+            need(bytes, size_of::<ProcEvent>())?;
             let pid = u32_at(bytes, offset_of!(ProcEvent, pid));
             let ktime_ns = u64_at(bytes, offset_of!(ProcEvent, ktime_ns));
-            Ok(if record_type == consts::RECORD_EXEC {
-                Record::Exec { pid, ktime_ns }
-            } else {
-                Record::Exit { pid, ktime_ns }
+            let addr = u64_at(bytes, offset_of!(ProcEvent, addr));
+            Ok(match record_type {
+                consts::RECORD_EXIT => Record::Exit { pid, ktime_ns },
+                consts::RECORD_UNKNOWN_PID => Record::UnknownPid { pid, ktime_ns },
+                _ => Record::UnknownMapping {
+                    pid,
+                    ktime_ns,
+                    addr,
+                },
             })
         }
         other => Err(DecodeError::UnknownType(other as u32)),
@@ -132,26 +320,24 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
 
 fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
     let header = size_of::<TraceHeader>();
-    if bytes.len() < header {
-        return Err(DecodeError::TooShort {
-            len: bytes.len(),
-            need: header,
-        });
-    }
+    need(bytes, header)?;
     let n_kernel = u16_at(bytes, offset_of!(TraceHeader, n_kernel)) as usize;
     let n_user = u16_at(bytes, offset_of!(TraceHeader, n_user)) as usize;
     if n_kernel > MAX_KERNEL_FRAMES || n_user > MAX_USER_FRAMES {
         return Err(DecodeError::TooManyFrames { n_kernel, n_user });
     }
-    let need = header + 8 * (n_kernel + n_user);
-    if bytes.len() < need {
-        return Err(DecodeError::TooShort {
-            len: bytes.len(),
-            need,
-        });
-    }
-    let frames: Vec<u64> = (0..n_kernel + n_user)
-        .map(|i| u64_at(bytes, header + 8 * i))
+    need(bytes, header + 8 * (n_kernel + 2 * n_user))?;
+    let word = |i: usize| u64_at(bytes, header + 8 * i);
+    let kernel = (0..n_kernel).map(word).collect();
+    let user = (0..n_user)
+        .map(|i| {
+            let meta = word(n_kernel + 2 * i + 1);
+            UserFrame {
+                address: word(n_kernel + 2 * i),
+                file_id: meta as u32,
+                flags: (meta >> 32) as u32,
+            }
+        })
         .collect();
     let mut comm = [0u8; COMM_LEN];
     let comm_at = offset_of!(TraceHeader, comm);
@@ -163,101 +349,40 @@ fn decode_trace(bytes: &[u8]) -> Result<RawTrace, DecodeError> {
         ktime_ns: u64_at(bytes, offset_of!(TraceHeader, ktime_ns)),
         comm,
         flags: u32_at(bytes, offset_of!(TraceHeader, flags)),
-        kernel: frames[..n_kernel].to_vec(),
-        user: frames[n_kernel..].to_vec(),
+        kernel,
+        user,
+    })
+}
+
+fn decode_exec(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
+    let path_at = offset_of!(ExecEvent, path);
+    need(bytes, path_at)?;
+    let path_len = (u32_at(bytes, offset_of!(ExecEvent, path_len)) as usize).min(PATH_LEN);
+    need(bytes, path_at + path_len)?;
+    let raw = &bytes[path_at..path_at + path_len];
+    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    Ok(ExecRecord {
+        pid: u32_at(bytes, offset_of!(ExecEvent, pid)),
+        ktime_ns: u64_at(bytes, offset_of!(ExecEvent, ktime_ns)),
+        inode: u64_at(bytes, offset_of!(ExecEvent, inode)),
+        dev: kernel_dev(u32_at(bytes, offset_of!(ExecEvent, dev))),
+        path: String::from_utf8_lossy(&raw[..end]).into_owned(),
+    })
+}
+
+fn decode_vma(bytes: &[u8]) -> Result<VmaRecord, DecodeError> {
+    need(bytes, size_of::<VmaEvent>())?;
+    Ok(VmaRecord {
+        pid: u32_at(bytes, offset_of!(VmaEvent, pid)),
+        ktime_ns: u64_at(bytes, offset_of!(VmaEvent, ktime_ns)),
+        start: u64_at(bytes, offset_of!(VmaEvent, start)),
+        end: u64_at(bytes, offset_of!(VmaEvent, end)),
+        file_offset: u64_at(bytes, offset_of!(VmaEvent, file_offset)),
+        inode: u64_at(bytes, offset_of!(VmaEvent, inode)),
+        dev: kernel_dev(u32_at(bytes, offset_of!(VmaEvent, dev))),
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn trace_bytes(kernel: &[u64], user: &[u64], padding: usize) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&(consts::RECORD_TRACE as u32).to_ne_bytes());
-        b.extend_from_slice(&42u32.to_ne_bytes());
-        b.extend_from_slice(&43u32.to_ne_bytes());
-        b.extend_from_slice(&1u32.to_ne_bytes());
-        b.extend_from_slice(&123_456u64.to_ne_bytes());
-        b.extend_from_slice(b"worker\0\0\0\0\0\0\0\0\0\0");
-        b.extend_from_slice(&(kernel.len() as u16).to_ne_bytes());
-        b.extend_from_slice(&(user.len() as u16).to_ne_bytes());
-        b.extend_from_slice(&(consts::TRACE_KERNEL_MODE as u32).to_ne_bytes());
-        for a in kernel.iter().chain(user) {
-            b.extend_from_slice(&a.to_ne_bytes());
-        }
-        b.resize(b.len() + padding, 0xAA);
-        b
-    }
-
-    #[test]
-    fn decodes_a_trace_with_padding() {
-        let rec = decode(&trace_bytes(
-            &[0xffff_ffff_8100_0000],
-            &[0x401000, 0x401100],
-            4,
-        ))
-        .unwrap();
-        let Record::Trace(t) = rec else {
-            panic!("not a trace")
-        };
-        assert_eq!((t.pid, t.tid, t.cpu, t.ktime_ns), (42, 43, 1, 123_456));
-        assert_eq!(t.comm(), "worker");
-        assert_eq!(t.kernel, vec![0xffff_ffff_8100_0000]);
-        assert_eq!(t.user, vec![0x401000, 0x401100]);
-        assert_eq!(t.flags as u64, consts::TRACE_KERNEL_MODE);
-    }
-
-    #[test]
-    fn rejects_truncated_and_unknown_records() {
-        let full = trace_bytes(&[1, 2], &[3], 0);
-        assert!(matches!(
-            decode(&full[..full.len() - 1]),
-            Err(DecodeError::TooShort { .. })
-        ));
-        assert!(matches!(
-            decode(&full[..10]),
-            Err(DecodeError::TooShort { .. })
-        ));
-        assert_eq!(decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownType(9)));
-        assert!(decode(&[]).is_err());
-        let mut bad = trace_bytes(&[], &[], 0);
-        bad[40] = 0xff; // n_kernel = 255
-        assert!(matches!(
-            decode(&bad),
-            Err(DecodeError::TooManyFrames { .. })
-        ));
-    }
-
-    #[test]
-    fn decodes_process_events() {
-        let mut b = (consts::RECORD_EXIT as u32).to_ne_bytes().to_vec();
-        b.extend_from_slice(&7u32.to_ne_bytes());
-        b.extend_from_slice(&99u64.to_ne_bytes());
-        assert_eq!(
-            decode(&b),
-            Ok(Record::Exit {
-                pid: 7,
-                ktime_ns: 99
-            })
-        );
-        b[0] = consts::RECORD_EXEC as u8;
-        assert_eq!(
-            decode(&b),
-            Ok(Record::Exec {
-                pid: 7,
-                ktime_ns: 99
-            })
-        );
-    }
-
-    #[test]
-    fn generated_constants_match_the_header() {
-        assert_eq!(
-            consts::MAX_FRAMES,
-            consts::MAX_KERNEL_FRAMES + consts::MAX_USER_FRAMES
-        );
-        assert_eq!(consts::TRACE_USTACK_FAILED, 8);
-        assert_eq!(consts::COUNTER_MAX, 8);
-    }
-}
+#[path = "layout_tests.rs"]
+mod tests;

@@ -26,7 +26,8 @@ unsafe extern "C" fn capture(
     if level == libbpf_sys::LIBBPF_DEBUG {
         return 0;
     }
-    let mut buf = [0u8; 1024];
+    // Verifier logs arrive as one message of up to a few hundred KiB; libbpf prints rarely.
+    let mut buf = vec![0u8; 1 << 20];
     // SAFETY: `buf` is writable for its whole length; `fmt` and `ap` come from libbpf and form a
     // valid printf format with its arguments; vsnprintf never writes past `len` and always
     // NUL-terminates.

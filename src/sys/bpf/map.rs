@@ -276,3 +276,59 @@ impl Map {
         &self.fd
     }
 }
+
+/// The kinds of standalone maps `Map::create` makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    Hash,
+    LpmTrie,
+}
+
+impl Map {
+    /// Creates a standalone map, outside any object (tests and benchmarks exercise the real
+    /// kernel's map semantics with it). LPM tries get BPF_F_NO_PREALLOC, which they require.
+    pub fn create(
+        kind: MapKind,
+        name: &str,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> io::Result<Map> {
+        let (map_type, map_flags) = match kind {
+            MapKind::Hash => (libbpf_sys::BPF_MAP_TYPE_HASH, 0),
+            MapKind::LpmTrie => (
+                libbpf_sys::BPF_MAP_TYPE_LPM_TRIE,
+                libbpf_sys::BPF_F_NO_PREALLOC,
+            ),
+        };
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            map_flags,
+            ..Default::default()
+        };
+        let cname = std::ffi::CString::new(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in map name"))?;
+        // SAFETY: the name is a valid C string and `opts` a zeroed options struct of its size;
+        // on success the returned fd is new and ours.
+        let fd = check(unsafe {
+            libbpf_sys::bpf_map_create(
+                map_type,
+                cname.as_ptr(),
+                key_size,
+                value_size,
+                max_entries,
+                &opts,
+            )
+        })?;
+        // SAFETY: `fd` was just created and nobody else owns it.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(Map::new(
+            name,
+            fd,
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+        ))
+    }
+}

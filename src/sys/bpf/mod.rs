@@ -13,7 +13,7 @@ mod perf_buffer;
 pub mod layout;
 
 pub use link::{online_cpus, open_cpu_clock, Link};
-pub use map::{possible_cpus, BatchOutcome, Map};
+pub use map::{possible_cpus, BatchOutcome, Map, MapKind};
 pub use object::{LoadedObject, OpenObject};
 pub use perf_buffer::{PerfBuffer, PerfHandler};
 

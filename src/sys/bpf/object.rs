@@ -158,6 +158,33 @@ impl LoadedObject {
                 format!("{}: no map {name}", self.name),
             )
         })?;
+        self.handle(map, name)
+    }
+
+    /// The map libbpf made for a global-variable section (`.bss`, `.data`), whose name is the
+    /// object name (truncated) plus the section name.
+    pub fn section_map(&self, section: &str) -> io::Result<Map> {
+        let mut map: *mut libbpf_sys::bpf_map = std::ptr::null_mut();
+        loop {
+            // SAFETY: iterating the maps of a live object, starting from NULL.
+            map = unsafe { libbpf_sys::bpf_object__next_map(self.obj.as_ptr(), map) };
+            let Some(current) = NonNull::new(map) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no {section} map"),
+                ));
+            };
+            // SAFETY: `current` belongs to the live object; libbpf owns the NUL-terminated name.
+            let name = unsafe { CStr::from_ptr(libbpf_sys::bpf_map__name(current.as_ptr())) };
+            if name.to_bytes().ends_with(section.as_bytes()) {
+                let name = name.to_string_lossy().into_owned();
+                return self.handle(current, &name);
+            }
+        }
+    }
+
+    /// A handle (its own fd) on a map of this loaded object.
+    fn handle(&self, map: NonNull<libbpf_sys::bpf_map>, name: &str) -> io::Result<Map> {
         // SAFETY: `map` belongs to the live, loaded object, so its fd is open.
         let fd = check(unsafe { libbpf_sys::bpf_map__fd(map.as_ptr()) })?;
         // SAFETY: F_DUPFD_CLOEXEC on an open fd returns a new fd that we then own.

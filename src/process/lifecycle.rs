@@ -1,0 +1,430 @@
+//! The process table: every process the sampler has asked about, tracked through an explicit
+//! lifecycle, and the `pid_mappings` entries each one owns.
+//!
+//! ```text
+//!   report ──▶ Syncing ──▶ Live ──exit──▶ Exiting(at) ──grace──▶ Gone (removed)
+//!                 │          ▲ │
+//!                 │   resync └─┘ (unknown PID/mapping reported, exec seen)
+//!                 └── vanished mid-sync ──▶ Gone
+//! ```
+//! Identity is (PID, start time), so a reused PID is a new process. Each transition happens
+//! once, on the maintainer thread, which is the only writer of the map: an event that does not
+//! fit the current state (a second exit, a late report about a dead process) is a counted no-op,
+//! and a process's entries are deleted exactly once, when it leaves `Live`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use super::batcher::{Batcher, MapBackend};
+use super::files::{FileKey, FileTable, SharedFile};
+use super::maps::{Backing, Mapping};
+use super::prefixes::{cover, marker_key};
+use super::source::{Identity, ProcError, ProcSource};
+use crate::stats::Stats;
+use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
+
+/// How long an exited process is remembered (late events about it are recognised as late).
+pub const EXIT_GRACE: Duration = Duration::from_secs(10);
+/// How long an unused file stays registered (samples in flight may still name it).
+pub const FILE_GRACE: Duration = Duration::from_secs(10);
+/// Minimum time between two re-syncs of a process for an unknown mapping. Frame-pointer walks
+/// through code without frame pointers produce addresses in no mapping, and each would
+/// otherwise cost a read of the maps.
+pub const UNKNOWN_MAPPING_RESYNC: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Live,
+    Exiting { since: Instant },
+}
+
+#[derive(Debug)]
+pub struct Process {
+    pub start_time: u64,
+    pub comm: String,
+    pub state: State,
+    pub exec_gen: u64,
+    /// The map entries this process owns, exactly as written.
+    entries: BTreeMap<PidMappingKey, PidMappingValue>,
+    /// One reference per mapping on each file.
+    files: Vec<u32>,
+    pub last_sampled: Instant,
+    last_sync: Instant,
+}
+
+/// Why the maintainer looks at a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    UnknownPid,
+    UnknownMapping,
+    Exec,
+}
+
+/// The table plus the batcher and file registry it drives.
+#[derive(Default)]
+pub struct ProcessTable {
+    procs: HashMap<u32, Process>,
+    pub files: FileTable,
+    pub batcher: Batcher,
+    /// Files registered since the last `take_new_files`: announce them before flushing.
+    new_files: Vec<SharedFile>,
+    /// Entries of a live process were deleted: the sampler's per-CPU caches must be dropped.
+    live_deletes: bool,
+}
+
+fn inc(counter: &AtomicU64) {
+    Stats::inc(counter)
+}
+
+impl ProcessTable {
+    pub fn get(&self, pid: u32) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn take_new_files(&mut self) -> Vec<SharedFile> {
+        std::mem::take(&mut self.new_files)
+    }
+
+    /// Whether entries of a live process were deleted since the last call.
+    pub fn take_live_deletes(&mut self) -> bool {
+        std::mem::take(&mut self.live_deletes)
+    }
+
+    /// The sampler could not resolve an address of `pid`, or `pid` exec'd.
+    pub fn on_report(
+        &mut self,
+        pid: u32,
+        trigger: Trigger,
+        src: &dyn ProcSource,
+        stats: &Stats,
+        now: Instant,
+    ) {
+        match trigger {
+            Trigger::UnknownPid => inc(&stats.unknown_pid_reports),
+            Trigger::UnknownMapping => inc(&stats.unknown_mapping_reports),
+            Trigger::Exec => {}
+        }
+        let known = self.procs.get(&pid).map(|p| (p.state, p.start_time));
+        if trigger == Trigger::Exec && !matches!(known, Some((State::Live, _))) {
+            // Only processes the sampler has asked about get entries; the exec of any other
+            // process needs nothing (the sampler reports it when it is sampled).
+            return;
+        }
+        let synced_recently = self
+            .procs
+            .get(&pid)
+            .is_some_and(|p| now.saturating_duration_since(p.last_sync) < UNKNOWN_MAPPING_RESYNC);
+        if trigger == Trigger::UnknownMapping && synced_recently {
+            inc(&stats.events_ignored);
+            return;
+        }
+        let identity = match src.identity(pid) {
+            Ok(identity) => identity,
+            Err(err) => {
+                if let Some((State::Live, _)) = known {
+                    // It died and we missed the exit (or it is dying now).
+                    self.exit(pid, stats, now);
+                } else {
+                    inc(&stats.events_ignored);
+                }
+                if !matches!(err, ProcError::Gone) {
+                    inc(&stats.sync_failures);
+                }
+                return;
+            }
+        };
+        match known {
+            Some((State::Live, start)) if start == identity.start_time => {
+                inc(&stats.resyncs);
+                self.sync(pid, identity, src, stats, now);
+            }
+            Some((State::Exiting { .. }, start)) if start == identity.start_time => {
+                inc(&stats.events_ignored); // a late report about a process that has exited
+            }
+            Some((state, _)) => {
+                // The PID now belongs to another process.
+                if state == State::Live {
+                    self.exit(pid, stats, now);
+                }
+                self.procs.remove(&pid);
+                inc(&stats.pid_reuses);
+                self.sync(pid, identity, src, stats, now);
+            }
+            None => self.sync(pid, identity, src, stats, now),
+        }
+    }
+
+    /// Whole-process exit: the entries go, once.
+    pub fn on_exit(&mut self, pid: u32, stats: &Stats, now: Instant) {
+        match self.procs.get(&pid).map(|p| p.state) {
+            Some(State::Live) => self.exit(pid, stats, now),
+            _ => inc(&stats.events_ignored),
+        }
+    }
+
+    fn exit(&mut self, pid: u32, stats: &Stats, now: Instant) {
+        let Some(process) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        for key in std::mem::take(&mut process.entries).into_keys() {
+            self.batcher.delete(key);
+        }
+        for id in std::mem::take(&mut process.files) {
+            self.files.release(id, now);
+        }
+        process.state = State::Exiting { since: now };
+        inc(&stats.pids_exited);
+    }
+
+    /// Syncing: reads the maps and brings the process's entries up to date.
+    fn sync(
+        &mut self,
+        pid: u32,
+        identity: Identity,
+        src: &dyn ProcSource,
+        stats: &Stats,
+        now: Instant,
+    ) {
+        let exec_gen = src.exec_gen(pid);
+        let maps = match src.maps(pid) {
+            Ok(maps) => maps,
+            Err(err) => {
+                inc(&stats.sync_failures);
+                if matches!(err, ProcError::Gone)
+                    && self.procs.get(&pid).is_some_and(|p| p.state == State::Live)
+                {
+                    self.exit(pid, stats, now); // vanished mid-sync
+                }
+                return;
+            }
+        };
+        inc(&stats.syncs);
+        let mut desired = BTreeMap::new();
+        desired.insert(
+            marker_key(pid),
+            PidMappingValue {
+                flags: consts::MAPPING_MARKER as u16,
+                prefixlen: consts::PID_MAPPING_MARKER_PREFIX as u16,
+                exec_gen,
+                ..Default::default()
+            },
+        );
+        let mut files = Vec::new();
+        for mapping in &maps {
+            let (file_id, flags) = self.file_of(pid, mapping, src);
+            if file_id != 0 {
+                files.push(file_id);
+            }
+            let bias = mapping.start.wrapping_sub(mapping.offset);
+            for block in cover(mapping.start, mapping.end) {
+                let key = block.key(pid);
+                let value = PidMappingValue {
+                    file_id,
+                    flags,
+                    prefixlen: key.prefixlen as u16,
+                    bias,
+                    prefix_addr: block.start,
+                    exec_gen,
+                };
+                desired.insert(key, value);
+            }
+        }
+        let old = match self.procs.remove(&pid) {
+            Some(p) if p.state == State::Live => Some(p),
+            _ => None,
+        };
+        let (old_entries, old_files, last_sampled) = match old {
+            Some(p) => (p.entries, p.files, p.last_sampled),
+            None => {
+                inc(&stats.pids_seen);
+                (BTreeMap::new(), Vec::new(), now)
+            }
+        };
+        for key in old_entries.keys().filter(|k| !desired.contains_key(k)) {
+            self.batcher.delete(*key);
+            self.live_deletes = true;
+        }
+        for (key, value) in &desired {
+            if old_entries.get(key) != Some(value) {
+                self.batcher.upsert(*key, *value);
+            }
+        }
+        for id in old_files {
+            self.files.release(id, now);
+        }
+        self.procs.insert(
+            pid,
+            Process {
+                start_time: identity.start_time,
+                comm: identity.comm,
+                state: State::Live,
+                exec_gen,
+                entries: desired,
+                files,
+                last_sampled,
+                last_sync: now,
+            },
+        );
+    }
+
+    /// The file ID (0 for none) and mapping flags of one executable mapping.
+    fn file_of(&mut self, pid: u32, mapping: &Mapping, src: &dyn ProcSource) -> (u32, u16) {
+        let anon = (0, consts::MAPPING_ANON as u16);
+        let (path, key) = match &mapping.backing {
+            Backing::File { path, .. } => {
+                if let Some(id) = self.files.find_by_inode(mapping.dev, mapping.inode) {
+                    self.files.add_ref(id);
+                    return (id, 0);
+                }
+                let fallback = FileKey {
+                    dev: mapping.dev,
+                    inode: mapping.inode,
+                    size: 0,
+                    mtime_ns: 0,
+                };
+                match src.open(pid, mapping, path) {
+                    Some((key, file)) => {
+                        let acquired =
+                            self.files
+                                .acquire(key, path, (mapping.dev, mapping.inode), || Some(file));
+                        self.new_files.extend(acquired.new);
+                        return (acquired.id, 0);
+                    }
+                    None => (path.clone(), fallback),
+                }
+            }
+            Backing::Special(name) if name == "[vdso]" => (
+                name.clone(),
+                FileKey {
+                    dev: 0,
+                    inode: 0,
+                    size: 0,
+                    mtime_ns: 0,
+                },
+            ),
+            _ => return anon,
+        };
+        let acquired = self
+            .files
+            .acquire(key, &path, (key.dev, key.inode), || None);
+        self.new_files.extend(acquired.new);
+        (acquired.id, 0)
+    }
+
+    /// The sampler saw these processes: they are the last to be evicted when the map is full.
+    pub fn on_sampled(&mut self, pids: &[u32], now: Instant) {
+        for pid in pids {
+            if let Some(p) = self.procs.get_mut(pid) {
+                p.last_sampled = now;
+            }
+        }
+    }
+
+    /// Catches exits the hooks missed: a live process whose PID is gone or reused.
+    pub fn sweep(&mut self, src: &dyn ProcSource, stats: &Stats, now: Instant) {
+        let live: Vec<(u32, u64)> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| p.state == State::Live)
+            .map(|(&pid, p)| (pid, p.start_time))
+            .collect();
+        for (pid, start_time) in live {
+            let alive = src
+                .identity(pid)
+                .is_ok_and(|id| id.start_time == start_time);
+            if !alive {
+                inc(&stats.exits_by_sweep);
+                self.exit(pid, stats, now);
+            }
+        }
+    }
+
+    /// Forgets exited processes and unused files after their grace periods.
+    pub fn expire(&mut self, stats: &Stats, now: Instant) {
+        self.procs.retain(|_, p| match p.state {
+            State::Live => true,
+            State::Exiting { since } => now.duration_since(since) < EXIT_GRACE,
+        });
+        let released = self.files.expire(now, FILE_GRACE);
+        Stats::add(&stats.files_unloaded, released.len() as u64);
+    }
+
+    /// When the map is full: drops the entries of the least recently sampled live processes
+    /// (at least `needed` entries' worth, never `keep`), which are re-synced if sampled again.
+    pub fn evict(&mut self, needed: usize, keep: &[u32], stats: &Stats, now: Instant) -> usize {
+        let mut candidates: Vec<(Instant, u32)> = self
+            .procs
+            .iter()
+            .filter(|(pid, p)| {
+                p.state == State::Live && !p.entries.is_empty() && !keep.contains(pid)
+            })
+            .map(|(&pid, p)| (p.last_sampled, pid))
+            .collect();
+        candidates.sort();
+        let mut freed = 0;
+        for (_, pid) in candidates {
+            if freed >= needed {
+                break;
+            }
+            freed += self.procs.get(&pid).map_or(0, |p| p.entries.len());
+            self.exit(pid, stats, now);
+            self.procs.remove(&pid); // evicted, not exited: forget it so a report re-syncs it
+            inc(&stats.map_full_evictions);
+        }
+        freed
+    }
+
+    /// The entries the live processes need (what the map must hold, exactly).
+    pub fn expected_entries(&self) -> usize {
+        self.procs.values().map(|p| p.entries.len()).sum()
+    }
+
+    /// Audit: compares the map with the table. Returns (stale, missing): entries the map holds
+    /// that no live process owns, and entries live processes own that the map lacks.
+    pub fn audit(&self, map: &dyn MapBackend) -> std::io::Result<(usize, usize)> {
+        let keys = map.keys()?;
+        let mut owned: HashMap<PidMappingKey, ()> = HashMap::new();
+        for (pid, p) in &self.procs {
+            for key in p.entries.keys() {
+                debug_assert_eq!(key.pid(), *pid);
+                owned.insert(*key, ());
+            }
+        }
+        let present: std::collections::HashSet<PidMappingKey> = keys.iter().copied().collect();
+        let stale = keys.iter().filter(|k| !owned.contains_key(k)).count();
+        let missing = owned.keys().filter(|k| !present.contains(k)).count();
+        Ok((stale, missing))
+    }
+
+    /// Files whose reference count disagrees with the live processes' mappings.
+    pub fn leaked_files(&self) -> usize {
+        let mut refs: HashMap<u32, u32> = HashMap::new();
+        for p in self.procs.values() {
+            for id in &p.files {
+                *refs.entry(*id).or_default() += 1;
+            }
+        }
+        self.files
+            .ref_counts()
+            .filter(|(id, n)| refs.get(id).copied().unwrap_or(0) != *n)
+            .count()
+    }
+
+    /// PIDs and entry counts, for tests and debugging.
+    pub fn entries_of(&self, pid: u32) -> Option<&BTreeMap<PidMappingKey, PidMappingValue>> {
+        self.procs.get(&pid).map(|p| &p.entries)
+    }
+}
+
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod tests;

@@ -1,0 +1,337 @@
+//! Lifecycle tests against a scripted `/proc` and the fake map: one per case the design names,
+//! each asserting the exact map operations issued.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fs::File;
+
+use super::*;
+use crate::process::fake_map::{FakeMap, Op};
+use crate::process::maps::parse_maps;
+
+#[derive(Default)]
+struct FakeProc {
+    procs: RefCell<HashMap<u32, (Identity, String)>>,
+    /// Identity answers, but the maps read fails as if the process just exited.
+    dies_mid_sync: RefCell<Option<u32>>,
+    exec_gens: RefCell<HashMap<u32, u64>>,
+}
+
+impl FakeProc {
+    fn spawn(&self, pid: u32, start_time: u64, maps: &str) {
+        let id = Identity {
+            comm: format!("p{pid}"),
+            start_time,
+        };
+        self.procs.borrow_mut().insert(pid, (id, maps.to_string()));
+    }
+    fn kill(&self, pid: u32) {
+        self.procs.borrow_mut().remove(&pid);
+    }
+}
+
+impl ProcSource for FakeProc {
+    fn identity(&self, pid: u32) -> Result<Identity, ProcError> {
+        self.procs
+            .borrow()
+            .get(&pid)
+            .map(|(id, _)| id.clone())
+            .ok_or(ProcError::Gone)
+    }
+    fn maps(&self, pid: u32) -> Result<Vec<Mapping>, ProcError> {
+        if *self.dies_mid_sync.borrow() == Some(pid) {
+            return Err(ProcError::Gone);
+        }
+        let procs = self.procs.borrow();
+        let (_, maps) = procs.get(&pid).ok_or(ProcError::Gone)?;
+        Ok(parse_maps(maps).executable.iter().cloned().collect())
+    }
+    fn open(&self, _: u32, _: &Mapping, _: &str) -> Option<(FileKey, File)> {
+        None
+    }
+    fn exec_gen(&self, pid: u32) -> u64 {
+        self.exec_gens.borrow().get(&pid).copied().unwrap_or(0)
+    }
+}
+
+const APP: &str = "\
+400000-402000 r-xp 00000000 08:01 11 /bin/app
+7f0000000000-7f0000003000 r-xp 00000000 08:01 22 /lib/libc.so.6
+";
+const OTHER: &str = "500000-501000 r-xp 00000000 08:01 33 /bin/other\n";
+
+struct World {
+    table: ProcessTable,
+    map: FakeMap,
+    src: FakeProc,
+    stats: Stats,
+    now: Instant,
+}
+
+impl World {
+    fn new() -> Self {
+        Self {
+            table: ProcessTable::default(),
+            map: FakeMap::new(10_000),
+            src: FakeProc::default(),
+            stats: Stats::default(),
+            now: Instant::now(),
+        }
+    }
+    fn report(&mut self, pid: u32, trigger: Trigger) {
+        self.table
+            .on_report(pid, trigger, &self.src, &self.stats, self.now);
+        self.flush();
+    }
+    fn exit(&mut self, pid: u32) {
+        self.table.on_exit(pid, &self.stats, self.now);
+        self.flush();
+    }
+    fn flush(&mut self) {
+        let report = self.table.batcher.flush(&mut self.map, &self.stats);
+        assert!(report.rejected_full.is_empty());
+    }
+    fn ops(&mut self) -> Vec<Op> {
+        std::mem::take(&mut self.map.ops)
+    }
+    fn counter(&self, c: &AtomicU64) -> u64 {
+        Stats::get(c)
+    }
+}
+
+/// Marker + /bin/app (one 8 KiB block) + libc (4 KiB + 8 KiB blocks).
+fn app_keys(pid: u32) -> Vec<PidMappingKey> {
+    let mut keys = vec![
+        marker_key(pid),
+        PidMappingKey::new(pid, 0x400000, 96 - 13),
+        PidMappingKey::new(pid, 0x7f00_0000_0000, 96 - 13),
+        PidMappingKey::new(pid, 0x7f00_0000_2000, 96 - 12),
+    ];
+    keys.sort();
+    keys
+}
+
+#[test]
+fn a_new_process_gets_a_marker_and_its_prefixes_in_one_batch() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    assert_eq!(w.ops(), vec![Op::Update(app_keys(10))]);
+    let marker = w.map.entries[&marker_key(10)];
+    assert_eq!(marker.flags as u64, consts::MAPPING_MARKER);
+    let libc = w.map.entries[&PidMappingKey::new(10, 0x7f00_0000_2000, 84)];
+    assert_eq!(
+        (libc.bias, libc.prefix_addr, libc.prefixlen),
+        (0x7f00_0000_0000, 0x7f00_0000_2000, 84)
+    );
+    assert_eq!(w.counter(&w.stats.pids_seen), 1);
+    assert_eq!(w.table.files.len(), 2);
+}
+
+#[test]
+fn a_duplicate_exit_deletes_nothing_twice() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.ops();
+    w.src.kill(10);
+    w.exit(10);
+    assert_eq!(w.ops(), vec![Op::Delete(app_keys(10))]);
+    w.exit(10);
+    assert_eq!(w.ops(), vec![], "the second exit issues nothing");
+    assert_eq!(w.counter(&w.stats.events_ignored), 1);
+    assert_eq!(w.counter(&w.stats.map_delete_absent), 0);
+    assert!(w.map.entries.is_empty());
+}
+
+#[test]
+fn a_stale_report_after_exit_is_a_no_op() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.exit(10); // the process is exiting but /proc still shows it (a zombie)
+    w.ops();
+    w.report(10, Trigger::UnknownPid);
+    assert_eq!(w.ops(), vec![]);
+    w.src.kill(10);
+    w.report(10, Trigger::UnknownPid);
+    assert_eq!(w.ops(), vec![]);
+    assert_eq!(w.counter(&w.stats.events_ignored), 2);
+}
+
+#[test]
+fn a_process_that_vanishes_mid_sync_leaves_nothing() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    *w.src.dies_mid_sync.borrow_mut() = Some(10);
+    w.report(10, Trigger::UnknownPid);
+    assert_eq!(w.ops(), vec![]);
+    assert!(w.table.get(10).is_none());
+    w.exit(10);
+    assert_eq!(w.ops(), vec![], "its exit then finds nothing to delete");
+    assert_eq!(w.counter(&w.stats.sync_failures), 1);
+}
+
+#[test]
+fn a_reused_pid_replaces_the_old_process_entries() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.ops();
+    w.src.spawn(10, 200, OTHER); // the old one died unseen; a new one got its PID
+    w.report(10, Trigger::UnknownPid);
+    let mut stale: Vec<_> = app_keys(10)
+        .into_iter()
+        .filter(|k| *k != marker_key(10))
+        .collect();
+    stale.sort();
+    let mut fresh = vec![marker_key(10), PidMappingKey::new(10, 0x500000, 84)];
+    fresh.sort();
+    assert_eq!(w.ops(), vec![Op::Delete(stale), Op::Update(fresh)]);
+    assert_eq!(w.table.get(10).unwrap().start_time, 200);
+    assert_eq!(w.counter(&w.stats.pid_reuses), 1);
+    assert_eq!(w.counter(&w.stats.pids_exited), 1);
+}
+
+#[test]
+fn an_exec_inside_a_live_process_rewrites_only_what_changed() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.ops();
+    let new_maps = "\
+500000-501000 r-xp 00000000 08:01 33 /bin/other
+7f0000000000-7f0000003000 r-xp 00000000 08:01 22 /lib/libc.so.6
+";
+    w.src.spawn(10, 100, new_maps); // same process (start time), new image
+    w.src.exec_gens.borrow_mut().insert(10, 555);
+    w.report(10, Trigger::Exec);
+    let ops = w.ops();
+    assert_eq!(
+        ops[0],
+        Op::Delete(vec![PidMappingKey::new(10, 0x400000, 83)])
+    );
+    let Op::Update(updated) = &ops[1] else {
+        panic!("{ops:?}")
+    };
+    assert_eq!(
+        updated.len(),
+        4,
+        "the marker and libc carry the new exec_gen, /bin/other is new"
+    );
+    assert!(w.map.entries.values().all(|v| v.exec_gen == 555));
+    assert!(
+        w.table.take_live_deletes(),
+        "the sampler's caches must be invalidated"
+    );
+}
+
+#[test]
+fn an_exec_of_an_unknown_process_needs_nothing() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::Exec);
+    assert_eq!(w.ops(), vec![]);
+    assert!(w.table.get(10).is_none());
+}
+
+#[test]
+fn a_leader_exiting_while_threads_live_keeps_the_process() {
+    // The sampler reports no exit for it (signal->live > 0); the process keeps its PID and
+    // start time, so a sweep and a later report keep its entries.
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.ops();
+    w.table.sweep(&w.src, &w.stats, w.now);
+    w.report(10, Trigger::UnknownMapping);
+    assert_eq!(
+        w.counter(&w.stats.resyncs),
+        0,
+        "synced moments ago: not again"
+    );
+    w.now += UNKNOWN_MAPPING_RESYNC;
+    w.report(10, Trigger::UnknownMapping);
+    assert_eq!(w.ops(), vec![], "a resync of unchanged maps writes nothing");
+    assert_eq!(w.counter(&w.stats.resyncs), 1);
+    assert_eq!(w.table.get(10).unwrap().state, State::Live);
+}
+
+#[test]
+fn the_sweep_catches_a_missed_exit_once() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.ops();
+    w.src.kill(10);
+    w.table.sweep(&w.src, &w.stats, w.now);
+    w.table.sweep(&w.src, &w.stats, w.now);
+    w.flush();
+    assert_eq!(w.ops(), vec![Op::Delete(app_keys(10))]);
+    assert_eq!(w.counter(&w.stats.exits_by_sweep), 1);
+    w.exit(10); // the late exit event
+    assert_eq!(w.ops(), vec![]);
+}
+
+#[test]
+fn shared_files_are_released_when_the_last_process_goes() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.src.spawn(11, 101, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.report(11, Trigger::UnknownPid);
+    assert_eq!(w.table.files.len(), 2, "shared, not duplicated");
+    w.exit(10);
+    w.exit(11);
+    assert_eq!(w.table.leaked_files(), 0);
+    w.table.expire(&w.stats, w.now + FILE_GRACE + EXIT_GRACE);
+    assert!(w.table.files.is_empty());
+    assert!(w.table.is_empty());
+    assert_eq!(w.counter(&w.stats.files_unloaded), 2);
+}
+
+#[test]
+fn audits_find_stale_and_missing_entries() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
+    assert_eq!(w.table.expected_entries(), 4);
+    let stray = PidMappingKey::new(99, 0x1000, 84);
+    w.map.entries.insert(stray, PidMappingValue::default());
+    w.map.entries.remove(&marker_key(10));
+    assert_eq!(w.table.audit(&w.map).unwrap(), (1, 1));
+}
+
+#[test]
+fn a_full_map_evicts_the_least_recently_sampled_process() {
+    let mut w = World::new();
+    w.map.capacity = 8;
+    w.src.spawn(10, 100, APP);
+    w.src.spawn(11, 101, OTHER);
+    w.report(10, Trigger::UnknownPid);
+    w.now += Duration::from_secs(1);
+    w.table
+        .on_report(11, Trigger::UnknownPid, &w.src, &w.stats, w.now);
+    let report = w.table.batcher.flush(&mut w.map, &w.stats);
+    assert_eq!(report.rejected_full.len(), 0);
+    w.src.spawn(12, 102, APP);
+    w.now += Duration::from_secs(1);
+    w.table.on_sampled(&[10], w.now);
+    w.table
+        .on_report(12, Trigger::UnknownPid, &w.src, &w.stats, w.now);
+    let report = w.table.batcher.flush(&mut w.map, &w.stats);
+    assert!(!report.rejected_full.is_empty());
+    let freed = w
+        .table
+        .evict(report.rejected_full.len(), &[12], &w.stats, w.now);
+    assert!(freed >= report.rejected_full.len());
+    assert!(w.table.get(11).is_none(), "11 was sampled least recently");
+    assert!(w.table.get(10).is_some(), "10 was sampled recently: kept");
+    for (key, value) in report.rejected_full {
+        w.table.batcher.upsert(key, value);
+    }
+    w.flush();
+    assert_eq!(w.map.keys_of(12).len(), 4);
+    assert_eq!(w.counter(&w.stats.map_full_evictions), 1);
+}

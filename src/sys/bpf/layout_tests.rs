@@ -1,0 +1,193 @@
+//! Decoding tests for `layout`: records built byte by byte as the BPF side lays them out.
+
+use super::*;
+
+fn header(record_type: u64, n_kernel: u16, n_user: u16) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&(record_type as u32).to_ne_bytes());
+    b.extend_from_slice(&42u32.to_ne_bytes());
+    b.extend_from_slice(&43u32.to_ne_bytes());
+    b.extend_from_slice(&1u32.to_ne_bytes());
+    b.extend_from_slice(&123_456u64.to_ne_bytes());
+    b.extend_from_slice(b"worker\0\0\0\0\0\0\0\0\0\0");
+    b.extend_from_slice(&n_kernel.to_ne_bytes());
+    b.extend_from_slice(&n_user.to_ne_bytes());
+    b.extend_from_slice(&(consts::TRACE_KERNEL_MODE as u32).to_ne_bytes());
+    b
+}
+
+fn trace_bytes(kernel: &[u64], user: &[UserFrame], padding: usize) -> Vec<u8> {
+    let mut b = header(consts::RECORD_TRACE, kernel.len() as u16, user.len() as u16);
+    for a in kernel {
+        b.extend_from_slice(&a.to_ne_bytes());
+    }
+    for f in user {
+        b.extend_from_slice(&f.address.to_ne_bytes());
+        b.extend_from_slice(&(u64::from(f.file_id) | u64::from(f.flags) << 32).to_ne_bytes());
+    }
+    b.resize(b.len() + padding, 0xAA);
+    b
+}
+
+const RESOLVED: u32 = consts::FRAME_RESOLVED as u32;
+
+#[test]
+fn decodes_a_trace_with_padding() {
+    let user = [
+        UserFrame {
+            address: 0x1234,
+            file_id: 7,
+            flags: RESOLVED,
+        },
+        UserFrame {
+            address: 0x7f00_0000_1000,
+            file_id: 0,
+            flags: consts::FRAME_NO_PID as u32,
+        },
+    ];
+    let rec = decode(&trace_bytes(&[0xffff_ffff_8100_0000], &user, 4)).unwrap();
+    let Record::Trace(t) = rec else {
+        panic!("not a trace")
+    };
+    assert_eq!((t.pid, t.tid, t.cpu, t.ktime_ns), (42, 43, 1, 123_456));
+    assert_eq!(t.comm(), "worker");
+    assert_eq!(t.kernel, vec![0xffff_ffff_8100_0000]);
+    assert_eq!(t.user, user);
+    assert!(t.user[0].is_resolved() && !t.user[1].is_resolved());
+    assert!(t.has_raw_frames());
+    assert_eq!(t.flags as u64, consts::TRACE_KERNEL_MODE);
+}
+
+#[test]
+fn rejects_truncated_and_unknown_records() {
+    let full = trace_bytes(
+        &[1, 2],
+        &[UserFrame {
+            address: 3,
+            file_id: 0,
+            flags: 0,
+        }],
+        0,
+    );
+    assert!(matches!(
+        decode(&full[..full.len() - 1]),
+        Err(DecodeError::TooShort { .. })
+    ));
+    assert!(matches!(
+        decode(&full[..10]),
+        Err(DecodeError::TooShort { .. })
+    ));
+    assert_eq!(decode(&[99, 0, 0, 0]), Err(DecodeError::UnknownType(99)));
+    assert!(decode(&[]).is_err());
+    let mut bad = trace_bytes(&[], &[], 0);
+    bad[40] = 0xff; // n_kernel = 255
+    assert!(matches!(
+        decode(&bad),
+        Err(DecodeError::TooManyFrames { .. })
+    ));
+}
+
+fn proc_event(record_type: u64, addr: u64) -> Vec<u8> {
+    let mut b = (record_type as u32).to_ne_bytes().to_vec();
+    b.extend_from_slice(&7u32.to_ne_bytes());
+    b.extend_from_slice(&99u64.to_ne_bytes());
+    b.extend_from_slice(&addr.to_ne_bytes());
+    b
+}
+
+#[test]
+fn decodes_process_events_and_reports() {
+    assert_eq!(
+        decode(&proc_event(consts::RECORD_EXIT, 0)),
+        Ok(Record::Exit {
+            pid: 7,
+            ktime_ns: 99
+        })
+    );
+    assert_eq!(
+        decode(&proc_event(consts::RECORD_UNKNOWN_PID, 0)),
+        Ok(Record::UnknownPid {
+            pid: 7,
+            ktime_ns: 99
+        })
+    );
+    assert_eq!(
+        decode(&proc_event(consts::RECORD_UNKNOWN_MAPPING, 0x5000)),
+        Ok(Record::UnknownMapping {
+            pid: 7,
+            ktime_ns: 99,
+            addr: 0x5000
+        })
+    );
+    assert!(decode(&proc_event(consts::RECORD_EXIT, 0)[..20]).is_err());
+}
+
+#[test]
+fn decodes_exec_with_a_short_path() {
+    let mut b = (consts::RECORD_EXEC as u32).to_ne_bytes().to_vec();
+    b.extend_from_slice(&7u32.to_ne_bytes());
+    b.extend_from_slice(&99u64.to_ne_bytes());
+    b.extend_from_slice(&1234u64.to_ne_bytes());
+    b.extend_from_slice(&((8u32 << 20) | 2).to_ne_bytes());
+    b.extend_from_slice(&10u32.to_ne_bytes());
+    b.extend_from_slice(b"/bin/true\0");
+    let Ok(Record::Exec(e)) = decode(&b) else {
+        panic!("not an exec")
+    };
+    assert_eq!(
+        (e.pid, e.inode, e.dev, e.path.as_str()),
+        (7, 1234, makedev(8, 2), "/bin/true")
+    );
+    assert!(
+        decode(&b[..b.len() - 1]).is_err(),
+        "path shorter than path_len"
+    );
+}
+
+#[test]
+fn decodes_vma_records() {
+    let mut b = (consts::RECORD_VMA as u32).to_ne_bytes().to_vec();
+    b.extend_from_slice(&7u32.to_ne_bytes());
+    for v in [99u64, 0x1000, 0x3000, 0x2000, 55] {
+        b.extend_from_slice(&v.to_ne_bytes());
+    }
+    b.extend_from_slice(&((0xfd << 20) | 1u32).to_ne_bytes());
+    b.extend_from_slice(&1u32.to_ne_bytes());
+    let Ok(Record::Vma(v)) = decode(&b) else {
+        panic!("not a vma")
+    };
+    assert_eq!(
+        (v.start, v.end, v.file_offset, v.inode, v.dev),
+        (0x1000, 0x3000, 0x2000, 55, makedev(0xfd, 1))
+    );
+}
+
+#[test]
+fn mapping_keys_and_values_round_trip() {
+    let key = PidMappingKey::new(0x0102_0304, 0x7f00_0000_1000, 96);
+    let bytes = key.to_bytes();
+    assert_eq!(&bytes[4..8], &[1, 2, 3, 4], "PID is big-endian");
+    assert_eq!(bytes[8], 0, "address is big-endian");
+    assert_eq!(PidMappingKey::from_bytes(&bytes), Some(key));
+    assert_eq!((key.pid(), key.addr()), (0x0102_0304, 0x7f00_0000_1000));
+    let value = PidMappingValue {
+        file_id: 3,
+        flags: 2,
+        prefixlen: 80,
+        bias: 0x7f00_0000_0000,
+        prefix_addr: 0x1000,
+        exec_gen: 9,
+    };
+    assert_eq!(PidMappingValue::from_bytes(&value.to_bytes()), Some(value));
+}
+
+#[test]
+fn generated_constants_match_the_header() {
+    assert_eq!(
+        consts::MAX_FRAME_WORDS,
+        consts::MAX_KERNEL_FRAMES + 2 * consts::MAX_USER_FRAMES
+    );
+    assert_eq!(consts::TRACE_USTACK_FAILED, 8);
+    assert_eq!(consts::COUNTER_MAX, 13);
+    assert_eq!(consts::PID_MAPPING_KEY_BITS, 96);
+}
