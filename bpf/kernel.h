@@ -41,6 +41,7 @@ enum bpf_map_type {
 #define BPF_F_CURRENT_CPU 0xffffffffULL
 
 #define PF_KTHREAD 0x00200000
+#define ENOENT 2
 #define EBUSY 16
 
 /* UAPI: arch/x86/include/uapi/asm/ptrace.h (x86_64). */

@@ -41,6 +41,10 @@ enum record_type {
 #define TRACE_KERNEL_THREAD (1U << 1) /* a kernel thread: no user stack */
 #define TRACE_KSTACK_FAILED (1U << 2) /* bpf_get_stack failed for the kernel stack */
 #define TRACE_USTACK_FAILED (1U << 3) /* bpf_get_stack failed for the user stack */
+/* The user stack was dropped: its innermost address is in no VMA of the current address space
+ * (a sample inside execve after the switch to the new image, whose registers still hold the
+ * old image's addresses). */
+#define TRACE_USER_STALE (1U << 4)
 
 /*
  * pid_mappings: an LPM trie keyed by (pid, address). Each executable mapping of a process is
@@ -154,7 +158,8 @@ enum counter {
 	COUNTER_FRAMES_NO_MAPPING = 10,
 	COUNTER_CACHE_HITS = 11,       /* frames resolved by the per-CPU mapping cache */
 	COUNTER_VMA_REPORTS = 12,
-	COUNTER_MAX = 13,
+	COUNTER_USER_STALE = 13,       /* user stacks dropped: their leaf is in no VMA */
+	COUNTER_MAX = 14,
 };
 
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");

@@ -76,11 +76,16 @@ struct report_key {
 
 #define REPORTED_REGION (1U << 31)
 
+struct report_value {
+	__u64 time;
+	__u64 unmapped; /* a region: the kernel said the address is in no VMA */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct report_key);
-	__type(value, __u64);
+	__type(value, struct report_value);
 } reported SEC(".maps");
 
 struct cache_slot {
@@ -127,16 +132,17 @@ static __always_inline bool wanted(__u32 tgid)
 	return value && *value == FILTER_PROFILE;
 }
 
-/* Whether `key` was reported less than REPORT_INTERVAL_NS ago. */
-static __always_inline bool recently_reported(struct report_key *key, __u64 now)
+/* The report of `key` made less than REPORT_INTERVAL_NS ago, if any. */
+static __always_inline struct report_value *recent_report(struct report_key *key, __u64 now)
 {
-	__u64 *last = bpf_map_lookup_elem(&reported, key);
-	return last && now - *last < REPORT_INTERVAL_NS;
+	struct report_value *last = bpf_map_lookup_elem(&reported, key);
+	return last && now - last->time < REPORT_INTERVAL_NS ? last : NULL;
 }
 
-static __always_inline void mark_reported(struct report_key *key, __u64 now)
+static __always_inline void mark_reported(struct report_key *key, __u64 now, bool unmapped)
 {
-	bpf_map_update_elem(&reported, key, &now, BPF_ANY);
+	struct report_value value = { .time = now, .unmapped = unmapped };
+	bpf_map_update_elem(&reported, key, &value, BPF_ANY);
 }
 
 struct resolve_ctx {
@@ -146,11 +152,13 @@ struct resolve_ctx {
 	__u64 generation;
 	__u32 report_kind;   /* RECORD_UNKNOWN_PID / RECORD_UNKNOWN_MAPPING, or 0 */
 	__u32 n_unknown;
+	__u32 leaf_unknown;  /* the innermost user frame is unresolved (it is unknown[0]) */
+	__u32 _pad;
 	__u64 report_addr;
 	__u64 unknown[MAX_VMA_LOOKUPS];
 };
 
-static __always_inline void note_unknown(struct resolve_ctx *rc, __u32 kind, __u64 pc)
+static __always_inline void note_unknown(struct resolve_ctx *rc, __u32 kind, __u64 pc, bool leaf)
 {
 	/* An unknown PID outranks an unknown mapping: it is the one to report. */
 	if (rc->report_kind != RECORD_UNKNOWN_PID) {
@@ -160,6 +168,8 @@ static __always_inline void note_unknown(struct resolve_ctx *rc, __u32 kind, __u
 	/* Stacks run through few VMAs: keep one address per 2 MiB region, which is most often
 	 * one per VMA, so the lookups cover as many VMAs as possible. */
 	__u32 n = rc->n_unknown;
+	if (leaf)
+		rc->leaf_unknown = 1;
 	for (int j = 0; j < MAX_VMA_LOOKUPS; j++) {
 		if (j < n && (rc->unknown[j] >> 21) == (pc >> 21))
 			return;
@@ -208,13 +218,13 @@ static long resolve_frame(__u32 i, struct resolve_ctx *rc)
 	t->frames[base] = pc;
 	if (!value || value->exec_gen != rc->exec_gen) {
 		t->frames[base + 1] = (__u64)FRAME_NO_PID << 32;
-		note_unknown(rc, RECORD_UNKNOWN_PID, pc);
+		note_unknown(rc, RECORD_UNKNOWN_PID, pc, idx == 0);
 		count(COUNTER_FRAMES_NO_PID);
 		return 0;
 	}
 	if (value->flags & MAPPING_MARKER) {
 		t->frames[base + 1] = (__u64)FRAME_NO_MAPPING << 32;
-		note_unknown(rc, RECORD_UNKNOWN_MAPPING, pc);
+		note_unknown(rc, RECORD_UNKNOWN_MAPPING, pc, idx == 0);
 		count(COUNTER_FRAMES_NO_MAPPING);
 		return 0;
 	}
@@ -270,30 +280,40 @@ static long read_vma(struct task_struct *task, struct vm_area_struct *vma, struc
  * region was not reported recently. Only one lookup per sample is possible: in interrupt
  * context bpf_find_vma releases the mmap lock through a per-CPU irq_work, and a second call
  * finds it busy. Later samples of the process cover its other regions.
+ *
+ * Returns true when the innermost user address is in no VMA at all: the user stack is stale.
  */
-static __always_inline void report_vma(void *ctx, struct resolve_ctx *rc, __u64 now)
+static __always_inline bool report_vma(void *ctx, struct resolve_ctx *rc, __u64 now)
 {
 	for (int i = 0; i < MAX_VMA_LOOKUPS; i++) {
 		if (i >= rc->n_unknown)
-			return;
+			return false;
 		__u64 pc = rc->unknown[i];
+		bool is_leaf = i == 0 && rc->leaf_unknown;
 		struct report_key key = {
 			.pid = rc->pid,
 			.what = REPORTED_REGION | (__u32)(pc >> 21),
 			.gen = rc->exec_gen,
 		};
-		if (recently_reported(&key, now))
+		struct report_value *last = recent_report(&key, now);
+		if (last) {
+			if (is_leaf && last->unmapped)
+				return true;
 			continue;
+		}
 		struct vma_info v = {};
 		struct task_struct *task = bpf_get_current_task_btf();
 		long err = bpf_find_vma(task, pc, read_vma, &v, 0);
 		if (err == -EBUSY)
-			return; /* the mmap lock is taken: try again with a later sample */
+			return false; /* the mmap lock is taken: try again with a later sample */
 		/* Found or not (a frame-pointer walk can produce addresses in no VMA), do not ask
 		 * about this region again soon: the next sample looks at the next region. */
-		mark_reported(&key, now);
+		bool unmapped = err == -ENOENT;
+		mark_reported(&key, now, unmapped);
+		if (unmapped)
+			return is_leaf;
 		if (err != 0 || !v.found)
-			return;
+			return false;
 		struct vma_event event = {
 			.type = RECORD_VMA,
 			.pid = rc->pid,
@@ -309,8 +329,9 @@ static __always_inline void report_vma(void *ctx, struct resolve_ctx *rc, __u64 
 			count(COUNTER_EVENT_SEND_FAILED);
 		else
 			count(COUNTER_VMA_REPORTS);
-		return;
+		return false;
 	}
+	return false;
 }
 
 static __always_inline void report_unknown(void *ctx, struct resolve_ctx *rc, __u64 now)
@@ -318,9 +339,9 @@ static __always_inline void report_unknown(void *ctx, struct resolve_ctx *rc, __
 	if (!rc->report_kind)
 		return;
 	struct report_key key = { .pid = rc->pid, .what = rc->report_kind };
-	if (recently_reported(&key, now))
+	if (recent_report(&key, now))
 		return;
-	mark_reported(&key, now);
+	mark_reported(&key, now, false);
 	struct proc_event event = {
 		.type = rc->report_kind,
 		.pid = rc->pid,
@@ -403,10 +424,14 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		bpf_loop(n_user, resolve_frame, &rc, 0);
 	}
 
+	report_unknown(ctx, &rc, now);
+	if (report_vma(ctx, &rc, now)) {
+		t->hdr.flags |= TRACE_USER_STALE;
+		count(COUNTER_USER_STALE);
+		n_user = 0;
+	}
 	t->hdr.n_kernel = n_kernel;
 	t->hdr.n_user = n_user;
-	report_unknown(ctx, &rc, now);
-	report_vma(ctx, &rc, now);
 
 	__u64 size = sizeof(t->hdr) + (n_kernel + 2 * n_user) * sizeof(__u64);
 	if (size > sizeof(t->hdr) + sizeof(t->frames))

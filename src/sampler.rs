@@ -172,6 +172,7 @@ impl Sampler {
             read(consts::COUNTER_FRAMES_NO_MAPPING)?,
         );
         set(&stats.vma_reports, read(consts::COUNTER_VMA_REPORTS)?);
+        set(&stats.user_stacks_stale, read(consts::COUNTER_USER_STALE)?);
         Ok(())
     }
 }

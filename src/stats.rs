@@ -74,6 +74,8 @@ counters! {
     /// From the last audit: entries in the map, entries no live process owns (must be 0), and
     /// entries live processes own that the map lacks.
     pid_map_entries,
+    /// What the live processes need: the map must hold exactly this many.
+    expected_pid_entries,
     stale_pid_entries,
     missing_pid_entries,
     /// Executable files registered, released, and with inconsistent reference counts.
@@ -88,6 +90,8 @@ counters! {
     frames_unknown_mapping,
     /// VMA reports the sampler sent for addresses it could not resolve.
     vma_reports,
+    /// User stacks dropped because their innermost address was in no VMA (inside execve).
+    user_stacks_stale,
     /// Frames without a symbol (shown as `module+0xOFFSET` or `[unknown]`).
     symbolization_misses,
     /// Files that could not be opened for symbolization.

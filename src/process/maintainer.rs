@@ -141,6 +141,10 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             Err(err) => crate::log::warn(&format!("pid_mappings audit failed: {err}")),
         }
         Stats::set(&self.stats.leaked_files, self.table.leaked_files() as u64);
+        Stats::set(
+            &self.stats.expected_pid_entries,
+            self.table.expected_entries() as u64,
+        );
         if let Ok(keys) = self.map.keys() {
             Stats::set(&self.stats.pid_map_entries, keys.len() as u64);
         }

@@ -188,6 +188,6 @@ fn generated_constants_match_the_header() {
         consts::MAX_KERNEL_FRAMES + 2 * consts::MAX_USER_FRAMES
     );
     assert_eq!(consts::TRACE_USTACK_FAILED, 8);
-    assert_eq!(consts::COUNTER_MAX, 13);
+    assert_eq!(consts::COUNTER_MAX, 14);
     assert_eq!(consts::PID_MAPPING_KEY_BITS, 96);
 }

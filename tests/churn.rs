@@ -1,0 +1,256 @@
+//! The seed's scenario: whole-system profiling under heavy process churn. Two CPU-bound
+//! processes, a loop starting tens of thousands of short-lived processes, and repeated parallel
+//! builds, for over a minute. The map maintenance must stay exact (no delete errors, no stale
+//! or missing entries), memory must stay flat, and the samples of short-lived processes must
+//! still be attributed to their files.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use profiler::export::pprof_proto;
+use prost::Message;
+
+/// Short-lived processes to start: /bin/true runs plus two per `true | true` pipeline.
+const SHORT_LIVED: usize = 20_000;
+const MIN_SECONDS: u64 = 60;
+
+fn generate_project(dir: &Path, files: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut objects = Vec::new();
+    for i in 0..files {
+        let mut src = String::new();
+        for f in 0..40 {
+            src += &format!(
+                "double f{i}_{f}(double x) {{ double s = 0; for (int k = 0; k < 100; k++) \
+                 {{ s += x * k / (k + {f} + 1.0); if (s > 1e9) s = s / 3; }} return s; }}\n"
+            );
+        }
+        src += &format!("double unit{i}(double x) {{ return f{i}_0(x) + f{i}_39(x); }}\n");
+        std::fs::write(dir.join(format!("u{i}.c")), src).unwrap();
+        objects.push(format!("u{i}.o"));
+    }
+    let mut main = String::from("#include <stdio.h>\n");
+    for i in 0..files {
+        main += &format!("double unit{i}(double);\n");
+    }
+    main += "int main(void) { double s = 0;\n";
+    for i in 0..files {
+        main += &format!("s += unit{i}(1.5);\n");
+    }
+    main += "printf(\"%f\\n\", s); return 0; }\n";
+    std::fs::write(dir.join("main.c"), main).unwrap();
+    let makefile = format!(
+        "CFLAGS = -O2\nOBJS = main.o {}\napp: $(OBJS)\n\tcc -o app $(OBJS)\n%.o: %.c\n\tcc $(CFLAGS) -c -o $@ $<\nclean:\n\trm -f app *.o\n",
+        objects.join(" ")
+    );
+    std::fs::write(dir.join("Makefile"), makefile).unwrap();
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn shell(script: &str) -> Child {
+    Command::new("sh")
+        .args(["-c", script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn churn_keeps_the_maps_exact_and_attributes_short_lived_processes() {
+    if !bpf_available("churn_keeps_the_maps_exact_and_attributes_short_lived_processes") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("churn");
+    let spinner = build_fixture(&dir, "abc", &["-O2"]);
+    let project = dir.join("project");
+    generate_project(&project, 24);
+    let (out_path, stats_path) = (dir.join("churn.pb.gz"), dir.join("stats.json"));
+
+    let mut spinners: Vec<Child> = (0..2)
+        .map(|_| Command::new(&spinner).arg("600").spawn().unwrap())
+        .collect();
+    let mut profiler = Command::new(PROFILER)
+        .args(["record", "-a", "-F", "99", "-o", out_path.to_str().unwrap()])
+        .args(["--stats-json", stats_path.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+
+    // /bin/true runs and `true | true` pipelines: SHORT_LIVED processes in all.
+    let n = SHORT_LIVED / 4;
+    let mut churn = vec![
+        shell(&format!(
+            "i=0; while [ $i -lt {n} ]; do /bin/true; /bin/true; i=$((i+1)); done"
+        )),
+        shell(&format!(
+            "i=0; while [ $i -lt {n} ]; do /bin/true | /bin/true; i=$((i+1)); done"
+        )),
+    ];
+    let make = format!(
+        "cd {} && for r in 1 2 3 4 5 6; do make -s clean; make -s -j2 >/dev/null; done",
+        project.display()
+    );
+    let mut builds = shell(&make);
+
+    std::thread::sleep(Duration::from_secs(10));
+    let rss_start = rss_kib(profiler.id());
+    for c in &mut churn {
+        assert!(c.wait().unwrap().success(), "the churn loop failed");
+    }
+    let churned_at = started.elapsed();
+    assert!(builds.wait().unwrap().success(), "the builds failed");
+    while started.elapsed() < Duration::from_secs(MIN_SECONDS) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for s in &mut spinners {
+        let _ = (s.kill(), s.wait());
+    }
+    std::thread::sleep(Duration::from_secs(3)); // let the exits reach the maintainer
+    let rss_end = rss_kib(profiler.id());
+    profiler::sys::process::send_signal(profiler.id(), libc::SIGINT).unwrap();
+    let output = profiler.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    eprintln!("{log}");
+    eprintln!(
+        "churn: {SHORT_LIVED} short-lived processes done after {:.0} s, session {:.0} s; \
+         profiler RSS {rss_start} KiB at 12 s, {rss_end} KiB at the end",
+        churned_at.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let stats = stats(&stats_path);
+    for name in [
+        "samples",
+        "samples_lost",
+        "pids_seen",
+        "pids_exited",
+        "syncs",
+        "resyncs",
+        "map_updates",
+        "map_deletes",
+        "map_delete_absent",
+        "map_delete_errors",
+        "pid_map_entries",
+        "expected_pid_entries",
+        "stale_pid_entries",
+        "missing_pid_entries",
+        "leaked_files",
+        "unknown_pid_reports",
+        "unknown_mapping_reports",
+        "vma_reports",
+        "raw_frames_resolved",
+        "raw_frames_unresolved",
+        "frames_resolved_in_bpf",
+        "frames_cache_hits",
+        "events_ignored",
+    ] {
+        eprintln!("  {name}: {}", stat(&stats, name));
+    }
+    assert!(
+        !log.lines().any(|l| l.contains("error")),
+        "an error was logged: {log}"
+    );
+    assert_eq!(stat(&stats, "map_delete_errors"), 0.0);
+    assert_eq!(stat(&stats, "map_update_errors"), 0.0);
+    assert_eq!(stat(&stats, "stale_pid_entries"), 0.0);
+    assert_eq!(stat(&stats, "missing_pid_entries"), 0.0);
+    assert_eq!(stat(&stats, "leaked_files"), 0.0);
+    assert_eq!(
+        stat(&stats, "pid_map_entries"),
+        stat(&stats, "expected_pid_entries")
+    );
+    assert!(stat(&stats, "pids_exited") > 0.0 && stat(&stats, "map_deletes") > 0.0);
+    assert!(
+        rss_end < rss_start * 2 + 16 * 1024,
+        "RSS grew from {rss_start} to {rss_end} KiB"
+    );
+
+    check_attribution(&out_path);
+}
+
+/// At least 80% of the samples of the compiler and of /bin/true that have user frames are
+/// attributed to a file: their innermost user frame resolved to (file, offset).
+fn check_attribution(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut raw).unwrap();
+    let profile = pprof_proto::Profile::decode(&raw[..]).unwrap();
+    let strings = &profile.string_table;
+    let thread_key = strings.iter().position(|s| s == "thread").unwrap() as i64;
+    let kernel_mappings: Vec<u64> = profile
+        .mapping
+        .iter()
+        .filter(|m| strings[m.filename as usize] == "[kernel.kallsyms]")
+        .map(|m| m.id)
+        .collect();
+    let mapping_of = |location_id: u64| {
+        profile
+            .location
+            .iter()
+            .find(|l| l.id == location_id)
+            .map(|l| l.mapping_id)
+            .unwrap_or(0)
+    };
+    let mut report = std::io::stderr();
+    let mut all = (0i64, 0i64);
+    for comm in ["cc1", "as", "ld", "true"] {
+        let (mut with_user, mut attributed, mut kernel_only) = (0i64, 0i64, 0i64);
+        for sample in &profile.sample {
+            let thread = sample
+                .label
+                .iter()
+                .find(|l| l.key == thread_key)
+                .map(|l| &strings[l.str as usize]);
+            if thread.map(String::as_str) != Some(comm) {
+                continue;
+            }
+            let leaf_user = sample
+                .location_id
+                .iter()
+                .map(|&id| mapping_of(id))
+                .find(|m| !kernel_mappings.contains(m));
+            match leaf_user {
+                None => kernel_only += sample.value[0],
+                Some(mapping) => {
+                    with_user += sample.value[0];
+                    if mapping != 0 {
+                        attributed += sample.value[0];
+                    }
+                }
+            }
+        }
+        let _ = writeln!(report, "  {comm}: {attributed}/{with_user} samples attributed, {kernel_only} in the kernel only");
+        all = (all.0 + attributed, all.1 + with_user);
+    }
+    assert!(
+        all.1 > 50,
+        "too few samples of the short-lived processes: {all:?}"
+    );
+    assert!(
+        all.0 * 100 >= all.1 * 80,
+        "only {} of {} samples attributed",
+        all.0,
+        all.1
+    );
+}
