@@ -87,7 +87,7 @@ fn churn_keeps_the_maps_exact_and_attributes_short_lived_processes() {
     let mut spinners: Vec<Child> = (0..2)
         .map(|_| Command::new(&spinner).arg("600").spawn().unwrap())
         .collect();
-    let mut profiler = Command::new(PROFILER)
+    let profiler = Command::new(PROFILER)
         .args(["record", "-a", "-F", "99", "-o", out_path.to_str().unwrap()])
         .args(["--stats-json", stats_path.to_str().unwrap()])
         .stderr(Stdio::piped())
