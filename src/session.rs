@@ -58,8 +58,13 @@ impl Session {
         let source = Procfs {
             exec_gen: Some(sampler.exec_gen()?),
         };
+        let pid_mappings = sampler.pid_mappings()?;
+        Stats::set(
+            &stats.pid_map_capacity,
+            u64::from(pid_mappings.max_entries()),
+        );
         let maintainer = Maintainer::new(
-            sampler.pid_mappings()?,
+            pid_mappings,
             source,
             sampler.cache_invalidator()?,
             report_tx.clone(),

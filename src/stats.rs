@@ -74,6 +74,8 @@ counters! {
     /// From the last audit: entries in the map, entries no live process owns (must be 0), and
     /// entries live processes own that the map lacks.
     pid_map_entries,
+    /// The map's capacity (entries).
+    pid_map_capacity,
     /// What the live processes need: the map must hold exactly this many.
     expected_pid_entries,
     stale_pid_entries,

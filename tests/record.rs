@@ -335,3 +335,51 @@ fn a_binary_deleted_before_symbolization_is_still_symbolized() {
         "frames of the deleted file: {lines:?}"
     );
 }
+
+#[test]
+fn a_process_with_twenty_thousand_mappings_is_handled_quietly() {
+    if !bpf_available("a_process_with_twenty_thousand_mappings_is_handled_quietly") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("manymaps");
+    let exe = build_fixture(&dir, "manymaps", FP_FLAGS);
+    let (out_path, stats_path) = (dir.join("m.folded"), dir.join("m.json"));
+    let out = profiler(&[
+        "record",
+        "-F",
+        "199",
+        "-o",
+        out_path.to_str().unwrap(),
+        "--stats-json",
+        stats_path.to_str().unwrap(),
+        "--",
+        exe.to_str().unwrap(),
+        "20000",
+        "3",
+    ]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.lines().count() < 40, "a flood of messages: {log}");
+    assert!(!log.contains("warning") && !log.contains("error"), "{log}");
+    let stats = stats(&stats_path);
+    assert!(stat(&stats, "syncs") >= 1.0);
+    assert!(
+        stat(&stats, "map_updates") >= 20_000.0,
+        "every mapping got its entries"
+    );
+    for counter in [
+        "map_update_errors",
+        "map_delete_errors",
+        "stale_pid_entries",
+        "missing_pid_entries",
+    ] {
+        assert_eq!(stat(&stats, counter), 0.0, "{counter}");
+    }
+    let lines = folded(&out_path);
+    let total = count_where(&lines, |s| s.starts_with("manymaps;"));
+    let named = count_where(&lines, |s| {
+        s.starts_with("manymaps;") && s.contains(";main;spin_among_many_mappings")
+    });
+    assert!(named * 10 >= total * 8, "{named} of {total}: {lines:?}");
+}

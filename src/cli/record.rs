@@ -369,12 +369,25 @@ fn print_summary(plan: &Plan, profile: &Profile, stats: &Stats, ended_by: &Ended
     let lost = get(&stats.samples_lost)
         + get(&stats.samples_send_failed)
         + get(&stats.samples_queue_dropped);
+    let processes: std::collections::HashSet<u32> = profile.samples.iter().map(|s| s.pid).collect();
     let mut text = format!(
         "profiler: recorded {secs:.1} s at {} Hz ({why}): {} samples, {} lost, {} processes\n",
         plan.frequency_hz,
         get(&stats.samples),
         lost,
-        get(&stats.pids_seen),
+        processes.len(),
+    );
+    text += &format!(
+        "profiler: process maps: {} syncs, {} entries written, {} deleted ({} already gone, {} \
+         failed), {} in use of {}, {} stale\n",
+        get(&stats.syncs),
+        get(&stats.map_updates),
+        get(&stats.map_deletes),
+        get(&stats.map_delete_absent),
+        get(&stats.map_delete_errors),
+        get(&stats.pid_map_entries),
+        get(&stats.pid_map_capacity),
+        get(&stats.stale_pid_entries),
     );
     text += &format!(
         "profiler: wrote {} ({}, {} distinct stacks)\n",

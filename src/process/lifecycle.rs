@@ -163,11 +163,13 @@ impl ProcessTable {
         }
     }
 
-    /// Whole-process exit: the entries go, once.
+    /// Whole-process exit: the entries go, once. Most exits are of processes never sampled,
+    /// which own nothing: those are not worth a count.
     pub fn on_exit(&mut self, pid: u32, stats: &Stats, now: Instant) {
         match self.procs.get(&pid).map(|p| p.state) {
             Some(State::Live) => self.exit(pid, stats, now),
-            _ => inc(&stats.events_ignored),
+            Some(State::Exiting { .. }) => inc(&stats.events_ignored),
+            None => {}
         }
     }
 

@@ -160,6 +160,36 @@ fn a_stale_report_after_exit_is_a_no_op() {
 }
 
 #[test]
+fn unreadable_maps_are_a_counted_failure_that_writes_nothing() {
+    struct Denied(FakeProc);
+    impl ProcSource for Denied {
+        fn identity(&self, pid: u32) -> Result<Identity, ProcError> {
+            self.0.identity(pid)
+        }
+        fn maps(&self, _: u32) -> Result<Vec<Mapping>, ProcError> {
+            Err(ProcError::Denied(std::io::Error::from_raw_os_error(
+                libc::EACCES,
+            )))
+        }
+        fn open(&self, pid: u32, m: &Mapping, path: &str) -> Option<(FileKey, File)> {
+            self.0.open(pid, m, path)
+        }
+        fn exec_gen(&self, pid: u32) -> u64 {
+            self.0.exec_gen(pid)
+        }
+    }
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    let denied = Denied(std::mem::take(&mut w.src));
+    w.table
+        .on_report(10, Trigger::UnknownPid, &denied, &w.stats, w.now);
+    w.flush();
+    assert_eq!(w.ops(), vec![]);
+    assert!(w.table.get(10).is_none());
+    assert_eq!(w.counter(&w.stats.sync_failures), 1);
+}
+
+#[test]
 fn a_process_that_vanishes_mid_sync_leaves_nothing() {
     let mut w = World::new();
     w.src.spawn(10, 100, APP);

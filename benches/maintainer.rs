@@ -1,0 +1,2 @@
+//! Placeholder; see benches/README.md.
+fn main() {}
