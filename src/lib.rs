@@ -16,3 +16,4 @@ pub mod stats;
 pub mod summary;
 pub mod symbolize;
 pub mod sys;
+pub mod unwind;

@@ -35,6 +35,18 @@ pub enum ReportMsg {
     },
     /// A file the maintainer registered; map entries may name it from now on.
     File(SharedFile),
+    /// The maintainer no longer tracks this file.
+    FileReleased(u32),
+    /// The maintainer read a process's executable.
+    Process {
+        pid: u32,
+        exe: String,
+    },
+    /// Sampling started: the first window begins.
+    Start {
+        unix_ns: u64,
+        at: std::time::Instant,
+    },
 }
 
 /// Queue sizes: enough for several seconds of samples at the highest frequency on a big

@@ -40,6 +40,8 @@ pub struct Frame {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StackSample {
     pub pid: u32,
+    /// The sampled thread (0 where unknown).
+    pub tid: u32,
     /// The sampled thread's name (`comm`).
     pub thread_name: String,
     /// Leaf first: `frames[0]` is where the CPU was; kernel frames come before user frames.
@@ -56,6 +58,8 @@ pub struct Profile {
     /// Nanoseconds of CPU time one sample stands for (1e9 / frequency).
     pub period_ns: u64,
     pub samples: Vec<StackSample>,
+    /// The executable of each process in `samples`, where known.
+    pub executables: std::collections::BTreeMap<u32, String>,
 }
 
 impl Profile {

@@ -1,22 +1,31 @@
-//! A profiling session: loads the sampler, starts the three worker threads, and shuts them down
-//! in order (detach sampling → drain the perf buffers → maintainer → reporter's final flush).
-//! `record` drives one; the daemon will drive one with periodic flushes.
+//! A profiling session: loads the sampler, starts the worker threads, and shuts them down in
+//! order (detach sampling → drain the perf buffers → maintainer's final audit → reporter's
+//! final window). `record` drives one with a single window; the daemon with periodic ones.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, sync_channel, Sender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use crate::pipeline::{MAINTAINER_QUEUE, REPORT_QUEUE};
+use crate::pipeline::{ReportMsg, MAINTAINER_QUEUE, REPORT_QUEUE};
 use crate::poller::{self, Router};
 use crate::process::maintainer::Maintainer;
 use crate::process::source::Procfs;
 use crate::profile::Profile;
-use crate::report;
+use crate::report::{self, unix_now_ns, Windows};
 use crate::sampler::{Sampler, Target};
 use crate::stats::Stats;
+
+/// What to profile and how.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub target: Target,
+    pub frequency_hz: u64,
+    /// Cut a profile every `window` (daemon), or one for the whole session (`None`).
+    pub window: Option<Duration>,
+}
 
 /// A running session.
 pub struct Session {
@@ -24,12 +33,12 @@ pub struct Session {
     stop: Arc<AtomicBool>,
     poller: JoinHandle<io::Result<()>>,
     maintainer: JoinHandle<()>,
-    reporter: JoinHandle<Profile>,
-    template: Sender<Profile>,
+    reporter: JoinHandle<()>,
+    /// Held only until `start`, to tell the reporter when the first window begins.
+    starter: Option<SyncSender<ReportMsg>>,
     stats: Arc<Stats>,
     frequency_hz: u64,
     started: Instant,
-    started_unix_ns: u64,
 }
 
 fn spawn<T: Send + 'static>(
@@ -41,19 +50,25 @@ fn spawn<T: Send + 'static>(
 
 impl Session {
     /// Loads the BPF programs and starts the worker threads; sampling starts with `start`.
-    pub fn load(target: &Target, frequency_hz: u64, stats: Arc<Stats>) -> io::Result<Self> {
-        let sampler = Sampler::load(target)?;
+    /// Every profile the reporter cuts goes to `sink`, on the reporter's thread.
+    pub fn load(
+        config: &SessionConfig,
+        stats: Arc<Stats>,
+        sink: impl FnMut(Profile) + Send + 'static,
+    ) -> io::Result<Self> {
+        let sampler = Sampler::load(&config.target)?;
         let events = sampler.events()?;
         let (report_tx, report_rx) = sync_channel(REPORT_QUEUE);
         let (maintain_tx, maintain_rx) = sync_channel(MAINTAINER_QUEUE);
-        let (template_tx, template_rx) = channel::<Profile>();
         let stop = Arc::new(AtomicBool::new(false));
 
+        let windows = Windows {
+            interval: config.window,
+            period_ns: 1_000_000_000 / config.frequency_hz.max(1),
+        };
         let reporter_stats = stats.clone();
         let reporter = spawn("reporter", move || {
-            let aggregator = report::collect(report_rx, &reporter_stats);
-            let template = template_rx.recv().unwrap_or_default();
-            report::symbolize(aggregator, template, &reporter_stats)
+            report::run(report_rx, reporter_stats, windows, sink)
         })?;
         let source = Procfs {
             exec_gen: Some(sampler.exec_gen()?),
@@ -71,8 +86,8 @@ impl Session {
             stats.clone(),
         );
         let maintainer = spawn("maintainer", move || maintainer.run(maintain_rx))?;
-        let router = Router::new(report_tx, maintain_tx, stats.clone());
-        let pages = poller::pages_per_cpu(frequency_hz);
+        let router = Router::new(report_tx.clone(), maintain_tx, stats.clone());
+        let pages = poller::pages_per_cpu(config.frequency_hz);
         let poll_stop = stop.clone();
         let poller = spawn("poller", move || {
             poller::run(events, pages, router, poll_stop)
@@ -84,11 +99,10 @@ impl Session {
             poller,
             maintainer,
             reporter,
-            template: template_tx,
+            starter: Some(report_tx),
             stats,
-            frequency_hz,
+            frequency_hz: config.frequency_hz,
             started: Instant::now(),
-            started_unix_ns: 0,
         })
     }
 
@@ -96,10 +110,15 @@ impl Session {
         &self.sampler
     }
 
-    /// Attaches the sampler to every CPU.
+    /// Attaches the sampler to every CPU; the first window starts now.
     pub fn start(&mut self) -> io::Result<()> {
         self.started = Instant::now();
-        self.started_unix_ns = unix_now_ns();
+        if let Some(starter) = self.starter.take() {
+            let _ = starter.send(ReportMsg::Start {
+                unix_ns: unix_now_ns(),
+                at: self.started,
+            });
+        }
         self.sampler.start(self.frequency_hz)
     }
 
@@ -108,10 +127,11 @@ impl Session {
         self.poller.is_finished()
     }
 
-    /// Stops sampling, drains every queue and returns the symbolized profile.
-    pub fn finish(mut self) -> io::Result<Profile> {
+    /// Stops sampling and drains every queue; the reporter hands its last window to the sink
+    /// before this returns.
+    pub fn finish(mut self) -> io::Result<()> {
         self.sampler.stop();
-        let duration = self.started.elapsed();
+        self.starter = None;
         self.stop.store(true, Ordering::Release);
         let polled = self
             .poller
@@ -121,31 +141,19 @@ impl Session {
         if let Err(err) = self.sampler.read_counters(&self.stats) {
             crate::log::warn(&format!("cannot read the BPF counters: {err}"));
         }
-        let template = Profile {
-            start_unix_ns: self.started_unix_ns,
-            duration_ns: duration.as_nanos() as u64,
-            period_ns: 1_000_000_000 / self.frequency_hz.max(1),
-            samples: Vec::new(),
-        };
-        let _ = self.template.send(template);
-        let profile = self
-            .reporter
+        self.reporter
             .join()
             .map_err(|_| io::Error::other("reporter panicked"))?;
-        polled.map_err(|e| {
-            io::Error::new(e.kind(), format!("reading the perf buffers failed: {e}"))
-        })?;
-        Ok(profile)
+        polled
+            .map_err(|e| io::Error::new(e.kind(), format!("reading the perf buffers failed: {e}")))
     }
 
     pub fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
-}
 
-fn unix_now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    /// Copies the BPF-side counters into the stats now (the daemon's periodic log line).
+    pub fn refresh_counters(&self) {
+        let _ = self.sampler.read_counters(&self.stats);
+    }
 }

@@ -98,6 +98,21 @@ counters! {
     symbolization_misses,
     /// Files that could not be opened for symbolization.
     symbol_files_unreadable,
+    /// OTLP/HTTP requests made (first tries and retries).
+    export_attempts,
+    /// OTLP/HTTP requests that were retries (after 429/502/503/504 or a connection failure).
+    export_retries,
+    /// Windows the collector accepted (2xx).
+    export_delivered,
+    /// Windows not retried: refused with a final status (400, 401, 500...) or failing in a way a
+    /// retry cannot fix (TLS, redirect).
+    export_rejected,
+    /// Windows dropped unsent: the oldest when the export queue was full, or left at shutdown.
+    export_dropped,
+    /// Delivered windows whose response reported rejected profiles (`partial_success`).
+    export_partial_success,
+    /// Bytes sent in delivered requests (after gzip).
+    export_bytes,
 }
 
 impl Stats {

@@ -164,6 +164,7 @@ mod tests {
     fn sample(frames: Vec<Frame>, count: u64) -> StackSample {
         StackSample {
             pid: 1,
+            tid: 0,
             thread_name: "t".into(),
             frames,
             count,
@@ -182,6 +183,7 @@ mod tests {
     fn profile(samples: Vec<StackSample>) -> Profile {
         Profile {
             samples,
+            executables: Default::default(),
             ..Profile::default()
         }
     }

@@ -86,6 +86,7 @@ fn sample_profile() -> Profile {
     let unknown = frame("[unknown]", FrameKind::Native, None, 0x7f00_0000_1234);
     let sample = |pid, thread: &str, frames, count| StackSample {
         pid,
+        tid: 0,
         thread_name: thread.into(),
         frames,
         count,
@@ -94,6 +95,7 @@ fn sample_profile() -> Profile {
         start_unix_ns: 1_700_000_000_000_000_000,
         duration_ns: 5_000_000_000,
         period_ns: 10_101_010,
+        executables: Default::default(),
         samples: vec![
             sample(
                 100,

@@ -14,7 +14,7 @@ use super::{exit, Fatal};
 use crate::export::{write_profile, OutputFormat};
 use crate::profile::Profile;
 use crate::sampler::Target;
-use crate::session::Session;
+use crate::session::{Session, SessionConfig};
 use crate::stats::Stats;
 use crate::summary;
 use crate::sys::{process, signal};
@@ -220,8 +220,16 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
         .map_err(|e| Fatal::failure(format!("cannot install signal handlers: {e}")))?;
 
     let stats = Arc::new(Stats::default());
-    let mut session =
-        Session::load(&plan.target, plan.frequency_hz, stats.clone()).map_err(load_error)?;
+    let config = SessionConfig {
+        target: plan.target.clone(),
+        frequency_hz: plan.frequency_hz,
+        window: None,
+    };
+    let (profile_tx, profile_rx) = std::sync::mpsc::channel();
+    let sink = move |profile: Profile| {
+        let _ = profile_tx.send(profile);
+    };
+    let mut session = Session::load(&config, stats.clone(), sink).map_err(load_error)?;
     session.start().map_err(load_error)?;
     let mut child = match plan.command.is_empty() {
         true => None,
@@ -230,9 +238,12 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
 
     let ended_by = wait(&plan, &session, child.as_mut());
     let status = child.as_mut().map(finish_command);
-    let profile = session
+    session
         .finish()
         .map_err(|e| Fatal::failure(e.to_string()))?;
+    let profile = profile_rx
+        .try_recv()
+        .map_err(|_| Fatal::failure("the reporter produced no profile"))?;
 
     output
         .commit(|w| write_profile(plan.format, &profile, w))

@@ -106,6 +106,7 @@ mod tests {
     fn sample(thread: &str, frames: Vec<Frame>, count: u64) -> StackSample {
         StackSample {
             pid: 42,
+            tid: 0,
             thread_name: thread.into(),
             frames,
             count,
@@ -115,6 +116,7 @@ mod tests {
     fn profile(samples: Vec<StackSample>) -> Profile {
         Profile {
             samples,
+            executables: Default::default(),
             ..Profile::default()
         }
     }
@@ -160,6 +162,7 @@ mod tests {
             // A different pid does not make a different folded line.
             StackSample {
                 pid: 7,
+                tid: 0,
                 ..sample("b", vec![native("f")], 5)
             },
         ];

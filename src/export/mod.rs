@@ -9,6 +9,7 @@ pub mod otlp;
 pub mod otlp_proto;
 pub mod pprof;
 pub mod pprof_proto;
+pub mod transport;
 
 use std::io::{self, Write};
 use std::path::Path;

@@ -26,6 +26,7 @@ fn frame(function: &str, kind: FrameKind, module: Option<&Arc<Module>>, address:
 fn stack_sample(pid: u32, thread: &str, frames: Vec<Frame>, count: u64) -> StackSample {
     StackSample {
         pid,
+        tid: 0,
         thread_name: thread.into(),
         frames,
         count,
@@ -61,6 +62,7 @@ fn sample_profile() -> Profile {
         start_unix_ns: 1_700_000_000_000_000_000,
         duration_ns: 5_000_000_000,
         period_ns: 10_101_010,
+        executables: Default::default(),
         samples: vec![
             stack_sample(300, "gone", vec![write], 0),
             stack_sample(200, "other", vec![libc_raw, unknown, main.clone()], 1),
@@ -401,6 +403,7 @@ fn empty_stacks_and_saturated_values() {
         start_unix_ns: u64::MAX,
         period_ns: u64::MAX,
         samples: vec![stack_sample(u32::MAX, "", vec![], u64::MAX)],
+        executables: Default::default(),
         ..Profile::default()
     };
     let data = to_profiles_data(&profile, &OtlpContext::default());

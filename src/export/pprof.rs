@@ -327,15 +327,18 @@ mod tests {
             start_unix_ns: 1_700_000_000_000_000_000,
             duration_ns: 5_000_000_000,
             period_ns: 10_101_010,
+            executables: Default::default(),
             samples: vec![
                 StackSample {
                     pid: 100,
+                    tid: 0,
                     thread_name: "app".into(),
                     frames: vec![vfs, syscall, write.clone(), work.clone(), main.clone()],
                     count: 3,
                 },
                 StackSample {
                     pid: 100,
+                    tid: 0,
                     thread_name: "worker".into(),
                     // Recursion: the same frame twice is the same location twice.
                     frames: vec![work.clone(), work, main.clone()],
@@ -343,12 +346,14 @@ mod tests {
                 },
                 StackSample {
                     pid: 200,
+                    tid: 0,
                     thread_name: "other".into(),
                     frames: vec![libc_raw, unknown, main],
                     count: 1,
                 },
                 StackSample {
                     pid: 300,
+                    tid: 0,
                     thread_name: "gone".into(),
                     frames: vec![write],
                     count: 0,
@@ -522,12 +527,14 @@ mod tests {
     fn one_stack(frames: Vec<Frame>) -> Profile {
         let stack = StackSample {
             pid: 1,
+            tid: 0,
             thread_name: "t".into(),
             frames,
             count: 1,
         };
         Profile {
             samples: vec![stack],
+            executables: Default::default(),
             ..Profile::default()
         }
     }
@@ -565,6 +572,7 @@ mod tests {
             period_ns: u64::MAX,
             samples: vec![StackSample {
                 pid: u32::MAX,
+                tid: 0,
                 thread_name: String::new(),
                 frames: vec![],
                 count: u64::MAX,

@@ -69,6 +69,9 @@ pub struct ProcessTable {
     pub batcher: Batcher,
     /// Files registered since the last `take_new_files`: announce them before flushing.
     new_files: Vec<SharedFile>,
+    /// Processes synced for the first time since the last `take_new_processes`, with their
+    /// executables.
+    new_processes: Vec<(u32, String)>,
     /// Entries of a live process were deleted: the sampler's per-CPU caches must be dropped.
     live_deletes: bool,
 }
@@ -92,6 +95,10 @@ impl ProcessTable {
 
     pub fn take_new_files(&mut self) -> Vec<SharedFile> {
         std::mem::take(&mut self.new_files)
+    }
+
+    pub fn take_new_processes(&mut self) -> Vec<(u32, String)> {
+        std::mem::take(&mut self.new_processes)
     }
 
     /// Whether entries of a live process were deleted since the last call.
@@ -248,6 +255,9 @@ impl ProcessTable {
             Some(p) => (p.entries, p.files, p.last_sampled),
             None => {
                 inc(&stats.pids_seen);
+                if let Some(exe) = src.exe(pid) {
+                    self.new_processes.push((pid, exe));
+                }
                 (BTreeMap::new(), Vec::new(), now)
             }
         };
@@ -350,14 +360,16 @@ impl ProcessTable {
         }
     }
 
-    /// Forgets exited processes and unused files after their grace periods.
-    pub fn expire(&mut self, stats: &Stats, now: Instant) {
+    /// Forgets exited processes and unused files after their grace periods; returns the IDs of
+    /// the files released.
+    pub fn expire(&mut self, stats: &Stats, now: Instant) -> Vec<u32> {
         self.procs.retain(|_, p| match p.state {
             State::Live => true,
             State::Exiting { since } => now.duration_since(since) < EXIT_GRACE,
         });
         let released = self.files.expire(now, FILE_GRACE);
         Stats::add(&stats.files_unloaded, released.len() as u64);
+        released
     }
 
     /// When the map is full: drops the entries of the least recently sampled live processes

@@ -67,7 +67,9 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             let now = Instant::now();
             if now.duration_since(last_sweep) >= SWEEP_INTERVAL {
                 self.table.sweep(&self.source, &self.stats, now);
-                self.table.expire(&self.stats, now);
+                for id in self.table.expire(&self.stats, now) {
+                    let _ = self.reporter.send(ReportMsg::FileReleased(id));
+                }
                 self.flush();
                 last_sweep = now;
             }
@@ -96,6 +98,9 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         for file in self.table.take_new_files() {
             Stats::inc(&self.stats.files_loaded);
             let _ = self.reporter.send(ReportMsg::File(file));
+        }
+        for (pid, exe) in self.table.take_new_processes() {
+            let _ = self.reporter.send(ReportMsg::Process { pid, exe });
         }
         let report = self.table.batcher.flush(&mut self.map, &self.stats);
         if !report.rejected_full.is_empty() {
@@ -190,8 +195,9 @@ mod tests {
         m.flush();
         let announced: Vec<u32> = rx
             .try_iter()
-            .map(|msg| match msg {
-                ReportMsg::File(f) => f.id,
+            .filter_map(|msg| match msg {
+                ReportMsg::File(f) => Some(f.id),
+                ReportMsg::Process { .. } => None,
                 other => panic!("unexpected {other:?}"),
             })
             .collect();

@@ -80,6 +80,15 @@ pub trait ProcSource {
     fn open(&self, pid: u32, mapping: &Mapping, path: &str) -> Option<(FileKey, File)>;
     /// The sampler's current exec generation of the PID (0: no exec seen).
     fn exec_gen(&self, pid: u32) -> u64;
+    /// The process's executable, where readable.
+    fn exe(&self, pid: u32) -> Option<String> {
+        let path = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+        Some(
+            path.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string(),
+        )
+    }
 }
 
 /// The real thing.

@@ -35,6 +35,7 @@ pub enum RawFrame {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct StackKey {
     pid: u32,
+    tid: u32,
     thread_name: String,
     frames: Box<[RawFrame]>,
 }
@@ -58,6 +59,11 @@ pub struct Aggregator {
     by_inode: HashMap<(u64, u64), Slot>,
     /// Executables by (dev, inode), as exec named them.
     exec_paths: HashMap<(u64, u64), String>,
+    /// Each process's executable (from `/proc/PID/exe` when the maintainer synced it, else as
+    /// exec named it).
+    executables: HashMap<u32, String>,
+    /// Files the maintainer released: their handles are dropped after the next flush.
+    released: Vec<u32>,
     /// Frames naming a file ID never announced (a bug if ever non-zero).
     pub unknown_file_ids: u64,
 }
@@ -91,7 +97,23 @@ impl Aggregator {
             self.exec_paths
                 .entry((exec.dev, exec.inode))
                 .or_insert_with(|| exec.path.clone());
+            self.executables.insert(exec.pid, exec.path.clone());
         }
+    }
+
+    /// The maintainer read a process's executable.
+    pub fn on_process(&mut self, pid: u32, exe: String) {
+        self.executables.insert(pid, exe);
+    }
+
+    /// The maintainer no longer tracks a file; keep it until the stacks naming it are flushed.
+    pub fn on_file_released(&mut self, id: u32) {
+        self.released.push(id);
+    }
+
+    /// Forgets a process that exited long ago (long-running sessions).
+    pub fn forget_process(&mut self, pid: u32) {
+        self.executables.remove(&pid);
     }
 
     /// Adds one sample.
@@ -145,6 +167,7 @@ impl Aggregator {
         Stats::add(&stats.raw_frames_unresolved, unresolved);
         let key = StackKey {
             pid: trace.pid,
+            tid: trace.tid,
             thread_name: trace.comm(),
             frames: frames.into(),
         };
@@ -186,12 +209,14 @@ impl Aggregator {
         }
     }
 
-    /// Symbolizes every distinct frame once and builds the profile.
-    pub fn into_profile(self, symbolizer: &mut Symbolizer, mut profile: Profile) -> Profile {
+    /// Symbolizes every distinct frame of the stacks collected so far into `profile` (which
+    /// carries times and period), and starts a new window. What is known about files and
+    /// processes is kept for the next windows.
+    pub fn flush(&mut self, symbolizer: &mut Symbolizer, mut profile: Profile) -> Profile {
         let refs: Vec<FileRef> = self.files.iter().map(|f| self.file_ref(f)).collect();
         let mut cache: HashMap<RawFrame, Frame> = HashMap::new();
         let mut samples = Vec::with_capacity(self.stacks.len());
-        for (key, count) in self.stacks {
+        for (key, count) in std::mem::take(&mut self.stacks) {
             let frames = key
                 .frames
                 .iter()
@@ -208,8 +233,12 @@ impl Aggregator {
                         .clone()
                 })
                 .collect();
+            if let Some(exe) = self.executables.get(&key.pid) {
+                profile.executables.insert(key.pid, exe.clone());
+            }
             samples.push(StackSample {
                 pid: key.pid,
+                tid: key.tid,
                 thread_name: key.thread_name,
                 frames,
                 count,
@@ -217,6 +246,11 @@ impl Aggregator {
         }
         samples.sort_by(|a, b| b.count.cmp(&a.count).then(a.pid.cmp(&b.pid)));
         profile.samples = samples;
+        for id in std::mem::take(&mut self.released) {
+            if let Some(slot) = self.by_file_id.remove(&id) {
+                self.files[slot as usize].registered = None;
+            }
+        }
         profile
     }
 }

@@ -137,7 +137,7 @@ fn raw_frames_resolve_through_vma_reports_named_by_exec() {
     });
     agg.add(&trace(vec![], vec![raw(0x400010)], 0), &vmas, &stats);
     assert_eq!(Stats::get(&stats.raw_frames_resolved), 1);
-    let profile = agg.into_profile(&mut Symbolizer::new(None), Profile::default());
+    let profile = agg.flush(&mut Symbolizer::new(None), Profile::default());
     let frame = &profile.samples[0].frames[0];
     assert_eq!(
         &*frame.function, "true+0x1010",
@@ -156,7 +156,7 @@ fn unresolved_frames_become_unknown_and_never_vanish() {
         &stats,
     );
     assert_eq!(agg.unknown_file_ids, 1);
-    let profile = agg.into_profile(&mut Symbolizer::new(None), Profile::default());
+    let profile = agg.flush(&mut Symbolizer::new(None), Profile::default());
     let frames = &profile.samples[0].frames;
     assert_eq!(frames.len(), 2);
     assert!(frames

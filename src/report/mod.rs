@@ -1,12 +1,14 @@
-//! The reporter thread (T3): receives samples, file registrations and the kernel's VMA reports,
-//! aggregates stacks, and at the end symbolizes them into a `Profile`. Exporting that profile is
-//! the caller's choice of format (`crate::export`).
+//! The reporter thread (T3): receives samples, file and process news and the kernel's VMA
+//! reports, aggregates stacks, and at the end of each window (or of the session) symbolizes
+//! them into a `Profile` handed to a sink (a file writer, the OTLP exporter). Windows never wait
+//! on the sink's I/O: network export runs on its own thread (`export::transport`).
 
 pub mod aggregate;
 pub mod vmas;
 
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::pipeline::ReportMsg;
 use crate::profile::Profile;
@@ -15,27 +17,111 @@ use crate::symbolize::{KernelSymbols, Symbolizer};
 use aggregate::Aggregator;
 use vmas::Vmas;
 
-/// Aggregates everything until all senders are gone, then returns the raw stacks.
-pub fn collect(inbox: Receiver<ReportMsg>, stats: &Stats) -> Aggregator {
-    let mut aggregator = Aggregator::default();
-    let mut vmas = Vmas::default();
-    for msg in inbox {
-        match msg {
-            ReportMsg::Trace(trace) => aggregator.add(&trace, &vmas, stats),
-            ReportMsg::Vma(record) => vmas.add(record),
-            ReportMsg::File(file) => aggregator.on_file(file),
-            ReportMsg::Exec(exec) => {
-                vmas.boundary(exec.pid, exec.ktime_ns);
-                aggregator.on_exec(&exec);
-            }
-            ReportMsg::Exit { pid, ktime_ns } => vmas.boundary(pid, ktime_ns),
-        }
-    }
-    aggregator
+/// Windows after which the symbolizer (and its caches, and the kernel's symbol table, which
+/// changes when modules load) is rebuilt.
+const SYMBOLIZER_WINDOWS: u32 = 10;
+/// How long what is known about an exited process is kept.
+const EXITED_RETENTION: Duration = Duration::from_secs(60);
+
+/// How the reporter cuts time into profiles.
+#[derive(Clone, Copy, Debug)]
+pub struct Windows {
+    /// `None`: one profile for the whole session.
+    pub interval: Option<Duration>,
+    /// Nanoseconds of CPU time one sample stands for.
+    pub period_ns: u64,
 }
 
-/// Symbolizes the aggregated stacks into `template` (which carries times and period).
-pub fn symbolize(aggregator: Aggregator, template: Profile, stats: &Arc<Stats>) -> Profile {
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+struct Reporter {
+    aggregator: Aggregator,
+    vmas: Vmas,
+    symbolizer: Option<Symbolizer>,
+    windows_since_symbolizer: u32,
+    /// Misses and unreadable files of the symbolizers already dropped.
+    symbolizer_totals: (u64, u64),
+    exited: Vec<(u32, u64, Instant)>,
+    window_start: (Instant, u64),
+    stats: Arc<Stats>,
+    windows: Windows,
+}
+
+impl Reporter {
+    fn handle(&mut self, msg: ReportMsg) {
+        match msg {
+            ReportMsg::Trace(trace) => self.aggregator.add(&trace, &self.vmas, &self.stats),
+            ReportMsg::Vma(record) => self.vmas.add(record),
+            ReportMsg::File(file) => self.aggregator.on_file(file),
+            ReportMsg::FileReleased(id) => self.aggregator.on_file_released(id),
+            ReportMsg::Process { pid, exe } => self.aggregator.on_process(pid, exe),
+            ReportMsg::Exec(exec) => {
+                self.vmas.boundary(exec.pid, exec.ktime_ns);
+                self.aggregator.on_exec(&exec);
+            }
+            ReportMsg::Exit { pid, ktime_ns } => {
+                self.vmas.boundary(pid, ktime_ns);
+                self.exited.push((pid, ktime_ns, Instant::now()));
+            }
+            ReportMsg::Start { unix_ns, at } => self.window_start = (at, unix_ns),
+        }
+    }
+
+    /// Symbolizes the current window into a profile and starts the next one.
+    fn flush(&mut self) -> Profile {
+        let now = Instant::now();
+        let (started, start_unix_ns) = self.window_start;
+        let duration_ns = now.duration_since(started).as_nanos() as u64;
+        let template = Profile {
+            start_unix_ns,
+            duration_ns,
+            period_ns: self.windows.period_ns,
+            ..Profile::default()
+        };
+        if self.windows_since_symbolizer >= SYMBOLIZER_WINDOWS {
+            if let Some(old) = self.symbolizer.take() {
+                let counts = old.stats();
+                self.symbolizer_totals.0 += counts.symbols_missed;
+                self.symbolizer_totals.1 += counts.files_failed;
+            }
+            self.windows_since_symbolizer = 0;
+        }
+        let symbolizer = self.symbolizer.get_or_insert_with(new_symbolizer);
+        let profile = self.aggregator.flush(symbolizer, template);
+        let counts = symbolizer.stats();
+        Stats::set(
+            &self.stats.symbolization_misses,
+            self.symbolizer_totals.0 + counts.symbols_missed,
+        );
+        Stats::set(
+            &self.stats.symbol_files_unreadable,
+            self.symbolizer_totals.1 + counts.files_failed,
+        );
+        self.window_start = (now, start_unix_ns + duration_ns);
+        self.windows_since_symbolizer += 1;
+        self.forget_exited(now);
+        profile
+    }
+
+    fn forget_exited(&mut self, now: Instant) {
+        let (old, recent): (Vec<_>, Vec<_>) = self
+            .exited
+            .drain(..)
+            .partition(|(_, _, at)| now.duration_since(*at) >= EXITED_RETENTION);
+        self.exited = recent;
+        for (pid, ktime_ns, _) in old {
+            self.vmas.forget_until(pid, ktime_ns);
+            self.aggregator.forget_process(pid);
+        }
+    }
+}
+
+fn new_symbolizer() -> Symbolizer {
     let kernel = match KernelSymbols::load() {
         Ok(symbols) => Some(symbols),
         Err(err) => {
@@ -43,16 +129,51 @@ pub fn symbolize(aggregator: Aggregator, template: Profile, stats: &Arc<Stats>) 
             None
         }
     };
-    if aggregator.unknown_file_ids > 0 {
+    Symbolizer::new(kernel)
+}
+
+/// Runs the reporter until every sender is gone: one profile per window (or one for the whole
+/// session), each handed to `sink`, the last one after the queues are drained.
+pub fn run(
+    inbox: Receiver<ReportMsg>,
+    stats: Arc<Stats>,
+    windows: Windows,
+    mut sink: impl FnMut(Profile),
+) {
+    let mut reporter = Reporter {
+        aggregator: Aggregator::default(),
+        vmas: Vmas::default(),
+        symbolizer: None,
+        windows_since_symbolizer: 0,
+        symbolizer_totals: (0, 0),
+        exited: Vec::new(),
+        window_start: (Instant::now(), unix_now_ns()),
+        stats: stats.clone(),
+        windows,
+    };
+    loop {
+        let timeout = match windows.interval {
+            Some(interval) => interval.saturating_sub(reporter.window_start.0.elapsed()),
+            None => Duration::from_secs(3600),
+        };
+        match inbox.recv_timeout(timeout) {
+            Ok(msg) => reporter.handle(msg),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if windows
+            .interval
+            .is_some_and(|i| reporter.window_start.0.elapsed() >= i)
+        {
+            sink(reporter.flush());
+        }
+    }
+    let profile = reporter.flush();
+    if reporter.aggregator.unknown_file_ids > 0 {
         crate::log::warn(&format!(
             "{} frames named a file never announced",
-            aggregator.unknown_file_ids
+            reporter.aggregator.unknown_file_ids
         ));
     }
-    let mut symbolizer = Symbolizer::new(kernel);
-    let profile = aggregator.into_profile(&mut symbolizer, template);
-    let counts = symbolizer.stats();
-    Stats::add(&stats.symbolization_misses, counts.symbols_missed);
-    Stats::add(&stats.symbol_files_unreadable, counts.files_failed);
-    profile
+    sink(profile);
 }

@@ -65,6 +65,17 @@ impl Vmas {
             .next()
     }
 
+    /// Drops what is known of `pid` up to `ktime_ns` (its exit): long-running sessions.
+    pub fn forget_until(&mut self, pid: u32, ktime_ns: u64) {
+        if let Some(entry) = self.pids.get_mut(&pid) {
+            entry.records.retain(|r| r.ktime_ns > ktime_ns);
+            entry.boundaries.retain(|&b| b > ktime_ns);
+            if entry.records.is_empty() {
+                self.pids.remove(&pid);
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.pids.values().map(|p| p.records.len()).sum()
     }
