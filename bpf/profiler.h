@@ -11,9 +11,10 @@
 #define COMM_LEN 16
 #define PATH_LEN 256
 #define MAX_KERNEL_FRAMES 127
-#define MAX_USER_FRAMES 127
+#define MAX_USER_FRAMES 512
 /* Indexes are masked with this before use, which the verifier trusts more than earlier checks. */
-#define USER_FRAME_MASK 127
+#define USER_FRAME_MASK 511
+#define KERNEL_FRAME_MASK 127
 /* u64 slots of a trace: kernel addresses, then two slots per user frame */
 #define MAX_FRAME_WORDS (MAX_KERNEL_FRAMES + 2 * MAX_USER_FRAMES)
 #define MAX_FILTER_PIDS 65536
@@ -75,6 +76,70 @@ struct pid_mapping_value {
 	 * only used while it equals the current exec_gen: after an exec, stale entries of the old
 	 * address space are ignored until user space has re-read the maps. */
 	__u64 exec_gen;
+	/* The file's unwind table in unwind_buckets: `table_direct` buckets (one per KiB of text
+	 * from file offset `table_base`) from index `table_first`; 0 buckets: no table, walk frame
+	 * pointers. */
+	__u32 table_first;
+	__u32 table_direct;
+	__u64 table_base;
+};
+
+/*
+ * Unwind tables (src/unwind/compact.rs documents and tests the encoding and the search).
+ * One bucket per KiB of text: 64 sorted keys `(pc_in_kib << 5) | rule_index` (unused: 0xffff)
+ * over 32 shared rules. A rule's kind byte holds the CFA kind (bits 0-3) and the rbp kind (bits
+ * 4-5); operands count 8-byte units.
+ */
+#define UNWIND_KEYS 64
+#define UNWIND_RULES 32
+#define UNWIND_KEY_RULE_BITS 5
+#define UNWIND_BUCKET_SHIFT 10
+
+struct unwind_rule {
+	__u8 kind;
+	__s8 rbp;
+	__s16 cfa;
+};
+
+struct unwind_bucket {
+	__u16 key[UNWIND_KEYS];
+	struct unwind_rule rule[UNWIND_RULES];
+};
+
+/* CFA kinds */
+#define UNWIND_NO_INFO 0
+#define UNWIND_RSP 1
+#define UNWIND_RBP 2
+#define UNWIND_PLT 3
+#define UNWIND_DEREF_RSP 4
+#define UNWIND_DEREF_RBP 5
+#define UNWIND_OUTERMOST 6
+#define UNWIND_SIGNAL 7
+#define UNWIND_UNSUPPORTED 8
+#define UNWIND_REDIRECT 9
+/* rbp kinds */
+#define UNWIND_RBP_UNCHANGED 0
+#define UNWIND_RBP_AT_CFA 1
+#define UNWIND_RBP_AT_RBP 2
+#define UNWIND_RBP_UNKNOWN 3
+/* Where a signal trampoline's ucontext_t keeps the interrupted registers (offsets from rsp). */
+#define SIGFRAME_RBP 120
+#define SIGFRAME_RSP 160
+#define SIGFRAME_RIP 168
+
+/* How a user stack walk ended: trace_header.flags >> TRACE_UNWIND_SHIFT & 0xf. */
+#define TRACE_UNWIND_SHIFT 8
+enum unwind_outcome {
+	UNWIND_WALKING = 0,
+	UNWIND_DONE_OUTERMOST = 1, /* reached a frame marked outermost (or a zero return address) */
+	UNWIND_DONE_NO_MAPPING = 2,/* an address no mapping covers and no frame pointer to follow */
+	UNWIND_DONE_NO_INFO = 3,   /* no unwind info and no frame pointer to follow */
+	UNWIND_DONE_BAD_CFA = 4,   /* the frame computed does not move up the stack */
+	UNWIND_DONE_READ_FAULT = 5,/* the stack could not be read */
+	UNWIND_DONE_DEPTH = 6,     /* MAX_USER_FRAMES reached */
+	UNWIND_DONE_UNSUPPORTED = 7, /* CFI the unwinder cannot follow */
+	UNWIND_DONE_FP_END = 8,    /* a frame-pointer walk reached a zero frame pointer */
+	UNWIND_OUTCOMES = 9,
 };
 
 /* trace frames: user frames are two u64 slots, { address, file_id | flags << 32 }. */
@@ -102,10 +167,8 @@ struct trace_header {
 
 struct trace {
 	struct trace_header hdr;
-	__u64 frames[MAX_FRAME_WORDS + 2]; /* 2 spare words: see USER_FRAME_MASK */
-	/* Scratch, never sent: the unresolved user stack. One spare slot so an index masked with
-	 * USER_FRAME_MASK is always in bounds (the verifier trusts masks over earlier checks). */
-	__u64 raw_user[MAX_USER_FRAMES + 1];
+	/* Spare words so indexes built from masked parts are always in bounds. */
+	__u64 frames[MAX_FRAME_WORDS + 2];
 };
 
 /* Exit, unknown PID and unknown mapping reports. */
@@ -159,12 +222,17 @@ enum counter {
 	COUNTER_CACHE_HITS = 11,       /* frames resolved by the per-CPU mapping cache */
 	COUNTER_VMA_REPORTS = 12,
 	COUNTER_USER_STALE = 13,       /* user stacks dropped: their leaf is in no VMA */
-	COUNTER_MAX = 14,
+	COUNTER_TABLE_FRAMES = 14,     /* frames unwound with an unwind table */
+	COUNTER_FP_FRAMES = 15,        /* frames unwound with frame pointers */
+	COUNTER_UNWIND_BASE = 16,      /* + outcome: how walks ended */
+	COUNTER_MAX = 16 + 9,
 };
 
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");
 _Static_assert(sizeof(struct pid_mapping_key) == 16, "pid_mapping_key layout");
-_Static_assert(sizeof(struct pid_mapping_value) == 32, "pid_mapping_value layout");
+_Static_assert(sizeof(struct pid_mapping_value) == 48, "pid_mapping_value layout");
+_Static_assert(sizeof(struct unwind_bucket) == 256, "unwind_bucket layout");
+_Static_assert(sizeof(struct unwind_rule) == 4, "unwind_rule layout");
 _Static_assert(sizeof(struct proc_event) == 24, "proc_event layout");
 _Static_assert(sizeof(struct exec_event) == 32 + PATH_LEN, "exec_event layout");
 _Static_assert(sizeof(struct vma_event) == 56, "vma_event layout");

@@ -9,8 +9,11 @@
  * limited) and sent as a raw address, together with the kernel's VMA for it, so user space can
  * still attribute short-lived processes.
  *
- * User stacks come from frame pointers (bpf_get_stack with BPF_F_USER_STACK) for now; the
- * .eh_frame unwinder replaces the stack walk later and keeps the resolution.
+ * User stacks are walked here, frame by frame, with the unwind tables user space built from
+ * each file's .eh_frame (in unwind_buckets, found through the mapping entry), and with frame
+ * pointers where a file has no table. No stack is copied: each frame costs a mapping lookup
+ * (usually a per-CPU cache hit), a bucket search inside one 256-byte bucket, and one or two
+ * 8-byte reads of the stack.
  */
 #include "kernel.h"
 #include <bpf/bpf_helpers.h>
@@ -28,11 +31,21 @@ const volatile __u32 filter_pids = 0;
  * every CPU drops its cached mappings. */
 volatile __u64 mappings_generation = 0;
 
+/* Samples, and the VMA reports that must reach user space before the samples needing them. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, sizeof(__u32));
 } events SEC(".maps");
+
+/* Reports, execs and exits: rare, and the maintainer must see them at once (a new process's
+ * stacks are only walked fully once its mappings are in pid_mappings), so user space is woken
+ * for each one, while samples are batched. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} reports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -56,6 +69,14 @@ struct {
 	__type(key, struct pid_mapping_key);
 	__type(value, struct pid_mapping_value);
 } pid_mappings SEC(".maps");
+
+/* Unwind tables of every loaded file, one bucket per KiB of text (resized by user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u32);
+	__type(value, struct unwind_bucket);
+} unwind_buckets SEC(".maps");
 
 /* Per PID, the time of its last exec (absent: no exec seen). */
 struct {
@@ -88,14 +109,29 @@ struct {
 	__type(value, struct report_value);
 } reported SEC(".maps");
 
+/* What a frame's address resolved to. */
+struct mapping_view {
+	__u64 bias;
+	__u64 table_base;
+	__u32 file_id;
+	__u32 table_first;
+	__u32 table_direct;
+	__u32 kind; /* RESOLVED_* */
+};
+
+#define RESOLVED_NO_PID 0
+#define RESOLVED_NO_MAPPING 1
+#define RESOLVED_ANON 2
+#define RESOLVED_FILE 3
+
 struct cache_slot {
 	__u64 start;
 	__u64 end;
-	__u64 bias;
 	__u64 exec_gen;
 	__u64 generation;
 	__u32 pid;
-	__u32 file_id;
+	__u32 _pad;
+	struct mapping_view view;
 };
 
 struct mapping_cache {
@@ -145,110 +181,290 @@ static __always_inline void mark_reported(struct report_key *key, __u64 now, boo
 	bpf_map_update_elem(&reported, key, &value, BPF_ANY);
 }
 
-struct resolve_ctx {
-	__u32 pid;
-	__u32 n_kernel;
+/* The walk of one user stack, shared with the bpf_loop callback. */
+struct unwind_state {
+	__u64 pc;
+	__u64 sp;
+	__u64 bp;
 	__u64 exec_gen;
 	__u64 generation;
-	__u32 report_kind;   /* RECORD_UNKNOWN_PID / RECORD_UNKNOWN_MAPPING, or 0 */
+	__u32 pid;
+	__u32 n_kernel;
+	__u32 n_user;      /* frames recorded */
+	__u32 outcome;     /* UNWIND_WALKING until the walk ends */
+	__u32 pc_exact;    /* pc is where execution is, not a return address (leaf, signal) */
+	__u32 report_kind; /* RECORD_UNKNOWN_PID / RECORD_UNKNOWN_MAPPING, or 0 */
 	__u32 n_unknown;
-	__u32 leaf_unknown;  /* the innermost user frame is unresolved (it is unknown[0]) */
-	__u32 _pad;
+	__u32 leaf_unknown; /* the innermost user frame is unresolved (it is unknown[0]) */
 	__u64 report_addr;
 	__u64 unknown[MAX_VMA_LOOKUPS];
 };
 
-static __always_inline void note_unknown(struct resolve_ctx *rc, __u32 kind, __u64 pc, bool leaf)
+static __always_inline void note_unknown(struct unwind_state *st, __u32 kind, __u64 pc, bool leaf)
 {
 	/* An unknown PID outranks an unknown mapping: it is the one to report. */
-	if (rc->report_kind != RECORD_UNKNOWN_PID) {
-		rc->report_kind = kind;
-		rc->report_addr = pc;
+	if (st->report_kind != RECORD_UNKNOWN_PID) {
+		st->report_kind = kind;
+		st->report_addr = pc;
 	}
+	if (leaf)
+		st->leaf_unknown = 1;
 	/* Stacks run through few VMAs: keep one address per 2 MiB region, which is most often
 	 * one per VMA, so the lookups cover as many VMAs as possible. */
-	__u32 n = rc->n_unknown;
-	if (leaf)
-		rc->leaf_unknown = 1;
+	__u32 n = st->n_unknown;
 	for (int j = 0; j < MAX_VMA_LOOKUPS; j++) {
-		if (j < n && (rc->unknown[j] >> 21) == (pc >> 21))
+		if (j < n && (st->unknown[j] >> 21) == (pc >> 21))
 			return;
 	}
 	if (n < MAX_VMA_LOOKUPS) {
-		rc->unknown[n] = pc;
-		rc->n_unknown = n + 1;
+		st->unknown[n] = pc;
+		st->n_unknown = n + 1;
 	}
 }
 
-/* Resolves user frame i; a bpf_loop callback. */
-static long resolve_frame(__u32 i, struct resolve_ctx *rc)
+/* Finds the mapping of `addr` in the process: the per-CPU cache, else the trie. */
+static __always_inline void resolve(struct unwind_state *st, struct mapping_cache *cache, __u64 addr,
+				    struct mapping_view *view)
 {
-	__u32 zero = 0;
-	struct trace *t = bpf_map_lookup_elem(&scratch, &zero);
-	struct mapping_cache *cache = bpf_map_lookup_elem(&mapping_cache, &zero);
-	if (!t || !cache || i >= MAX_USER_FRAMES)
-		return 1;
-	/* Checks on i and n_kernel are made on copies the verifier loses track of: hide the values
-	 * from the compiler and mask them, so every index is provably in bounds. */
-	__u32 idx = i, n_kernel = rc->n_kernel;
-	barrier_var(idx);
-	barrier_var(n_kernel);
-	idx &= USER_FRAME_MASK;
-	__u32 base = (n_kernel & USER_FRAME_MASK) + 2 * idx;
-	__u64 pc = t->raw_user[idx];
-
 	for (int s = 0; s < MAPPING_CACHE_SLOTS; s++) {
 		struct cache_slot *slot = &cache->slots[s];
-		if (slot->pid == rc->pid && slot->start <= pc && pc < slot->end &&
-		    slot->exec_gen == rc->exec_gen && slot->generation == rc->generation) {
-			t->frames[base] = pc - slot->bias;
-			t->frames[base + 1] = slot->file_id | ((__u64)FRAME_RESOLVED << 32);
+		if (slot->pid == st->pid && slot->start <= addr && addr < slot->end &&
+		    slot->exec_gen == st->exec_gen && slot->generation == st->generation) {
+			*view = slot->view;
 			count(COUNTER_CACHE_HITS);
-			count(COUNTER_FRAMES_RESOLVED);
-			return 0;
+			return;
 		}
 	}
-
 	struct pid_mapping_key key = {
 		.prefixlen = PID_MAPPING_KEY_BITS,
-		.pid_be = bpf_htonl(rc->pid),
-		.addr_be = bpf_cpu_to_be64(pc),
+		.pid_be = bpf_htonl(st->pid),
+		.addr_be = bpf_cpu_to_be64(addr),
 	};
 	struct pid_mapping_value *value = bpf_map_lookup_elem(&pid_mappings, &key);
-	t->frames[base] = pc;
-	if (!value || value->exec_gen != rc->exec_gen) {
-		t->frames[base + 1] = (__u64)FRAME_NO_PID << 32;
-		note_unknown(rc, RECORD_UNKNOWN_PID, pc, idx == 0);
-		count(COUNTER_FRAMES_NO_PID);
-		return 0;
+	if (!value || value->exec_gen != st->exec_gen) {
+		view->kind = RESOLVED_NO_PID;
+		return;
 	}
 	if (value->flags & MAPPING_MARKER) {
-		t->frames[base + 1] = (__u64)FRAME_NO_MAPPING << 32;
-		note_unknown(rc, RECORD_UNKNOWN_MAPPING, pc, idx == 0);
-		count(COUNTER_FRAMES_NO_MAPPING);
-		return 0;
+		view->kind = RESOLVED_NO_MAPPING;
+		return;
 	}
-	if (value->flags & MAPPING_ANON) {
-		t->frames[base + 1] = (__u64)FRAME_ANON << 32;
-		return 0;
-	}
-	t->frames[base] = pc - value->bias;
-	t->frames[base + 1] = value->file_id | ((__u64)FRAME_RESOLVED << 32);
-	count(COUNTER_FRAMES_RESOLVED);
+	view->kind = value->flags & MAPPING_ANON ? RESOLVED_ANON : RESOLVED_FILE;
+	view->bias = value->bias;
+	view->file_id = value->file_id;
+	view->table_first = value->table_first;
+	view->table_direct = value->table_direct;
+	view->table_base = value->table_base;
 
 	__u32 prefix_bits = PID_MAPPING_KEY_BITS - value->prefixlen;
 	if (prefix_bits < 64) {
 		__u32 n = cache->next % MAPPING_CACHE_SLOTS;
 		struct cache_slot *slot = &cache->slots[n];
-		slot->pid = rc->pid;
+		slot->pid = st->pid;
 		slot->start = value->prefix_addr;
 		slot->end = value->prefix_addr + (1ULL << prefix_bits);
-		slot->bias = value->bias;
-		slot->file_id = value->file_id;
 		slot->exec_gen = value->exec_gen;
-		slot->generation = rc->generation;
+		slot->generation = st->generation;
+		slot->view = *view;
 		cache->next = n + 1;
 	}
+}
+
+/* The row covering file offset `off`, or NULL: the search of src/unwind/compact.rs. */
+static __always_inline struct unwind_rule *find_rule(struct mapping_view *view, __u64 off)
+{
+	if (off < view->table_base)
+		return NULL;
+	__u64 kib = (off - view->table_base) >> UNWIND_BUCKET_SHIFT;
+	if (kib >= view->table_direct)
+		return NULL;
+	__u32 index = view->table_first + (__u32)kib;
+	__u16 want = (((__u16)off & 1023) << UNWIND_KEY_RULE_BITS) | ((1 << UNWIND_KEY_RULE_BITS) - 1);
+	for (int hop = 0; hop < 2; hop++) {
+		struct unwind_bucket *b = bpf_map_lookup_elem(&unwind_buckets, &index);
+		if (!b)
+			return NULL;
+		__u32 i = 0;
+#pragma unroll
+		for (int step = 32; step > 0; step >>= 1) {
+			if (b->key[(i + step) & (UNWIND_KEYS - 1)] <= want)
+				i += step;
+		}
+		struct unwind_rule *rule = &b->rule[b->key[i & (UNWIND_KEYS - 1)] & (UNWIND_RULES - 1)];
+		if ((rule->kind & 0xf) != UNWIND_REDIRECT)
+			return rule;
+		index = view->table_first + ((__u32)(__u8)rule->rbp | ((__u32)(__u16)rule->cfa << 8));
+	}
+	return NULL;
+}
+
+static __always_inline bool read_user(__u64 *out, __u64 addr)
+{
+	return bpf_probe_read_user(out, sizeof(*out), (void *)addr) == 0;
+}
+
+/* Steps to the caller through frame pointers: [bp] is the caller's bp, [bp + 8] the return
+ * address. */
+static __always_inline void step_frame_pointer(struct unwind_state *st, __u32 no_info_outcome)
+{
+	__u64 bp = st->bp;
+	if (bp == 0) {
+		st->outcome = UNWIND_DONE_FP_END;
+		return;
+	}
+	if (bp < st->sp || (bp & 7)) {
+		st->outcome = no_info_outcome;
+		return;
+	}
+	__u64 next_bp, ra;
+	if (!read_user(&next_bp, bp) || !read_user(&ra, bp + 8)) {
+		st->outcome = UNWIND_DONE_READ_FAULT;
+		return;
+	}
+	count(COUNTER_FP_FRAMES);
+	st->sp = bp + 16;
+	st->bp = next_bp;
+	st->pc = ra;
+	st->pc_exact = 0;
+	if (ra == 0)
+		st->outcome = UNWIND_DONE_OUTERMOST;
+}
+
+/* Steps to the caller with an unwind rule. */
+static __always_inline void step_rule(struct unwind_state *st, struct unwind_rule *rule, __u64 off)
+{
+	__u8 cfa_kind = rule->kind & 0xf, bp_kind = (rule->kind >> 4) & 3;
+	__s64 lo = (__s8)(rule->cfa & 0xff), hi = (__s8)(rule->cfa >> 8);
+	__u64 cfa, base;
+	switch (cfa_kind) {
+	case UNWIND_RSP:
+		cfa = st->sp + (__s64)rule->cfa * 8;
+		break;
+	case UNWIND_RBP:
+		cfa = st->bp + (__s64)rule->cfa * 8;
+		break;
+	case UNWIND_PLT:
+		cfa = st->sp + lo * 8 + ((off & 15) >= (__u8)hi ? 8 : 0);
+		break;
+	case UNWIND_DEREF_RSP:
+	case UNWIND_DEREF_RBP:
+		base = cfa_kind == UNWIND_DEREF_RSP ? st->sp : st->bp;
+		if (!read_user(&cfa, base + lo * 8)) {
+			st->outcome = UNWIND_DONE_READ_FAULT;
+			return;
+		}
+		cfa += hi * 8;
+		break;
+	case UNWIND_OUTERMOST:
+		st->outcome = UNWIND_DONE_OUTERMOST;
+		return;
+	case UNWIND_SIGNAL: {
+		__u64 rip, rsp, rbp;
+		if (!read_user(&rip, st->sp + SIGFRAME_RIP) || !read_user(&rsp, st->sp + SIGFRAME_RSP) ||
+		    !read_user(&rbp, st->sp + SIGFRAME_RBP)) {
+			st->outcome = UNWIND_DONE_READ_FAULT;
+			return;
+		}
+		st->pc = rip;
+		st->sp = rsp;
+		st->bp = rbp;
+		st->pc_exact = 1; /* the interrupted instruction itself */
+		count(COUNTER_TABLE_FRAMES);
+		return;
+	}
+	case UNWIND_NO_INFO:
+		step_frame_pointer(st, UNWIND_DONE_NO_INFO);
+		return;
+	default:
+		st->outcome = UNWIND_DONE_UNSUPPORTED;
+		return;
+	}
+	if (cfa <= st->sp) {
+		st->outcome = UNWIND_DONE_BAD_CFA;
+		return;
+	}
+	__u64 ra, bp = st->bp;
+	if (!read_user(&ra, cfa - 8)) {
+		st->outcome = UNWIND_DONE_READ_FAULT;
+		return;
+	}
+	if (bp_kind == UNWIND_RBP_AT_CFA || bp_kind == UNWIND_RBP_AT_RBP) {
+		__u64 slot = (bp_kind == UNWIND_RBP_AT_CFA ? cfa : st->bp) + (__s64)rule->rbp * 8;
+		if (!read_user(&bp, slot)) {
+			st->outcome = UNWIND_DONE_READ_FAULT;
+			return;
+		}
+	} else if (bp_kind == UNWIND_RBP_UNKNOWN) {
+		bp = 0;
+	}
+	count(COUNTER_TABLE_FRAMES);
+	st->sp = cfa;
+	st->bp = bp;
+	st->pc = ra;
+	st->pc_exact = 0;
+	if (ra == 0)
+		st->outcome = UNWIND_DONE_OUTERMOST;
+}
+
+/* Records user frame i and steps to its caller; a bpf_loop callback. */
+static long unwind_frame(__u32 i, struct unwind_state *st)
+{
+	if (st->outcome != UNWIND_WALKING)
+		return 1;
+	__u32 zero = 0;
+	struct trace *t = bpf_map_lookup_elem(&scratch, &zero);
+	struct mapping_cache *cache = bpf_map_lookup_elem(&mapping_cache, &zero);
+	if (!t || !cache)
+		return 1;
+	/* Hide i and n_kernel from the compiler and mask them: the verifier then knows every
+	 * index is in bounds (checks the compiler made on copies do not carry over). */
+	__u32 idx = i, n_kernel = st->n_kernel;
+	barrier_var(idx);
+	barrier_var(n_kernel);
+	idx &= USER_FRAME_MASK;
+	__u32 base = (n_kernel & KERNEL_FRAME_MASK) + 2 * idx;
+
+	__u64 pc = st->pc;
+	/* A return address points after the call: look up the call itself. */
+	__u64 lookup = st->pc_exact ? pc : pc - 1;
+	struct mapping_view view = {};
+	resolve(st, cache, lookup, &view);
+
+	t->frames[base] = pc;
+	st->n_user = idx + 1;
+	switch (view.kind) {
+	case RESOLVED_FILE:
+		t->frames[base] = pc - view.bias;
+		t->frames[base + 1] = view.file_id | ((__u64)FRAME_RESOLVED << 32);
+		count(COUNTER_FRAMES_RESOLVED);
+		break;
+	case RESOLVED_ANON:
+		t->frames[base + 1] = (__u64)FRAME_ANON << 32;
+		break;
+	case RESOLVED_NO_MAPPING:
+		t->frames[base + 1] = (__u64)FRAME_NO_MAPPING << 32;
+		note_unknown(st, RECORD_UNKNOWN_MAPPING, pc, idx == 0);
+		count(COUNTER_FRAMES_NO_MAPPING);
+		break;
+	default:
+		t->frames[base + 1] = (__u64)FRAME_NO_PID << 32;
+		note_unknown(st, RECORD_UNKNOWN_PID, pc, idx == 0);
+		count(COUNTER_FRAMES_NO_PID);
+		break;
+	}
+
+	if (idx >= MAX_USER_FRAMES - 1) {
+		st->outcome = UNWIND_DONE_DEPTH;
+		return 1;
+	}
+	if (view.kind == RESOLVED_FILE && view.table_direct) {
+		struct unwind_rule *rule = find_rule(&view, lookup - view.bias);
+		if (rule) {
+			step_rule(st, rule, lookup - view.bias);
+			return 0;
+		}
+	}
+	step_frame_pointer(st, view.kind == RESOLVED_FILE ? UNWIND_DONE_NO_INFO : UNWIND_DONE_NO_MAPPING);
 	return 0;
 }
 
@@ -283,7 +499,7 @@ static long read_vma(struct task_struct *task, struct vm_area_struct *vma, struc
  *
  * Returns true when the innermost user address is in no VMA at all: the user stack is stale.
  */
-static __always_inline bool report_vma(void *ctx, struct resolve_ctx *rc, __u64 now)
+static __always_inline bool report_vma(void *ctx, struct unwind_state *rc, __u64 now)
 {
 	for (int i = 0; i < MAX_VMA_LOOKUPS; i++) {
 		if (i >= rc->n_unknown)
@@ -334,7 +550,7 @@ static __always_inline bool report_vma(void *ctx, struct resolve_ctx *rc, __u64 
 	return false;
 }
 
-static __always_inline void report_unknown(void *ctx, struct resolve_ctx *rc, __u64 now)
+static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, __u64 now)
 {
 	if (!rc->report_kind)
 		return;
@@ -348,7 +564,7 @@ static __always_inline void report_unknown(void *ctx, struct resolve_ctx *rc, __
 		.ktime_ns = now,
 		.addr = rc->report_kind == RECORD_UNKNOWN_MAPPING ? rc->report_addr : 0,
 	};
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)))
+	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, &event, sizeof(event)))
 		count(COUNTER_EVENT_SEND_FAILED);
 }
 
@@ -397,45 +613,50 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (n_kernel > MAX_KERNEL_FRAMES)
 		n_kernel = MAX_KERNEL_FRAMES;
 
-	long n_user = 0;
-	if (kernel_thread) {
-		t->hdr.flags |= TRACE_KERNEL_THREAD;
-	} else {
-		n_user = bpf_get_stack(ctx, t->raw_user, MAX_USER_FRAMES * sizeof(__u64),
-				       BPF_F_USER_STACK);
-		if (n_user < 0) {
-			count(COUNTER_USTACK_FAILED);
-			t->hdr.flags |= TRACE_USTACK_FAILED;
-			n_user = 0;
-		}
-		n_user /= sizeof(__u64);
-	}
-	if (n_user > MAX_USER_FRAMES)
-		n_user = MAX_USER_FRAMES;
-
-	struct resolve_ctx rc = {
+	struct unwind_state st = {
 		.pid = tgid,
 		.n_kernel = n_kernel,
 		.generation = mappings_generation,
+		.pc_exact = 1,
 	};
-	if (n_user > 0) {
+	if (kernel_thread) {
+		t->hdr.flags |= TRACE_KERNEL_THREAD;
+	} else {
+		/* The user registers: the interrupted ones, or those saved at kernel entry. */
+		if (kernel_mode) {
+			struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+			bpf_probe_read_kernel(&st.pc, sizeof(st.pc), &regs->ip);
+			bpf_probe_read_kernel(&st.sp, sizeof(st.sp), &regs->sp);
+			bpf_probe_read_kernel(&st.bp, sizeof(st.bp), &regs->bp);
+		} else {
+			st.pc = ctx->regs.ip;
+			st.sp = ctx->regs.sp;
+			st.bp = ctx->regs.bp;
+		}
 		__u64 *gen = bpf_map_lookup_elem(&exec_gen, &tgid);
-		rc.exec_gen = gen ? *gen : 0;
-		bpf_loop(n_user, resolve_frame, &rc, 0);
+		st.exec_gen = gen ? *gen : 0;
+		if (st.pc)
+			bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
+		if (st.outcome == UNWIND_WALKING)
+			st.outcome = UNWIND_DONE_DEPTH;
+		count(COUNTER_UNWIND_BASE + (st.outcome & 0xf));
+		t->hdr.flags |= (st.outcome & 0xf) << TRACE_UNWIND_SHIFT;
 	}
-
-	report_unknown(ctx, &rc, now);
-	if (report_vma(ctx, &rc, now)) {
+	__u32 n_user = st.n_user;
+	report_unknown(ctx, &st, now);
+	if (report_vma(ctx, &st, now)) {
 		t->hdr.flags |= TRACE_USER_STALE;
 		count(COUNTER_USER_STALE);
 		n_user = 0;
 	}
+	if (n_user > MAX_USER_FRAMES)
+		n_user = MAX_USER_FRAMES;
 	t->hdr.n_kernel = n_kernel;
 	t->hdr.n_user = n_user;
 
-	__u64 size = sizeof(t->hdr) + (n_kernel + 2 * n_user) * sizeof(__u64);
-	if (size > sizeof(t->hdr) + sizeof(t->frames))
-		size = sizeof(t->hdr) + sizeof(t->frames);
+	__u64 size = sizeof(t->hdr) + (n_kernel + 2 * (__u64)n_user) * sizeof(__u64);
+	if (size > sizeof(t->hdr) + MAX_FRAME_WORDS * sizeof(__u64))
+		size = sizeof(t->hdr) + MAX_FRAME_WORDS * sizeof(__u64);
 	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, t, size) == 0)
 		count(COUNTER_SENT);
 	else
@@ -446,7 +667,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 static __always_inline void send_proc_event(void *ctx, __u32 type, __u32 tgid)
 {
 	struct proc_event event = { .type = type, .pid = tgid, .ktime_ns = bpf_ktime_get_ns() };
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)) != 0)
+	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, &event, sizeof(event)) != 0)
 		count(COUNTER_EVENT_SEND_FAILED);
 }
 
@@ -502,7 +723,7 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 		n = PATH_LEN;
 	event->path_len = n;
 	__u64 size = sizeof(*event) - sizeof(event->path) + n;
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, event, size) != 0)
+	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, event, size) != 0)
 		count(COUNTER_EVENT_SEND_FAILED);
 	return 0;
 }

@@ -130,15 +130,29 @@ pub fn pages_per_cpu(frequency_hz: u64) -> usize {
     (bytes / 4096).max(64).next_power_of_two().min(1024)
 }
 
-/// Polls until `stop` is set, then drains what is left. Returns when the rings are empty.
-pub fn run(events: Map, pages: usize, router: Router, stop: Arc<AtomicBool>) -> io::Result<()> {
-    let mut buffer = PerfBuffer::new(&events, pages, WAKEUP_EVENTS, router)?;
+/// Polls until `stop` is set, then drains what is left. Samples (and the VMA reports they need)
+/// arrive on `samples`, batched; reports, execs and exits on `reports`, each waking the poller,
+/// so the maintainer hears of a new process within a millisecond.
+pub fn run(
+    samples: Map,
+    reports: Map,
+    pages: usize,
+    routers: (Router, Router),
+    stop: Arc<AtomicBool>,
+) -> io::Result<()> {
+    let mut samples = PerfBuffer::new(&samples, pages, WAKEUP_EVENTS, routers.0)?;
+    let mut reports = PerfBuffer::new(&reports, 16, 1, routers.1)?;
     while !stop.load(Ordering::Acquire) {
-        buffer.poll(POLL_TIMEOUT_MS)?;
-        buffer.consume()?;
-        buffer.handler_mut().tick();
+        crate::sys::poll::wait_readable(
+            &[samples.epoll_fd(), reports.epoll_fd()],
+            POLL_TIMEOUT_MS,
+        )?;
+        reports.consume()?;
+        samples.consume()?;
+        samples.handler_mut().tick();
     }
-    buffer.consume()
+    reports.consume()?;
+    samples.consume()
 }
 
 #[cfg(test)]

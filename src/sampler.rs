@@ -49,6 +49,7 @@ impl Sampler {
         let filter = u32::from(matches!(target, Target::Pids(_)));
         rodata.copy_from_slice(&filter.to_ne_bytes());
         open.set_max_entries("pid_mappings", pid_mappings_capacity())?;
+        open.set_max_entries("unwind_buckets", unwind_buckets_capacity())?;
         let object = open.load()?;
         let sampler = Self {
             perf_links: Vec::new(),
@@ -89,14 +90,22 @@ impl Sampler {
         self.pid_filter.delete(&pid.to_ne_bytes()).map(|_| ())
     }
 
-    /// The perf buffer map, for the poller.
-    pub fn events(&self) -> io::Result<Map> {
-        self.object.map(self.events.name())
+    /// The perf buffer maps (samples, reports), for the poller.
+    pub fn events(&self) -> io::Result<(Map, Map)> {
+        Ok((
+            self.object.map(self.events.name())?,
+            self.object.map("reports")?,
+        ))
     }
 
     /// The per-PID mappings trie, for the maintainer (its only writer).
     pub fn pid_mappings(&self) -> io::Result<Map> {
         self.object.map("pid_mappings")
+    }
+
+    /// The unwind tables array, for the maintainer's table store.
+    pub fn unwind_buckets(&self) -> io::Result<Map> {
+        self.object.map("unwind_buckets")
     }
 
     /// The per-PID exec generations the exec hook writes.
@@ -173,21 +182,52 @@ impl Sampler {
         );
         set(&stats.vma_reports, read(consts::COUNTER_VMA_REPORTS)?);
         set(&stats.user_stacks_stale, read(consts::COUNTER_USER_STALE)?);
+        set(
+            &stats.frames_unwound_by_table,
+            read(consts::COUNTER_TABLE_FRAMES)?,
+        );
+        set(
+            &stats.frames_unwound_by_fp,
+            read(consts::COUNTER_FP_FRAMES)?,
+        );
+        let outcomes = [
+            (consts::UNWIND_DONE_OUTERMOST, &stats.unwind_outermost),
+            (consts::UNWIND_DONE_NO_MAPPING, &stats.unwind_no_mapping),
+            (consts::UNWIND_DONE_NO_INFO, &stats.unwind_no_info),
+            (consts::UNWIND_DONE_BAD_CFA, &stats.unwind_bad_cfa),
+            (consts::UNWIND_DONE_READ_FAULT, &stats.unwind_read_fault),
+            (consts::UNWIND_DONE_DEPTH, &stats.unwind_depth_limit),
+            (consts::UNWIND_DONE_UNSUPPORTED, &stats.unwind_unsupported),
+            (consts::UNWIND_DONE_FP_END, &stats.unwind_fp_end),
+        ];
+        for (outcome, counter) in outcomes {
+            set(counter, read(consts::COUNTER_UNWIND_BASE + outcome)?);
+        }
         Ok(())
     }
 }
 
-/// Capacity of `pid_mappings`: about one entry per 16 KiB of RAM, between 64 Ki and 1 Mi. The
-/// trie allocates on demand (BPF_F_NO_PREALLOC), so this is a cap, not a reservation.
-fn pid_mappings_capacity() -> u32 {
-    let ram = std::fs::read_to_string("/proc/meminfo")
+/// Total RAM in KiB.
+fn ram_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
             let line = m.lines().find(|l| l.starts_with("MemTotal:"))?.to_string();
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
-        .unwrap_or(1 << 20); // KiB
-    (ram / 16).clamp(1 << 16, 1 << 20) as u32
+        .unwrap_or(1 << 20)
+}
+
+/// Capacity of `pid_mappings`: about one entry per 16 KiB of RAM, between 64 Ki and 1 Mi. The
+/// trie allocates on demand (BPF_F_NO_PREALLOC), so this is a cap, not a reservation.
+fn pid_mappings_capacity() -> u32 {
+    (ram_kib() / 16).clamp(1 << 16, 1 << 20) as u32
+}
+
+/// Capacity of `unwind_buckets` (256 bytes each, allocated up front): 1/512 of RAM, between
+/// 4 MiB and 64 MiB, i.e. tables for roughly 16 to 256 MiB of executable text.
+fn unwind_buckets_capacity() -> u32 {
+    (ram_kib() * 1024 / 512 / 256).clamp(1 << 14, 1 << 18) as u32
 }
 
 /// Bumps the sampler's `mappings_generation`, which every CPU's cache compares against.

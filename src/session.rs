@@ -13,6 +13,7 @@ use crate::pipeline::{ReportMsg, MAINTAINER_QUEUE, REPORT_QUEUE};
 use crate::poller::{self, Router};
 use crate::process::maintainer::Maintainer;
 use crate::process::source::Procfs;
+use crate::process::tables::BpfTables;
 use crate::profile::Profile;
 use crate::report::{self, unix_now_ns, Windows};
 use crate::sampler::{Sampler, Target};
@@ -84,13 +85,18 @@ impl Session {
             sampler.cache_invalidator()?,
             report_tx.clone(),
             stats.clone(),
-        );
+        )
+        .with_tables(Box::new(BpfTables::new(sampler.unwind_buckets()?)));
         let maintainer = spawn("maintainer", move || maintainer.run(maintain_rx))?;
-        let router = Router::new(report_tx.clone(), maintain_tx, stats.clone());
+        let routers = (
+            Router::new(report_tx.clone(), maintain_tx.clone(), stats.clone()),
+            Router::new(report_tx.clone(), maintain_tx, stats.clone()),
+        );
         let pages = poller::pages_per_cpu(config.frequency_hz);
         let poll_stop = stop.clone();
+        let (samples, reports) = events;
         let poller = spawn("poller", move || {
-            poller::run(events, pages, router, poll_stop)
+            poller::run(samples, reports, pages, routers, poll_stop)
         })?;
 
         Ok(Self {

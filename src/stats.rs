@@ -94,6 +94,25 @@ counters! {
     vma_reports,
     /// User stacks dropped because their innermost address was in no VMA (inside execve).
     user_stacks_stale,
+    /// Unwind tables loaded into the kernel, unloaded, files without usable call-frame
+    /// information (walked with frame pointers), tables that did not fit, and buckets in use.
+    unwind_tables_loaded,
+    unwind_tables_unloaded,
+    unwind_tables_empty,
+    unwind_tables_no_room,
+    unwind_buckets_used,
+    /// User frames stepped with an unwind table, and with frame pointers.
+    frames_unwound_by_table,
+    frames_unwound_by_fp,
+    /// How user stack walks ended.
+    unwind_outermost,
+    unwind_no_mapping,
+    unwind_no_info,
+    unwind_bad_cfa,
+    unwind_read_fault,
+    unwind_depth_limit,
+    unwind_unsupported,
+    unwind_fp_end,
     /// Frames without a symbol (shown as `module+0xOFFSET` or `[unknown]`).
     symbolization_misses,
     /// Files that could not be opened for symbolization.

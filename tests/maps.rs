@@ -12,7 +12,14 @@ use profiler::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::sys::bpf::{Map, MapKind};
 
 fn trie() -> Map {
-    Map::create(MapKind::LpmTrie, "test_trie", 16, 32, 4096).expect("create an LPM trie")
+    Map::create(
+        MapKind::LpmTrie,
+        "test_trie",
+        16,
+        PidMappingValue::SIZE as u32,
+        4096,
+    )
+    .expect("create an LPM trie")
 }
 
 fn value_for(key: &PidMappingKey, file_id: u32) -> PidMappingValue {
@@ -23,12 +30,13 @@ fn value_for(key: &PidMappingKey, file_id: u32) -> PidMappingValue {
         bias: 0x1000,
         prefix_addr: key.addr(),
         exec_gen: 0,
+        table: Default::default(),
     }
 }
 
 fn lookup(map: &Map, pid: u32, addr: u64) -> Option<PidMappingValue> {
     let key = PidMappingKey::new(pid, addr, consts::PID_MAPPING_KEY_BITS as u32);
-    let mut value = [0u8; 32];
+    let mut value = [0u8; PidMappingValue::SIZE];
     map.lookup_into(&key.to_bytes(), &mut value)
         .unwrap()
         .then(|| PidMappingValue::from_bytes(&value).unwrap())

@@ -344,20 +344,25 @@ fn a_process_with_twenty_thousand_mappings_is_handled_quietly() {
     let _serial = serial();
     let dir = scratch("manymaps");
     let exe = build_fixture(&dir, "manymaps", FP_FLAGS);
+    // Profile it once its mappings exist, so the first sync sees all of them.
+    let mut target = Command::new(&exe).args(["20000", "6"]).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     let (out_path, stats_path) = (dir.join("m.folded"), dir.join("m.json"));
+    let pid = target.id().to_string();
     let out = profiler(&[
         "record",
         "-F",
         "199",
+        "-d",
+        "2",
+        "-p",
+        &pid,
         "-o",
         out_path.to_str().unwrap(),
         "--stats-json",
         stats_path.to_str().unwrap(),
-        "--",
-        exe.to_str().unwrap(),
-        "20000",
-        "3",
     ]);
+    let _ = (target.kill(), target.wait());
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert!(log.lines().count() < 40, "a flood of messages: {log}");

@@ -341,7 +341,7 @@ fn shutdown_does_not_wait_for_a_hung_request() {
     let started = Instant::now();
     let report = exporter.shutdown(Duration::from_millis(500));
     let took = started.elapsed();
-    assert!(took < Duration::from_millis(800), "shutdown took {took:?}");
+    assert!(took < Duration::from_millis(1000), "shutdown took {took:?}");
     assert_eq!(report.pending, 1);
     assert_eq!(report.dropped, 1, "{report:?}");
     assert_eq!(Stats::get(&stats.export_dropped), 1);

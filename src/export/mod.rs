@@ -10,6 +10,8 @@ pub mod otlp_proto;
 pub mod pprof;
 pub mod pprof_proto;
 pub mod transport;
+mod transport_config;
+mod transport_policy;
 
 use std::io::{self, Write};
 use std::path::Path;

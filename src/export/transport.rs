@@ -1,11 +1,12 @@
 //! OTLP/HTTP transport: ships encoded `ExportProfilesServiceRequest`s to a collector from a
 //! thread of its own, so a slow or unreachable collector never stalls aggregation.
 //!
-//! This module owns the export queue, the HTTP exchange (`POST {endpoint}/v1development/profiles`,
-//! protobuf, optional gzip, extra headers, HTTPS through ureq's rustls) and the retry policy:
+//! This module owns the export thread, the HTTP exchange (`POST {endpoint}/v1development/profiles`,
+//! protobuf, optional gzip, extra headers, HTTPS through ureq's rustls) and the retry decision:
 //! 429/502/503/504 and connection failures are retried with exponential backoff and jitter,
-//! honouring `Retry-After`; every other failure status is final. It does not build payloads
-//! (that is [`super::otlp`]).
+//! honouring `Retry-After`; every other failure status is final. The pure helpers (delays, log
+//! throttling, the window queue) are in `transport_policy`, [`TransportConfig`] and its validation
+//! in `transport_config`. It does not build payloads (that is [`super::otlp`]).
 //!
 //! The queue holds at most `queue_capacity` windows, counting the one being sent or retried; when
 //! a new window arrives at a full queue the oldest goes, even if it is the one being retried, so
@@ -13,362 +14,28 @@
 //! `export_delivered`, `export_rejected` or `export_dropped`.
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
 use super::otlp_proto::ExportProfilesServiceResponse;
+use super::transport_policy::{
+    backoff, jittered, parse_retry_after, Evicted, Rng, Throttle, WindowQueue,
+};
 use crate::log;
 use crate::stats::Stats;
 
-/// The OTLP/HTTP path of the profiles signal (`profiles_service_http.yaml`).
-pub const PROFILES_PATH: &str = "/v1development/profiles";
+pub use super::transport_config::{profiles_url, TransportConfig, PROFILES_PATH};
 
-/// A failure repeated in a row is logged the first time and then every this many times.
-const LOG_EVERY: u64 = 10;
 /// How much of a rejected request's response body a warning quotes.
 const BODY_EXCERPT: usize = 200;
 /// The most of a response body read: a collector's answer is a few bytes.
 const MAX_RESPONSE: u64 = 64 * 1024;
-/// Headers the transport sets itself, which `--header` must not override.
-const RESERVED_HEADERS: [&str; 5] = [
-    "content-type",
-    "content-encoding",
-    "content-length",
-    "transfer-encoding",
-    "host",
-];
-
-/// Where and how to send windows.
-#[derive(Clone, Debug)]
-pub struct TransportConfig {
-    /// The collector's base URL (`http://localhost:4318`); [`PROFILES_PATH`] is appended unless
-    /// the URL already ends with it.
-    pub endpoint: String,
-    /// Extra request headers (authentication), sent as given.
-    pub headers: Vec<(String, String)>,
-    /// Gzip request bodies (`Content-Encoding: gzip`).
-    pub gzip: bool,
-    /// Windows kept while the collector is slow or down, including the one being retried.
-    pub queue_capacity: usize,
-    /// The longest one request may take, from DNS lookup to the end of the response.
-    pub request_timeout: Duration,
-    /// The wait before the first retry; it doubles with each further retry.
-    pub initial_backoff: Duration,
-    /// The longest wait between retries, also the cap on a collector's `Retry-After`.
-    pub max_backoff: Duration,
-}
-
-impl TransportConfig {
-    /// The defaults for `endpoint`: no extra headers, no gzip, 16 windows, 10 s per request,
-    /// backoff from 1 s up to 30 s.
-    pub fn new(endpoint: impl Into<String>) -> Self {
-        TransportConfig {
-            endpoint: endpoint.into(),
-            headers: Vec::new(),
-            gzip: false,
-            queue_capacity: 16,
-            request_timeout: Duration::from_secs(10),
-            initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-
-    /// The URL requests are posted to.
-    pub fn url(&self) -> String {
-        profiles_url(&self.endpoint)
-    }
-
-    /// Checks everything a request could later fail on, with a message the user can act on.
-    pub fn validate(&self) -> Result<(), String> {
-        validate_endpoint(&self.endpoint)?;
-        for (name, value) in &self.headers {
-            validate_header(name, value)?;
-        }
-        let zero = [
-            (self.queue_capacity == 0, "the export queue capacity"),
-            (self.request_timeout.is_zero(), "the request timeout"),
-            (self.initial_backoff.is_zero(), "the initial backoff"),
-            (self.max_backoff.is_zero(), "the maximum backoff"),
-        ];
-        match zero.into_iter().find(|(is_zero, _)| *is_zero) {
-            Some((_, what)) => Err(format!("{what} must be greater than zero")),
-            None => Ok(()),
-        }
-    }
-}
-
-/// `endpoint` with [`PROFILES_PATH`] appended, unless it already ends with it; trailing slashes
-/// are ignored.
-pub fn profiles_url(endpoint: &str) -> String {
-    let base = endpoint.trim().trim_end_matches('/');
-    if base.ends_with(PROFILES_PATH) {
-        base.to_string()
-    } else {
-        format!("{base}{PROFILES_PATH}")
-    }
-}
-
-fn validate_endpoint(endpoint: &str) -> Result<(), String> {
-    let hint = "expected http://HOST:PORT or https://HOST:PORT, e.g. http://localhost:4318";
-    let Some((scheme, _)) = endpoint.trim().split_once("://") else {
-        return Err(format!("endpoint {endpoint:?} has no scheme: {hint}"));
-    };
-    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
-        return Err(format!(
-            "endpoint {endpoint:?}: scheme {scheme:?} is not supported: {hint}"
-        ));
-    }
-    let uri: ureq::http::Uri = profiles_url(endpoint)
-        .parse()
-        .map_err(|error| format!("endpoint {endpoint:?} is not a valid URL ({error}): {hint}"))?;
-    match uri.host() {
-        Some(host) if !host.is_empty() => Ok(()),
-        _ => Err(format!("endpoint {endpoint:?} has no host: {hint}")),
-    }
-}
-
-fn validate_header(name: &str, value: &str) -> Result<(), String> {
-    if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-        return Err(format!(
-            "header name {name:?} is not a valid HTTP header name"
-        ));
-    }
-    if RESERVED_HEADERS
-        .iter()
-        .any(|r| r.eq_ignore_ascii_case(name))
-    {
-        return Err(format!(
-            "header {name:?} is set by the exporter and cannot be overridden"
-        ));
-    }
-    if ureq::http::HeaderValue::from_str(value).is_err() {
-        return Err(format!(
-            "the value of header {name:?} has characters HTTP does not allow"
-        ));
-    }
-    Ok(())
-}
-
-/// The wait before retry number `retry + 1` (0-based): `initial` doubled per retry, at most `max`.
-pub(crate) fn backoff(retry: u32, initial: Duration, max: Duration) -> Duration {
-    let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
-    initial.saturating_mul(factor).min(max)
-}
-
-/// `delay` scaled by a factor in [0.8, 1.2), from `unit` in [0, 1): retrying exporters spread out.
-pub(crate) fn jittered(delay: Duration, unit: f64) -> Duration {
-    delay.mul_f64(0.8 + 0.4 * unit.clamp(0.0, 1.0))
-}
-
-/// A `Retry-After` value as a wait from `now`: delay-seconds, or an IMF-fixdate HTTP-date (a date
-/// in the past means "now"). Obsolete date formats are `None`: the caller's backoff applies.
-pub(crate) fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-/// Parses `Sun, 06 Nov 1994 08:49:37 GMT` (RFC 9110 IMF-fixdate).
-fn parse_http_date(value: &str) -> Option<SystemTime> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let parts: Vec<&str> = value.split_ascii_whitespace().collect();
-    let [weekday, day, month, year, time, "GMT"] = parts[..] else {
-        return None;
-    };
-    weekday.strip_suffix(',')?;
-    let day: u32 = day.parse().ok()?;
-    let month = MONTHS.iter().position(|m| *m == month)? as u32 + 1;
-    let year: i64 = year.parse().ok()?;
-    let hms: Vec<u64> = time
-        .split(':')
-        .map(|p| p.parse().ok())
-        .collect::<Option<_>>()?;
-    let [hour, minute, second] = hms[..] else {
-        return None;
-    };
-    if !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let days = u64::try_from(days_from_civil(year, month, day)).ok()?;
-    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
-    Some(UNIX_EPOCH + Duration::from_secs(seconds))
-}
-
-/// Days from 1970-01-01 to the given proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = i64::from((month + 9) % 12);
-    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-/// A tiny xorshift64* generator for jitter: no cryptographic needs, no dependency.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        // splitmix64 spreads a poor seed (e.g. a timestamp) over all bits; xorshift needs non-zero.
-        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn from_time() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        Rng::new(nanos ^ u64::from(std::process::id()).rotate_left(32))
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A uniform value in [0, 1).
-    pub(crate) fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Decides which of a run of same-kind failures to log: the first, then every [`LOG_EVERY`]th.
-#[derive(Debug)]
-pub(crate) struct Throttle<K> {
-    current: Option<K>,
-    count: u64,
-}
-
-impl<K: PartialEq> Throttle<K> {
-    pub(crate) fn new() -> Self {
-        Throttle {
-            current: None,
-            count: 0,
-        }
-    }
-
-    /// Notes one occurrence; returns its number in the run when it should be logged.
-    pub(crate) fn note(&mut self, kind: K) -> Option<u64> {
-        if self.current.as_ref() == Some(&kind) {
-            self.count += 1;
-        } else {
-            self.current = Some(kind);
-            self.count = 1;
-        }
-        (self.count == 1 || self.count % LOG_EVERY == 0).then_some(self.count)
-    }
-
-    /// Ends the run; returns how long it was.
-    pub(crate) fn clear(&mut self) -> u64 {
-        self.current = None;
-        std::mem::take(&mut self.count)
-    }
-}
-
-/// A window waiting for (or in) delivery; `seq` tells windows apart across evictions.
-struct Window {
-    seq: u64,
-    payload: Arc<Vec<u8>>,
-}
-
-/// What [`WindowQueue::push`] had to drop to make room.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Evicted {
-    Nothing,
-    /// A window not yet sent: it is dropped.
-    Queued,
-    /// The window being sent: dropped unless the attempt under way delivers it.
-    InFlight,
-}
-
-/// The bounded FIFO of unsent windows. The window being sent stays at the front until it ends.
-pub(crate) struct WindowQueue {
-    windows: VecDeque<Window>,
-    capacity: usize,
-    next_seq: u64,
-    in_flight: Option<u64>,
-}
-
-impl WindowQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
-        WindowQueue {
-            windows: VecDeque::new(),
-            capacity: capacity.max(1),
-            next_seq: 0,
-            in_flight: None,
-        }
-    }
-
-    /// Appends a window, dropping the oldest first when the queue is full.
-    pub(crate) fn push(&mut self, payload: Vec<u8>) -> Evicted {
-        let mut evicted = Evicted::Nothing;
-        if self.windows.len() >= self.capacity {
-            if let Some(oldest) = self.windows.pop_front() {
-                evicted = if self.in_flight == Some(oldest.seq) {
-                    Evicted::InFlight
-                } else {
-                    Evicted::Queued
-                };
-            }
-        }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let payload = Arc::new(payload);
-        self.windows.push_back(Window { seq, payload });
-        evicted
-    }
-
-    /// Marks the oldest window as being sent and hands it out.
-    pub(crate) fn take(&mut self) -> Option<(u64, Arc<Vec<u8>>)> {
-        let front = self.windows.front()?;
-        self.in_flight = Some(front.seq);
-        Some((front.seq, Arc::clone(&front.payload)))
-    }
-
-    /// True while window `seq` is still queued (it was not evicted).
-    pub(crate) fn holds(&self, seq: u64) -> bool {
-        self.windows.front().is_some_and(|w| w.seq == seq)
-    }
-
-    /// Window `seq`, handed out by [`Self::take`], has ended.
-    pub(crate) fn finish(&mut self, seq: u64) {
-        if self.holds(seq) {
-            self.windows.pop_front();
-        }
-        self.in_flight = None;
-    }
-
-    /// Windows not yet ended: those queued, plus an evicted one whose attempt is under way.
-    pub(crate) fn outstanding(&self) -> u64 {
-        let evicted_in_flight = self.in_flight.is_some_and(|seq| !self.holds(seq));
-        self.windows.len() as u64 + u64::from(evicted_in_flight)
-    }
-
-    /// Forgets every window; returns how many had not ended.
-    pub(crate) fn clear(&mut self) -> u64 {
-        let outstanding = self.outstanding();
-        self.windows.clear();
-        self.in_flight = None;
-        outstanding
-    }
-}
 
 /// How a window ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -44,7 +44,7 @@ impl MapBackend for Map {
     }
 
     fn get_exact(&self, key: &PidMappingKey) -> io::Result<Option<PidMappingValue>> {
-        let mut value = [0u8; 32];
+        let mut value = [0u8; PidMappingValue::SIZE];
         if !self.lookup_into(&key.to_bytes(), &mut value)? {
             return Ok(None);
         }

@@ -16,6 +16,7 @@ fn value(addr: u64) -> PidMappingValue {
         bias: 0,
         prefix_addr: addr,
         exec_gen: 0,
+        table: Default::default(),
     }
 }
 

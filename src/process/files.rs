@@ -8,6 +8,8 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::sys::bpf::layout::TableRef;
+
 /// A file's identity: a replaced file (new inode or new mtime/size) is a new file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileKey {
@@ -35,6 +37,8 @@ struct Entry {
     info: SharedFile,
     refs: u32,
     unused_since: Option<Instant>,
+    /// Where its unwind table is loaded (no buckets: none).
+    table: TableRef,
 }
 
 /// The registry. Owned by the maintainer thread.
@@ -87,6 +91,7 @@ impl FileTable {
                 info: info.clone(),
                 refs: 1,
                 unused_since: None,
+                table: TableRef::default(),
             },
         );
         Acquired {
@@ -126,7 +131,20 @@ impl FileTable {
     }
 
     /// Forgets files unused for longer than `grace`; returns their IDs.
-    pub fn expire(&mut self, now: Instant, grace: Duration) -> Vec<u32> {
+    /// Records where a file's unwind table was loaded.
+    pub fn set_table(&mut self, id: u32, table: TableRef) {
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.table = table;
+        }
+    }
+
+    /// Where a file's unwind table is (no buckets: none).
+    pub fn table(&self, id: u32) -> TableRef {
+        self.entries.get(&id).map(|e| e.table).unwrap_or_default()
+    }
+
+    /// Forgets files unused for longer than `grace`; returns their IDs and tables.
+    pub fn expire(&mut self, now: Instant, grace: Duration) -> Vec<(u32, TableRef)> {
         let expired: Vec<u32> = self
             .entries
             .iter()
@@ -136,14 +154,16 @@ impl FileTable {
             })
             .map(|(&id, _)| id)
             .collect();
-        for id in &expired {
-            if let Some(entry) = self.entries.remove(id) {
+        let mut released = Vec::with_capacity(expired.len());
+        for id in expired {
+            if let Some(entry) = self.entries.remove(&id) {
                 self.by_key.remove(&entry.info.key);
+                released.push((id, entry.table));
             }
         }
         self.by_maps_inode
             .retain(|_, id| self.entries.contains_key(id));
-        expired
+        released
     }
 
     pub fn refs(&self, id: u32) -> Option<u32> {
@@ -190,15 +210,12 @@ mod tests {
         let now = Instant::now();
         t.release(a.id, now);
         t.release(a.id, now);
-        assert_eq!(
-            t.expire(now, Duration::from_secs(5)),
-            Vec::<u32>::new(),
+        assert!(
+            t.expire(now, Duration::from_secs(5)).is_empty(),
             "grace period"
         );
-        assert_eq!(
-            t.expire(now + Duration::from_secs(5), Duration::from_secs(5)),
-            vec![a.id]
-        );
+        let expired = t.expire(now + Duration::from_secs(5), Duration::from_secs(5));
+        assert_eq!(expired, vec![(a.id, TableRef::default())]);
         assert!(t.is_empty());
     }
 

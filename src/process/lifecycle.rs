@@ -21,6 +21,7 @@ use super::files::{FileKey, FileTable, SharedFile};
 use super::maps::{Backing, Mapping};
 use super::prefixes::{cover, marker_key};
 use super::source::{Identity, ProcError, ProcSource};
+use super::tables::{NoTables, TableStore};
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 
@@ -31,7 +32,7 @@ pub const FILE_GRACE: Duration = Duration::from_secs(10);
 /// Minimum time between two re-syncs of a process for an unknown mapping. Frame-pointer walks
 /// through code without frame pointers produce addresses in no mapping, and each would
 /// otherwise cost a read of the maps.
-pub const UNKNOWN_MAPPING_RESYNC: Duration = Duration::from_secs(5);
+pub const UNKNOWN_MAPPING_RESYNC: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -61,8 +62,7 @@ pub enum Trigger {
     Exec,
 }
 
-/// The table plus the batcher and file registry it drives.
-#[derive(Default)]
+/// The table plus the batcher, file registry and unwind tables it drives.
 pub struct ProcessTable {
     procs: HashMap<u32, Process>,
     pub files: FileTable,
@@ -74,6 +74,13 @@ pub struct ProcessTable {
     new_processes: Vec<(u32, String)>,
     /// Entries of a live process were deleted: the sampler's per-CPU caches must be dropped.
     live_deletes: bool,
+    tables: Box<dyn TableStore>,
+}
+
+impl Default for ProcessTable {
+    fn default() -> Self {
+        Self::with_tables(Box::new(NoTables))
+    }
 }
 
 fn inc(counter: &AtomicU64) {
@@ -81,6 +88,18 @@ fn inc(counter: &AtomicU64) {
 }
 
 impl ProcessTable {
+    pub fn with_tables(tables: Box<dyn TableStore>) -> Self {
+        Self {
+            procs: HashMap::new(),
+            files: FileTable::default(),
+            batcher: Batcher::default(),
+            new_files: Vec::new(),
+            new_processes: Vec::new(),
+            live_deletes: false,
+            tables,
+        }
+    }
+
     pub fn get(&self, pid: u32) -> Option<&Process> {
         self.procs.get(&pid)
     }
@@ -229,7 +248,8 @@ impl ProcessTable {
         );
         let mut files = Vec::new();
         for mapping in &maps {
-            let (file_id, flags) = self.file_of(pid, mapping, src);
+            let (file_id, flags) = self.file_of(pid, mapping, src, stats);
+            let table = self.files.table(file_id);
             if file_id != 0 {
                 files.push(file_id);
             }
@@ -243,6 +263,7 @@ impl ProcessTable {
                     bias,
                     prefix_addr: block.start,
                     exec_gen,
+                    table,
                 };
                 desired.insert(key, value);
             }
@@ -289,7 +310,13 @@ impl ProcessTable {
     }
 
     /// The file ID (0 for none) and mapping flags of one executable mapping.
-    fn file_of(&mut self, pid: u32, mapping: &Mapping, src: &dyn ProcSource) -> (u32, u16) {
+    fn file_of(
+        &mut self,
+        pid: u32,
+        mapping: &Mapping,
+        src: &dyn ProcSource,
+        stats: &Stats,
+    ) -> (u32, u16) {
         let anon = (0, consts::MAPPING_ANON as u16);
         let (path, key) = match &mapping.backing {
             Backing::File { path, .. } => {
@@ -308,7 +335,7 @@ impl ProcessTable {
                         let acquired =
                             self.files
                                 .acquire(key, path, (mapping.dev, mapping.inode), || Some(file));
-                        self.new_files.extend(acquired.new);
+                        self.register(acquired.new, stats);
                         return (acquired.id, 0);
                     }
                     None => (path.clone(), fallback),
@@ -328,8 +355,17 @@ impl ProcessTable {
         let acquired = self
             .files
             .acquire(key, &path, (key.dev, key.inode), || None);
-        self.new_files.extend(acquired.new);
+        self.register(acquired.new, stats);
         (acquired.id, 0)
+    }
+
+    /// A file seen for the first time: load its unwind table, announce it.
+    fn register(&mut self, new: Option<SharedFile>, stats: &Stats) {
+        if let Some(file) = new {
+            let table = self.tables.load(&file, stats);
+            self.files.set_table(file.id, table);
+            self.new_files.push(file);
+        }
     }
 
     /// The sampler saw these processes: they are the last to be evicted when the map is full.
@@ -369,7 +405,10 @@ impl ProcessTable {
         });
         let released = self.files.expire(now, FILE_GRACE);
         Stats::add(&stats.files_unloaded, released.len() as u64);
-        released
+        for (_, table) in &released {
+            self.tables.unload(*table, stats);
+        }
+        released.into_iter().map(|(id, _)| id).collect()
     }
 
     /// When the map is full: drops the entries of the least recently sampled live processes

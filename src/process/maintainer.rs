@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::batcher::MapBackend;
 use super::lifecycle::ProcessTable;
 use super::source::ProcSource;
+use super::tables::TableStore;
 use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::stats::Stats;
 
@@ -46,6 +47,12 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             reporter,
             stats,
         }
+    }
+
+    /// Loads unwind tables into `tables` for every new file.
+    pub fn with_tables(mut self, tables: Box<dyn TableStore>) -> Self {
+        self.table = ProcessTable::with_tables(tables);
+        self
     }
 
     /// Runs until every sender of `inbox` is gone, then settles and audits once more.

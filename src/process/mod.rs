@@ -10,3 +10,4 @@ pub mod maintainer;
 pub mod maps;
 pub mod prefixes;
 pub mod source;
+pub mod tables;

@@ -28,7 +28,7 @@ pub use self::demangle::demangle;
 pub use self::elf::{ElfSymbols, LoadSegment};
 pub use self::error::SymbolizeError;
 pub use self::kallsyms::{KernelSymbol, KernelSymbols, KALLSYMS_PATH};
-pub use self::vdso::VDSO_PATH;
+pub use self::vdso::{own_vdso_image, VDSO_PATH};
 
 use self::kallsyms::CORE_ID;
 

@@ -21,19 +21,22 @@ const MAX_VDSO_SIZE: u64 = 1 << 20;
 
 /// Indexes this process's vDSO.
 pub fn own_vdso() -> Result<ElfSymbols, SymbolizeError> {
-    let maps_path = Path::new("/proc/self/maps");
-    let maps = std::fs::read_to_string(maps_path).map_err(io_error(maps_path))?;
-    let (start, end) = vdso_range(&maps).ok_or_else(|| {
-        io_error(maps_path)(io::Error::new(io::ErrorKind::NotFound, "no [vdso] mapping"))
-    })?;
+    let image = own_vdso_image().map_err(io_error(Path::new("/proc/self/mem")))?;
+    ElfSymbols::parse(&image, Path::new(VDSO_PATH))
+}
+
+/// The bytes of this process's vDSO image (an ELF file; also what its unwind table is built
+/// from).
+pub fn own_vdso_image() -> io::Result<Vec<u8>> {
+    let maps = std::fs::read_to_string("/proc/self/maps")?;
+    let (start, end) = vdso_range(&maps)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no [vdso] mapping"))?;
     let len = end.saturating_sub(start).min(MAX_VDSO_SIZE);
-    let mem_path = Path::new("/proc/self/mem");
-    let mem = File::open(mem_path).map_err(io_error(mem_path))?;
+    let mem = File::open("/proc/self/mem")?;
     // SANITY: `len` is at most MAX_VDSO_SIZE, which fits in usize.
     let mut image = vec![0; len as usize];
-    mem.read_exact_at(&mut image, start)
-        .map_err(io_error(mem_path))?;
-    ElfSymbols::parse(&image, Path::new(VDSO_PATH))
+    mem.read_exact_at(&mut image, start)?;
+    Ok(image)
 }
 
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SymbolizeError + '_ {

@@ -351,7 +351,7 @@ where
 pub(crate) fn cfa_expression(ops: &[Operation<R<'_>>]) -> CfaRule {
     use Operation as Op;
     let constant = |op: &Op<R<'_>>, want: Option<u64>| match *op {
-        Op::UnsignedConstant { value } if want.map_or(true, |w| w == value) => Some(value),
+        Op::UnsignedConstant { value } if want.is_none_or(|w| w == value) => Some(value),
         _ => None,
     };
     match ops {

@@ -143,32 +143,59 @@ pub struct PidMappingValue {
     pub bias: u64,
     pub prefix_addr: u64,
     pub exec_gen: u64,
+    pub table: TableRef,
 }
-const _: () = assert!(size_of::<PidMappingValue>() == 32);
+const _: () = assert!(size_of::<PidMappingValue>() == 48);
 const _: () = assert!(offset_of!(PidMappingValue, bias) == 8);
 const _: () = assert!(offset_of!(PidMappingValue, prefix_addr) == 16);
 const _: () = assert!(offset_of!(PidMappingValue, exec_gen) == 24);
+const _: () = assert!(offset_of!(PidMappingValue, table) == 32);
+
+/// Where a file's unwind table lives in `unwind_buckets` (the last three fields of
+/// `struct pid_mapping_value`). `direct == 0`: no table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TableRef {
+    pub first: u32,
+    pub direct: u32,
+    pub base: u64,
+}
+const _: () = assert!(size_of::<TableRef>() == 16);
+
+/// Bytes of one `struct unwind_bucket`.
+pub const UNWIND_BUCKET_BYTES: usize = 256;
+const _: () = assert!(consts::UNWIND_KEYS * 2 + consts::UNWIND_RULES * 4 == 256);
 
 impl PidMappingValue {
-    pub fn to_bytes(self) -> [u8; 32] {
-        let mut b = [0u8; 32];
+    pub const SIZE: usize = size_of::<Self>();
+
+    pub fn to_bytes(self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
         b[..4].copy_from_slice(&self.file_id.to_ne_bytes());
         b[4..6].copy_from_slice(&self.flags.to_ne_bytes());
         b[6..8].copy_from_slice(&self.prefixlen.to_ne_bytes());
         b[8..16].copy_from_slice(&self.bias.to_ne_bytes());
         b[16..24].copy_from_slice(&self.prefix_addr.to_ne_bytes());
-        b[24..].copy_from_slice(&self.exec_gen.to_ne_bytes());
+        b[24..32].copy_from_slice(&self.exec_gen.to_ne_bytes());
+        b[32..36].copy_from_slice(&self.table.first.to_ne_bytes());
+        b[36..40].copy_from_slice(&self.table.direct.to_ne_bytes());
+        b[40..48].copy_from_slice(&self.table.base.to_ne_bytes());
         b
     }
 
     pub fn from_bytes(b: &[u8]) -> Option<Self> {
-        (b.len() == 32).then(|| Self {
+        (b.len() == Self::SIZE).then(|| Self {
             file_id: u32_at(b, 0),
             flags: u16_at(b, 4),
             prefixlen: u16_at(b, 6),
             bias: u64_at(b, 8),
             prefix_addr: u64_at(b, 16),
             exec_gen: u64_at(b, 24),
+            table: TableRef {
+                first: u32_at(b, 32),
+                direct: u32_at(b, 36),
+                base: u64_at(b, 40),
+            },
         })
     }
 }
@@ -207,6 +234,11 @@ pub struct RawTrace {
 }
 
 impl RawTrace {
+    /// How the user stack walk ended (`consts::UNWIND_DONE_*`; 0 when there was none).
+    pub fn unwind_outcome(&self) -> u64 {
+        (u64::from(self.flags) >> consts::TRACE_UNWIND_SHIFT) & 0xf
+    }
+
     /// The thread name, up to its NUL.
     pub fn comm(&self) -> String {
         let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);

@@ -177,6 +177,11 @@ fn mapping_keys_and_values_round_trip() {
         bias: 0x7f00_0000_0000,
         prefix_addr: 0x1000,
         exec_gen: 9,
+        table: TableRef {
+            first: 5,
+            direct: 6,
+            base: 0x7000,
+        },
     };
     assert_eq!(PidMappingValue::from_bytes(&value.to_bytes()), Some(value));
 }
@@ -188,6 +193,9 @@ fn generated_constants_match_the_header() {
         consts::MAX_KERNEL_FRAMES + 2 * consts::MAX_USER_FRAMES
     );
     assert_eq!(consts::TRACE_USTACK_FAILED, 8);
-    assert_eq!(consts::COUNTER_MAX, 14);
+    assert_eq!(
+        consts::COUNTER_MAX,
+        consts::COUNTER_UNWIND_BASE + consts::UNWIND_OUTCOMES
+    );
     assert_eq!(consts::PID_MAPPING_KEY_BITS, 96);
 }

@@ -98,6 +98,16 @@ impl<H: PerfHandler> PerfBuffer<H> {
         check(unsafe { libbpf_sys::perf_buffer__consume(self.pb.as_ptr()) }).map(|_| ())
     }
 
+    /// An fd that polls readable when a ring has woken the reader.
+    pub fn epoll_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: `pb` is live; the epoll fd it returns stays open until `perf_buffer__free`,
+        // which cannot happen while the returned borrow of `self` lives.
+        unsafe {
+            let fd = libbpf_sys::perf_buffer__epoll_fd(self.pb.as_ptr());
+            std::os::fd::BorrowedFd::borrow_raw(fd)
+        }
+    }
+
     pub fn handler(&self) -> &H {
         &self.handler
     }

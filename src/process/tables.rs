@@ -1,0 +1,223 @@
+//! Unwind tables in the kernel: each executable file's table (from `crate::unwind`) is loaded
+//! once into the `unwind_buckets` array, shared by every process that maps the file, and freed
+//! when the file is released. The maintainer thread is the only writer, like for
+//! `pid_mappings`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::files::FileInfo;
+use crate::stats::Stats;
+use crate::sys::bpf::layout::{TableRef, UNWIND_BUCKET_BYTES};
+use crate::sys::bpf::Map;
+use crate::unwind::compact::CompactTable;
+
+/// Where tables go; a real BPF array or nothing (tests, or a map that could not be created).
+pub trait TableStore: Send {
+    /// Loads the table of a newly registered file. `TableRef::default()` (no buckets) when the
+    /// file has no usable call-frame information or there is no room: frames in it are then
+    /// walked with frame pointers.
+    fn load(&mut self, file: &FileInfo, stats: &Stats) -> TableRef;
+    /// Frees a table's buckets.
+    fn unload(&mut self, table: TableRef, stats: &Stats);
+}
+
+/// No tables at all.
+pub struct NoTables;
+
+impl TableStore for NoTables {
+    fn load(&mut self, _: &FileInfo, _: &Stats) -> TableRef {
+        TableRef::default()
+    }
+    fn unload(&mut self, _: TableRef, _: &Stats) {}
+}
+
+/// First-fit allocation of contiguous bucket ranges in a fixed array.
+#[derive(Debug)]
+pub struct BucketAllocator {
+    /// Free ranges: start → length, never adjacent (merged on free).
+    free: BTreeMap<u32, u32>,
+    capacity: u32,
+}
+
+impl BucketAllocator {
+    pub fn new(capacity: u32) -> Self {
+        let mut free = BTreeMap::new();
+        if capacity > 0 {
+            free.insert(0, capacity);
+        }
+        Self { free, capacity }
+    }
+
+    pub fn alloc(&mut self, n: u32) -> Option<u32> {
+        if n == 0 {
+            return None;
+        }
+        let (&start, &len) = self.free.iter().find(|(_, &len)| len >= n)?;
+        self.free.remove(&start);
+        if len > n {
+            self.free.insert(start + n, len - n);
+        }
+        Some(start)
+    }
+
+    pub fn free(&mut self, start: u32, n: u32) {
+        if n == 0 || start.checked_add(n).is_none_or(|end| end > self.capacity) {
+            return;
+        }
+        let (mut start, mut n) = (start, n);
+        if let Some((&prev, &len)) = self.free.range(..start).next_back() {
+            if prev + len == start {
+                self.free.remove(&prev);
+                start = prev;
+                n += len;
+            }
+        }
+        if let Some(&len) = self.free.get(&(start + n)) {
+            self.free.remove(&(start + n));
+            n += len;
+        }
+        self.free.insert(start, n);
+    }
+
+    /// Buckets in use.
+    pub fn used(&self) -> u32 {
+        self.capacity - self.free.values().sum::<u32>()
+    }
+}
+
+/// Tables in the sampler's `unwind_buckets` array.
+pub struct BpfTables {
+    buckets: Map,
+    allocator: BucketAllocator,
+    /// Buckets (direct and overflow) of each loaded table, by first bucket.
+    sizes: std::collections::HashMap<u32, u32>,
+    vdso: Option<TableRef>,
+}
+
+impl BpfTables {
+    pub fn new(buckets: Map) -> Self {
+        let allocator = BucketAllocator::new(buckets.max_entries());
+        Self {
+            buckets,
+            allocator,
+            sizes: Default::default(),
+            vdso: None,
+        }
+    }
+
+    fn extract(file: &FileInfo) -> Result<CompactTable, String> {
+        let table = if file.path == "[vdso]" {
+            let image = crate::symbolize::own_vdso_image().map_err(|e| e.to_string())?;
+            crate::unwind::extract_from_bytes(&image)
+        } else {
+            let handle = file.handle.as_ref().ok_or("not open")?;
+            let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(handle));
+            crate::unwind::extract(Path::new(&path))
+        };
+        table
+            .map_err(|e| e.to_string())?
+            .compact()
+            .map_err(|e| e.to_string())
+    }
+
+    fn write(&self, first: u32, table: &CompactTable) -> Result<(), String> {
+        let buckets = table.buckets();
+        for (chunk_index, chunk) in buckets.chunks(512).enumerate() {
+            let start = first + (chunk_index * 512) as u32;
+            let keys: Vec<u8> = (0..chunk.len() as u32)
+                .flat_map(|i| (start + i).to_ne_bytes())
+                .collect();
+            let values: Vec<u8> = chunk.iter().flat_map(|b| b.to_bytes()).collect();
+            debug_assert_eq!(values.len(), chunk.len() * UNWIND_BUCKET_BYTES);
+            let outcome = self.buckets.update_batch(&keys, &values, chunk.len(), 0);
+            if let Some(err) = outcome.error {
+                return Err(format!("writing unwind buckets: {err}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TableStore for BpfTables {
+    fn load(&mut self, file: &FileInfo, stats: &Stats) -> TableRef {
+        if file.path == "[vdso]" {
+            if let Some(table) = self.vdso {
+                return table; // one image for every process; never unloaded
+            }
+        }
+        let table = match Self::extract(file) {
+            Ok(table) if table.direct_buckets() > 0 => table,
+            Ok(_) => {
+                Stats::inc(&stats.unwind_tables_empty);
+                return TableRef::default();
+            }
+            Err(err) => {
+                Stats::inc(&stats.unwind_tables_empty);
+                crate::log::debug(&format!("no unwind table for {}: {err}", file.path));
+                return TableRef::default();
+            }
+        };
+        let n = table.buckets().len() as u32;
+        let Some(first) = self.allocator.alloc(n) else {
+            Stats::inc(&stats.unwind_tables_no_room);
+            return TableRef::default();
+        };
+        if let Err(err) = self.write(first, &table) {
+            crate::log::warn(&format!("{}: {err}", file.path));
+            self.allocator.free(first, n);
+            return TableRef::default();
+        }
+        self.sizes.insert(first, n);
+        Stats::inc(&stats.unwind_tables_loaded);
+        Stats::set(&stats.unwind_buckets_used, u64::from(self.allocator.used()));
+        let table = TableRef {
+            first,
+            direct: table.direct_buckets(),
+            base: table.base(),
+        };
+        if file.path == "[vdso]" {
+            self.vdso = Some(table);
+        }
+        table
+    }
+
+    fn unload(&mut self, table: TableRef, stats: &Stats) {
+        if table.direct == 0 || Some(table) == self.vdso {
+            return;
+        }
+        if let Some(n) = self.sizes.remove(&table.first) {
+            self.allocator.free(table.first, n);
+            Stats::inc(&stats.unwind_tables_unloaded);
+            Stats::set(&stats.unwind_buckets_used, u64::from(self.allocator.used()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocates_first_fit_and_merges_freed_ranges() {
+        let mut a = BucketAllocator::new(100);
+        assert_eq!(a.alloc(10), Some(0));
+        assert_eq!(a.alloc(20), Some(10));
+        assert_eq!(a.alloc(30), Some(30));
+        assert_eq!(a.used(), 60);
+        a.free(10, 20);
+        assert_eq!(a.alloc(50), None, "40 free at the end, 20 in the middle");
+        assert_eq!(a.alloc(15), Some(10), "first fit");
+        a.free(0, 10);
+        a.free(10, 15);
+        a.free(30, 30);
+        assert_eq!(a.used(), 0);
+        assert_eq!(
+            a.alloc(100),
+            Some(0),
+            "everything merged back into one range"
+        );
+        assert_eq!(a.alloc(1), None);
+        a.free(90, 20); // out of range: ignored
+    }
+}
