@@ -113,6 +113,11 @@ counters! {
     unwind_depth_limit,
     unwind_unsupported,
     unwind_fp_end,
+    /// Profile windows cut (daemon), and window files written, failed and rotated away.
+    windows,
+    output_files_written,
+    output_files_failed,
+    output_files_rotated,
     /// Frames without a symbol (shown as `module+0xOFFSET` or `[unknown]`).
     symbolization_misses,
     /// Files that could not be opened for symbolization.

@@ -169,6 +169,8 @@ fn man_pages_document_every_flag() {
     for (args, page) in [
         (&["--help"][..], "man/profiler.1"),
         (&["record", "--help"], "man/profiler-record.1"),
+        (&["daemon", "--help"], "man/profiler-daemon.1"),
+        (&["unwind-info", "--help"], "man/profiler-unwind-info.1"),
     ] {
         let help = String::from_utf8_lossy(&profiler(args).stdout).into_owned();
         let man = std::fs::read_to_string(format!("{root}/{page}"))

@@ -1,7 +1,9 @@
 //! The command line: argument definitions (argh), dispatch, and the exit-code contract that the
 //! man pages document. Each subcommand lives in its own file.
 
+pub mod daemon;
 pub mod record;
+pub mod unwind_info;
 
 use argh::FromArgs;
 
@@ -23,7 +25,8 @@ pub mod exit {
 
 #[derive(FromArgs, Debug)]
 /// A whole-system eBPF CPU profiler for Linux: samples every CPU, unwinds kernel and user
-/// stacks, symbolizes them on the host and writes folded stacks or pprof.
+/// stacks in the kernel (no frame pointers needed), symbolizes them on the host, and writes
+/// folded stacks, pprof or OTLP, or sends OTLP to a collector.
 pub struct Cli {
     /// print the version and exit
     #[argh(switch, short = 'V')]
@@ -37,6 +40,8 @@ pub struct Cli {
 #[argh(subcommand)]
 pub enum Command {
     Record(record::RecordArgs),
+    Daemon(daemon::DaemonArgs),
+    UnwindInfo(unwind_info::UnwindInfoArgs),
 }
 
 /// An error that ends the program with a specific exit code.
@@ -90,6 +95,8 @@ pub fn main() -> i32 {
     }
     let result = match cli.command {
         Some(Command::Record(args)) => record::run(args),
+        Some(Command::Daemon(args)) => daemon::run(args),
+        Some(Command::UnwindInfo(args)) => unwind_info::run(args),
         None => {
             eprintln!("profiler: no subcommand given. Run `{program} help` for usage.");
             return exit::USAGE;

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 
 use super::{exit, Fatal};
+use crate::export::otlp::{self, OtlpContext};
+use crate::export::transport::{Exporter, TransportConfig};
 use crate::export::{write_profile, OutputFormat};
 use crate::profile::Profile;
 use crate::sampler::Target;
@@ -49,13 +51,18 @@ pub struct RecordArgs {
     #[argh(option, short = 'o')]
     pub output: Option<PathBuf>,
 
-    /// output format: folded or pprof (default: from the output file's extension)
+    /// output format: folded, pprof or otlp (default: from the output file's extension)
     #[argh(option, from_str_fn(parse_format))]
     pub format: Option<OutputFormat>,
 
     /// also write the session's counters as JSON to this file
     #[argh(option)]
     pub stats_json: Option<PathBuf>,
+
+    /// also send the profile to this OpenTelemetry collector (base URL, e.g.
+    /// http://localhost:4318; OTLP/HTTP to URL/v1development/profiles)
+    #[argh(option)]
+    pub endpoint: Option<String>,
 
     /// the command to run and profile, after `--`
     #[argh(positional, greedy)]
@@ -76,7 +83,7 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 
 fn parse_format(value: &str) -> Result<OutputFormat, String> {
     OutputFormat::from_name(value)
-        .ok_or_else(|| format!("unknown format {value:?}: expected one of folded, pprof"))
+        .ok_or_else(|| format!("unknown format {value:?}: expected one of folded, pprof, otlp"))
 }
 
 /// Everything `run` needs, validated.
@@ -88,6 +95,7 @@ struct Plan {
     output: PathBuf,
     format: OutputFormat,
     stats_json: Option<PathBuf>,
+    endpoint: Option<TransportConfig>,
     command: Vec<String>,
 }
 
@@ -123,11 +131,21 @@ fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
         Some(format) => format,
         None => {
             return Err(Fatal::usage(format!(
-                "cannot tell the format of {} from its extension: use --format folded|pprof \
-                 or an extension .folded, .txt, .pb, .pb.gz, .pprof",
+                "cannot tell the format of {} from its extension: use --format folded|pprof|otlp \
+                 or an extension .folded, .txt, .pb, .pb.gz, .pprof, .otlp",
                 output.display()
             )))
         }
+    };
+    let endpoint = match &args.endpoint {
+        Some(url) => {
+            let config = TransportConfig::new(url.clone());
+            config
+                .validate()
+                .map_err(|e| Fatal::usage(format!("invalid --endpoint: {e}")))?;
+            Some(config)
+        }
+        None => None,
     };
     let target = if args.pid.is_empty() && args.command.is_empty() {
         Target::System
@@ -141,6 +159,7 @@ fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
         output,
         format,
         stats_json: args.stats_json,
+        endpoint,
         command: args.command,
     })
 }
@@ -248,6 +267,10 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
     output
         .commit(|w| write_profile(plan.format, &profile, w))
         .map_err(|e| Fatal::failure(format!("cannot write {}: {e}", plan.output.display())))?;
+    let delivered = plan
+        .endpoint
+        .clone()
+        .map(|config| send(config, &profile, &stats));
     print_summary(&plan, &profile, &stats, &ended_by);
     if let Some(file) = stats_file {
         let json = stats.to_json(&[
@@ -258,6 +281,9 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
         file.commit(|w| w.write_all(json.as_bytes()))
             .map_err(|e| Fatal::failure(format!("cannot write the stats file: {e}")))?;
     }
+    if let Some(Err(message)) = delivered {
+        return Err(Fatal::failure(message));
+    }
     Ok(match status {
         Some(Some(status)) => exit_code_of(status),
         Some(None) => exit::FAILURE,
@@ -265,7 +291,23 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
     })
 }
 
-fn load_error(err: io::Error) -> Fatal {
+/// Sends the session's profile to a collector, waiting (a bounded time) for the outcome.
+fn send(config: TransportConfig, profile: &Profile, stats: &Arc<Stats>) -> Result<(), String> {
+    let url = config.url();
+    let exporter = Exporter::start(config, stats.clone())
+        .map_err(|e| format!("cannot export to {url}: {e}"))?;
+    let ctx = OtlpContext::for_profile(profile, crate::export::SERVICE_NAME);
+    exporter.submit(otlp::encode_request(profile, &ctx));
+    let report = exporter.shutdown(Duration::from_secs(30));
+    if report.delivered == 1 {
+        eprintln!("profiler: sent the profile to {url}");
+        Ok(())
+    } else {
+        Err(format!("the profile could not be delivered to {url} (see the warnings above); the file was written"))
+    }
+}
+
+pub(super) fn load_error(err: io::Error) -> Fatal {
     let code = match err.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => exit::UNSUPPORTED,
         _ => exit::FAILURE,

@@ -1,8 +1,9 @@
-//! Exporters: turning a symbolized [`Profile`] into bytes, one file per format.
+//! Exporters: turning a symbolized [`Profile`] into bytes, one file per format, and sending
+//! OTLP to a collector (`transport`).
 //!
 //! This module owns the choice of format (by name or by output path) and the dispatch to the
-//! encoders. It does not build profiles (that is `crate::report`) and does no file or network
-//! I/O of its own: every encoder writes to a caller-supplied [`Write`].
+//! encoders. It does not build profiles (that is `crate::report`); encoders write to a
+//! caller-supplied [`Write`], and only `transport` does network I/O.
 
 pub mod folded;
 pub mod otlp;
@@ -18,6 +19,9 @@ use std::path::Path;
 
 use crate::profile::Profile;
 
+/// `service.name` of profiles this profiler writes or sends, unless told otherwise.
+pub const SERVICE_NAME: &str = "profiler";
+
 /// An output format for a profile written to a file or stdout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OutputFormat {
@@ -25,11 +29,17 @@ pub enum OutputFormat {
     Folded,
     /// pprof's `profile.proto`, gzip-compressed.
     Pprof,
+    /// OTLP `ProfilesData` (profiles v1development), binary protobuf.
+    Otlp,
 }
 
 impl OutputFormat {
     /// Every format, in the order a `--help` text should list them.
-    pub const ALL: [OutputFormat; 2] = [OutputFormat::Folded, OutputFormat::Pprof];
+    pub const ALL: [OutputFormat; 3] = [
+        OutputFormat::Folded,
+        OutputFormat::Pprof,
+        OutputFormat::Otlp,
+    ];
 
     /// Parses a format name as given on the command line (`folded`, `pprof`).
     pub fn from_name(name: &str) -> Option<Self> {
@@ -41,7 +51,8 @@ impl OutputFormat {
     /// so the caller can ask for an explicit format rather than guess.
     pub fn from_path(path: &Path) -> Option<Self> {
         let file_name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
-        const SUFFIXES: [(&str, OutputFormat); 5] = [
+        const SUFFIXES: [(&str, OutputFormat); 6] = [
+            (".otlp", OutputFormat::Otlp),
             (".folded", OutputFormat::Folded),
             (".txt", OutputFormat::Folded),
             (".pb.gz", OutputFormat::Pprof),
@@ -59,6 +70,7 @@ impl OutputFormat {
         match self {
             OutputFormat::Folded => "folded",
             OutputFormat::Pprof => "pprof",
+            OutputFormat::Otlp => "otlp",
         }
     }
 }
@@ -73,6 +85,11 @@ pub fn write_profile(
     match format {
         OutputFormat::Folded => folded::write(profile, out),
         OutputFormat::Pprof => pprof::write(profile, out),
+        OutputFormat::Otlp => otlp::write(
+            profile,
+            &otlp::OtlpContext::for_profile(profile, SERVICE_NAME),
+            out,
+        ),
     }
 }
 

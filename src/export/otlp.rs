@@ -60,6 +60,24 @@ impl OtlpContext {
             executables: HashMap::new(),
         }
     }
+
+    /// This host's context for `profile`, with the executables the profile knows.
+    pub fn for_profile(profile: &Profile, service_name: &str) -> Self {
+        let mut ctx = Self::for_this_profiler(host_name(), service_name.to_owned());
+        ctx.executables = profile
+            .executables
+            .iter()
+            .map(|(&pid, exe)| (pid, exe.clone()))
+            .collect();
+        ctx
+    }
+}
+
+/// The kernel's host name (`host.name`).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// The OTLP/HTTP request body for `profile`, uncompressed.
