@@ -442,6 +442,24 @@ fn print_summary(plan: &Plan, profile: &Profile, stats: &Stats, ended_by: &Ended
         get(&stats.pid_map_capacity),
         get(&stats.stale_pid_entries),
     );
+    let walks = [
+        ("complete", get(&stats.unwind_outermost) + get(&stats.unwind_fp_end)),
+        ("no mapping yet", get(&stats.unwind_no_mapping)),
+        ("no unwind info", get(&stats.unwind_no_info)),
+        ("bad CFA", get(&stats.unwind_bad_cfa)),
+        ("read fault", get(&stats.unwind_read_fault)),
+        ("too deep", get(&stats.unwind_depth_limit)),
+        ("unsupported CFI", get(&stats.unwind_unsupported)),
+    ];
+    let walked: u64 = walks.iter().map(|(_, n)| n).sum();
+    if walked > 0 {
+        let parts: Vec<String> = walks
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(what, n)| format!("{:.1}% {what}", *n as f64 * 100.0 / walked as f64))
+            .collect();
+        text += &format!("profiler: user stacks: {walked} walked: {}\n", parts.join(", "));
+    }
     text += &format!(
         "profiler: wrote {} ({}, {} distinct stacks)\n",
         plan.output.display(),
