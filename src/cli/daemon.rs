@@ -238,15 +238,7 @@ impl OutputDir {
 pub fn run(args: DaemonArgs) -> Result<i32, Fatal> {
     crate::log::show_info();
     let plan = plan(args)?;
-    let degraded = crate::privileges::check().map_err(|missing| Fatal {
-        code: exit::UNSUPPORTED,
-        message: missing.to_string(),
-    })?;
-    for note in degraded {
-        crate::log::warn(&format!("without {note}"));
-    }
-    signal::install_termination_handlers()
-        .map_err(|e| Fatal::failure(format!("cannot install signal handlers: {e}")))?;
+    super::prepare_to_profile()?;
 
     let stats = Arc::new(Stats::default());
     let exporter = match plan.transport.clone() {

@@ -67,6 +67,21 @@ impl Fatal {
     }
 }
 
+/// What every profiling subcommand checks and sets up before loading BPF: the privileges and
+/// the kernel (exit code 3 when missing), and the handlers that turn SIGINT/SIGTERM/SIGHUP into
+/// an orderly stop.
+pub fn prepare_to_profile() -> Result<(), Fatal> {
+    let degraded = crate::privileges::check().map_err(|missing| Fatal {
+        code: exit::UNSUPPORTED,
+        message: missing.to_string(),
+    })?;
+    for note in degraded {
+        crate::log::warn(&format!("without {note}"));
+    }
+    crate::sys::signal::install_termination_handlers()
+        .map_err(|e| Fatal::failure(format!("cannot install signal handlers: {e}")))
+}
+
 /// Parses the arguments and runs; returns the process exit code.
 pub fn main() -> i32 {
     let args: Vec<String> = std::env::args().collect();

@@ -228,15 +228,7 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
         .as_deref()
         .map(PendingFile::create)
         .transpose()?;
-    let degraded = crate::privileges::check().map_err(|missing| Fatal {
-        code: exit::UNSUPPORTED,
-        message: missing.to_string(),
-    })?;
-    for note in degraded {
-        crate::log::warn(&format!("without {note}"));
-    }
-    signal::install_termination_handlers()
-        .map_err(|e| Fatal::failure(format!("cannot install signal handlers: {e}")))?;
+    super::prepare_to_profile()?;
 
     let stats = Arc::new(Stats::default());
     let config = SessionConfig {
@@ -443,7 +435,10 @@ fn print_summary(plan: &Plan, profile: &Profile, stats: &Stats, ended_by: &Ended
         get(&stats.stale_pid_entries),
     );
     let walks = [
-        ("complete", get(&stats.unwind_outermost) + get(&stats.unwind_fp_end)),
+        (
+            "complete",
+            get(&stats.unwind_outermost) + get(&stats.unwind_fp_end),
+        ),
         ("no mapping yet", get(&stats.unwind_no_mapping)),
         ("no unwind info", get(&stats.unwind_no_info)),
         ("bad CFA", get(&stats.unwind_bad_cfa)),
@@ -458,7 +453,10 @@ fn print_summary(plan: &Plan, profile: &Profile, stats: &Stats, ended_by: &Ended
             .filter(|(_, n)| *n > 0)
             .map(|(what, n)| format!("{:.1}% {what}", *n as f64 * 100.0 / walked as f64))
             .collect();
-        text += &format!("profiler: user stacks: {walked} walked: {}\n", parts.join(", "));
+        text += &format!(
+            "profiler: user stacks: {walked} walked: {}\n",
+            parts.join(", ")
+        );
     }
     text += &format!(
         "profiler: wrote {} ({}, {} distinct stacks)\n",
