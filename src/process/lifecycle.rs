@@ -75,6 +75,9 @@ pub struct ProcessTable {
     /// Entries of a live process were deleted: the sampler's per-CPU caches must be dropped.
     live_deletes: bool,
     tables: Box<dyn TableStore>,
+    /// Sync a process at its exec even before it is sampled: when only a few processes are
+    /// profiled (-p, a command), so their first samples already unwind fully.
+    pub sync_on_exec: bool,
 }
 
 impl Default for ProcessTable {
@@ -97,6 +100,7 @@ impl ProcessTable {
             new_processes: Vec::new(),
             live_deletes: false,
             tables,
+            sync_on_exec: false,
         }
     }
 
@@ -140,7 +144,10 @@ impl ProcessTable {
             Trigger::Exec => {}
         }
         let known = self.procs.get(&pid).map(|p| (p.state, p.start_time));
-        if trigger == Trigger::Exec && !matches!(known, Some((State::Live, _))) {
+        if trigger == Trigger::Exec
+            && !self.sync_on_exec
+            && !matches!(known, Some((State::Live, _)))
+        {
             // Only processes the sampler has asked about get entries; the exec of any other
             // process needs nothing (the sampler reports it when it is sampled).
             return;

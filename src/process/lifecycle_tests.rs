@@ -266,6 +266,15 @@ fn an_exec_of_an_unknown_process_needs_nothing() {
 }
 
 #[test]
+fn with_sync_on_exec_an_exec_syncs_a_new_process_at_once() {
+    let mut w = World::new();
+    w.table.sync_on_exec = true;
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::Exec);
+    assert_eq!(w.ops(), vec![Op::Update(app_keys(10))]);
+}
+
+#[test]
 fn a_leader_exiting_while_threads_live_keeps_the_process() {
     // The sampler reports no exit for it (signal->live > 0); the process keeps its PID and
     // start time, so a sweep and a later report keep its entries.

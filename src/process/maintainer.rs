@@ -55,6 +55,12 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         self
     }
 
+    /// Syncs processes at their exec, before they are sampled (for small targets).
+    pub fn sync_on_exec(mut self, yes: bool) -> Self {
+        self.table.sync_on_exec = yes;
+        self
+    }
+
     /// Runs until every sender of `inbox` is gone, then settles and audits once more.
     pub fn run(mut self, inbox: Receiver<MaintainerMsg>) {
         let (mut last_sweep, mut last_audit) = (Instant::now(), Instant::now());
