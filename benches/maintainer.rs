@@ -384,7 +384,7 @@ fn bench_map_ops(n: usize, reps: usize) {
     );
     let keys: Vec<PidMappingKey> = kv.iter().map(|(k, _)| *k).collect();
     let kbytes: Vec<[u8; 16]> = kv.iter().map(|(k, _)| k.to_bytes()).collect();
-    let vbytes: Vec<[u8; 32]> = kv.iter().map(|(_, v)| v.to_bytes()).collect();
+    let vbytes: Vec<[u8; PidMappingValue::SIZE]> = kv.iter().map(|(_, v)| v.to_bytes()).collect();
     let kflat: Vec<u8> = kbytes.iter().flatten().copied().collect();
     let vflat: Vec<u8> = vbytes.iter().flatten().copied().collect();
     let mut map = lpm_trie("bench_ops", (n + n / 4) as u32);
