@@ -464,6 +464,14 @@ static long unwind_frame(__u32 i, struct unwind_state *st)
 			return 0;
 		}
 	}
+	if (view.kind == RESOLVED_NO_PID || view.kind == RESOLVED_NO_MAPPING) {
+		/* Nothing says how this code keeps its frames: following rbp here mostly yields
+		 * invented frames. Stop; the mapping is reported and the next samples walk on. */
+		st->outcome = UNWIND_DONE_NO_MAPPING;
+		return 1;
+	}
+	/* No unwind table (or none for this address): frame pointers, as JITs and code built
+	 * with -fno-omit-frame-pointer keep them. */
 	step_frame_pointer(st, view.kind == RESOLVED_FILE ? UNWIND_DONE_NO_INFO : UNWIND_DONE_NO_MAPPING);
 	return 0;
 }

@@ -129,7 +129,8 @@ counters! {
     /// Windows the collector accepted (2xx).
     export_delivered,
     /// Windows not retried: refused with a final status (400, 401, 500...) or failing in a way a
-    /// retry cannot fix (TLS, redirect).
+    /// retry cannot fix (a redirect). TLS failures surface as I/O errors and are retried like a
+    /// collector that is down.
     export_rejected,
     /// Windows dropped unsent: the oldest when the export queue was full, or left at shutdown.
     export_dropped,

@@ -181,7 +181,7 @@ fn man_pages_document_every_flag() {
             .replace("\\fR", "")
             .replace("\\fI", "");
         let flags: Vec<&str> = help
-            .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+            .split(|c: char| c.is_whitespace() || ",[]()".contains(c))
             .filter(|w| w.starts_with('-') && w.len() > 1 && w != &"--")
             .collect();
         assert!(!flags.is_empty(), "no flags found in {args:?} --help");

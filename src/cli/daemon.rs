@@ -91,18 +91,15 @@ struct Plan {
 }
 
 fn plan(args: DaemonArgs) -> Result<Plan, Fatal> {
-    if args.frequency == 0 || args.frequency > super::record::MAX_FREQUENCY_HZ {
-        return Err(Fatal::usage(format!(
-            "invalid frequency {} Hz: must be between 1 and {}",
-            args.frequency,
-            super::record::MAX_FREQUENCY_HZ
-        )));
-    }
+    super::record::check_frequency(args.frequency)?;
     if args.interval == 0 || args.interval > 3600 {
         return Err(Fatal::usage(format!(
             "invalid interval {} s: must be between 1 and 3600",
             args.interval
         )));
+    }
+    if args.max_dir_size == 0 {
+        return Err(Fatal::usage("--max-dir-size must be at least 1 (MiB)"));
     }
     if args.queue == 0 {
         return Err(Fatal::usage("--queue must be at least 1"));
@@ -285,7 +282,6 @@ pub fn run(args: DaemonArgs) -> Result<i32, Fatal> {
             ));
         }
     }
-    log_counters(&stats);
     write_stats(plan.stats_json.as_deref(), &stats);
     Ok(code)
 }

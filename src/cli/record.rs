@@ -99,20 +99,24 @@ struct Plan {
     command: Vec<String>,
 }
 
+/// Checks a sampling frequency against our range and the kernel's limit.
+pub(super) fn check_frequency(hz: u64) -> Result<(), Fatal> {
+    if hz == 0 || hz > MAX_FREQUENCY_HZ {
+        return Err(Fatal::usage(format!(
+            "invalid frequency {hz} Hz: must be between 1 and {MAX_FREQUENCY_HZ}"
+        )));
+    }
+    if let Some(limit) = max_sample_rate().filter(|&l| hz > l) {
+        return Err(Fatal::usage(format!(
+            "frequency {hz} Hz is above the kernel's limit of {limit} Hz \
+             (/proc/sys/kernel/perf_event_max_sample_rate)"
+        )));
+    }
+    Ok(())
+}
+
 fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
-    if args.frequency == 0 || args.frequency > MAX_FREQUENCY_HZ {
-        return Err(Fatal::usage(format!(
-            "invalid frequency {} Hz: must be between 1 and {MAX_FREQUENCY_HZ}",
-            args.frequency
-        )));
-    }
-    if let Some(limit) = max_sample_rate().filter(|&l| args.frequency > l) {
-        return Err(Fatal::usage(format!(
-            "frequency {} Hz is above the kernel's limit of {limit} Hz \
-             (/proc/sys/kernel/perf_event_max_sample_rate)",
-            args.frequency
-        )));
-    }
+    check_frequency(args.frequency)?;
     let modes = usize::from(args.all)
         + usize::from(!args.pid.is_empty())
         + usize::from(!args.command.is_empty());

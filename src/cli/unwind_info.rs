@@ -40,10 +40,24 @@ pub fn run(args: UnwindInfoArgs) -> Result<i32, Fatal> {
             args.file.display()
         )));
     }
+    if args.file.is_dir() {
+        return Err(Fatal::usage(format!(
+            "{} is a directory",
+            args.file.display()
+        )));
+    }
     let text = crate::unwind::describe(&args.file, args.addr)
-        .map_err(|e| Fatal::failure(format!("{}: {e}", args.file.display())))?;
-    print!("{text}");
-    Ok(super::exit::OK)
+        .map_err(|e| Fatal::failure(e.to_string()))?;
+    // A closed pipe (`| head`) just ends the output.
+    let mut out = std::io::stdout().lock();
+    match std::io::Write::write_all(&mut out, text.as_bytes())
+        .and_then(|()| std::io::Write::flush(&mut out))
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Fatal::failure(format!("cannot write the output: {e}")))
+        }
+        _ => Ok(super::exit::OK),
+    }
 }
 
 #[cfg(test)]

@@ -182,10 +182,9 @@ fn otlp_samples<'a>(builder: &mut Builder<'a>, samples: &[&'a StackSample]) -> V
     merged
 }
 
-/// The sampled thread's id, once the data model carries one.
-// TODO(owner): return `sample.tid` when `StackSample` gains it; `thread.id` then appears.
-fn thread_id(_sample: &StackSample) -> Option<u32> {
-    None
+/// The sampled thread's id (0: unknown).
+fn thread_id(sample: &StackSample) -> Option<u32> {
+    (sample.tid != 0).then_some(sample.tid)
 }
 
 /// A process's resource: host, service, pid and executable.

@@ -52,6 +52,9 @@ pub struct Process {
     files: Vec<u32>,
     pub last_sampled: Instant,
     last_sync: Instant,
+    /// The last sync was at exec time, before the dynamic loader mapped the libraries: the
+    /// next unknown-mapping report is expected and re-syncs at once.
+    synced_at_exec: bool,
 }
 
 /// Why the maintainer looks at a process.
@@ -152,10 +155,9 @@ impl ProcessTable {
             // process needs nothing (the sampler reports it when it is sampled).
             return;
         }
-        let synced_recently = self
-            .procs
-            .get(&pid)
-            .is_some_and(|p| now.saturating_duration_since(p.last_sync) < UNKNOWN_MAPPING_RESYNC);
+        let synced_recently = self.procs.get(&pid).is_some_and(|p| {
+            !p.synced_at_exec && now.saturating_duration_since(p.last_sync) < UNKNOWN_MAPPING_RESYNC
+        });
         if trigger == Trigger::UnknownMapping && synced_recently {
             inc(&stats.events_ignored);
             return;
@@ -178,7 +180,7 @@ impl ProcessTable {
         match known {
             Some((State::Live, start)) if start == identity.start_time => {
                 inc(&stats.resyncs);
-                self.sync(pid, identity, src, stats, now);
+                self.sync(pid, identity, trigger, src, stats, now);
             }
             Some((State::Exiting { .. }, start)) if start == identity.start_time => {
                 inc(&stats.events_ignored); // a late report about a process that has exited
@@ -190,9 +192,9 @@ impl ProcessTable {
                 }
                 self.procs.remove(&pid);
                 inc(&stats.pid_reuses);
-                self.sync(pid, identity, src, stats, now);
+                self.sync(pid, identity, trigger, src, stats, now);
             }
-            None => self.sync(pid, identity, src, stats, now),
+            None => self.sync(pid, identity, trigger, src, stats, now),
         }
     }
 
@@ -225,6 +227,7 @@ impl ProcessTable {
         &mut self,
         pid: u32,
         identity: Identity,
+        trigger: Trigger,
         src: &dyn ProcSource,
         stats: &Stats,
         now: Instant,
@@ -312,6 +315,7 @@ impl ProcessTable {
                 files,
                 last_sampled,
                 last_sync: now,
+                synced_at_exec: trigger == Trigger::Exec,
             },
         );
     }

@@ -1,0 +1,632 @@
+//! End-to-end tests of in-kernel `.eh_frame` unwinding (root; see common::bpf_available):
+//! fixtures without frame pointers (C, C++ with exceptions, Rust), a 300-deep recursion, gdb as
+//! ground truth, and the completeness of stacks of Debian binaries (figures go to stderr).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const NOFP_C: &[&str] = &["-O2", "-fomit-frame-pointer", "-fno-inline"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Compiles `tests/fixtures/SOURCE` with `compiler` (g++, rustc) into `dir/OUT`.
+fn compile(dir: &Path, compiler: &str, source: &str, out: &str, flags: &[&str]) -> PathBuf {
+    let exe = dir.join(out);
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(fixture(source))
+        .status()
+        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
+    assert!(status.success(), "{compiler} failed for {source}");
+    exe
+}
+
+/// Folded lines and `--stats-json` counters of one session.
+type Recorded = (Vec<(String, u64)>, Vec<(String, f64)>);
+
+/// `profiler record -F 199 -- CMD`, returning the folded lines and the counters. The command's
+/// exit status must be one of `codes`.
+fn record(dir: &Path, tag: &str, cmd: &[&str], codes: &[i32]) -> Recorded {
+    let out_path = dir.join(format!("{tag}.folded"));
+    let stats_path = dir.join(format!("{tag}.json"));
+    let mut args = vec![
+        "record",
+        "-F",
+        "199",
+        "-o",
+        out_path.to_str().unwrap(),
+        "--stats-json",
+        stats_path.to_str().unwrap(),
+        "--",
+    ];
+    args.extend_from_slice(cmd);
+    let out = profiler(&args);
+    let code = out.status.code().unwrap_or(-1);
+    assert!(codes.contains(&code), "exit {code}: {}", stderr(&out));
+    (folded(&out_path), stats(&stats_path))
+}
+
+/// The frames of a folded stack, the thread name first.
+fn frames(stack: &str) -> Vec<&str> {
+    stack.split(';').collect()
+}
+
+/// True when `chain` occurs in `stack` as consecutive frames; the last one may carry a GCC
+/// suffix (`compute(unsigned long) [clone .cold]` matches `compute(unsigned long)`).
+fn has_chain(stack: &str, chain: &[&str]) -> bool {
+    let f = frames(stack);
+    let (last, head) = chain.split_last().unwrap();
+    let suffixed = format!("{last} [");
+    f.windows(chain.len()).any(|w| {
+        w[..head.len()] == *head && (w[head.len()] == *last || w[head.len()].starts_with(&suffixed))
+    })
+}
+
+fn comm_total(lines: &[(String, u64)], comm: &str) -> u64 {
+    count(lines, comm, |_| true)
+}
+
+fn count(lines: &[(String, u64)], comm: &str, f: impl Fn(&str) -> bool) -> u64 {
+    let prefix = format!("{comm};");
+    lines
+        .iter()
+        .filter(|(s, _)| s.starts_with(&prefix) && f(s))
+        .map(|(_, c)| c)
+        .sum()
+}
+
+/// The walk-ending counters that are not zero, and the process-map ones that explain a run of
+/// `unwind_no_mapping` (a mapping missing from `pid_mappings` until a re-sync), for messages.
+fn unwind_counters(stats: &[(String, f64)]) -> String {
+    let sync = [
+        "syncs",
+        "resyncs",
+        "unknown_mapping_reports",
+        "events_ignored",
+    ];
+    stats
+        .iter()
+        .filter(|(n, v)| {
+            (n.starts_with("unwind_") || n.starts_with("frames_unwound") || sync.contains(&&**n))
+                && *v > 0.0
+        })
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The stacks of `comm` that fail `ok`, most frequent first (for failure messages).
+fn misses(lines: &[(String, u64)], comm: &str, ok: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut bad: Vec<_> = lines
+        .iter()
+        .filter(|(s, _)| s.starts_with(&format!("{comm};")) && !ok(s))
+        .collect();
+    bad.sort_by_key(|(_, c)| std::cmp::Reverse(*c));
+    bad.iter()
+        .take(8)
+        .map(|(s, c)| format!("{c} {}", s.chars().take(300).collect::<String>()))
+        .collect()
+}
+
+/// A complete walk from `_start` that shows `chain` (main first) as consecutive frames.
+fn complete_with(stack: &str, chain: &[&str]) -> bool {
+    frames(stack).get(1) == Some(&"_start") && has_chain(stack, chain)
+}
+
+/// Runs a fixture for 5 s (its first samples, taken before it is synced, stay well under 1%)
+/// and checks that ≥ 99% of its samples are complete walks from `_start` that show `chain`.
+fn assert_chain(dir: &Path, exe: &Path, comm: &str, chain: &[&str]) -> Recorded {
+    let (lines, stats) = record(dir, comm, &[exe.to_str().unwrap(), "5"], &[0]);
+    let total = comm_total(&lines, comm);
+    let good = count(&lines, comm, |s| complete_with(s, chain));
+    eprintln!(
+        "{comm}: {good} of {total} samples ({:.2}%) show _start;...;{}; {}",
+        100.0 * good as f64 / total.max(1) as f64,
+        chain.join(";"),
+        unwind_counters(&stats)
+    );
+    assert!(total >= 200, "only {total} samples of {comm}: {lines:?}");
+    assert!(
+        good * 100 >= total * 99,
+        "{good} of {total} samples show {chain:?} from _start; {}; others: {:#?}",
+        unwind_counters(&stats),
+        misses(&lines, comm, |s| complete_with(s, chain))
+    );
+    assert!(stat(&stats, "frames_unwound_by_table") > 0.0);
+    (lines, stats)
+}
+
+#[test]
+fn c_without_frame_pointers_reaches_main_with_the_full_chain() {
+    if !bpf_available("c_without_frame_pointers_reaches_main_with_the_full_chain") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("unw_deep");
+    let exe = build_fixture(&dir, "unw_deep", NOFP_C);
+    let (_, stats) = assert_chain(&dir, &exe, "unw_deep", &["main", "a", "b", "c"]);
+    assert!(
+        stat(&stats, "frames_unwound_by_table") > stat(&stats, "frames_unwound_by_fp") * 10.0,
+        "{}",
+        unwind_counters(&stats)
+    );
+}
+
+#[test]
+fn cpp_with_exceptions_reaches_main_with_the_full_chain() {
+    if !bpf_available("cpp_with_exceptions_reaches_main_with_the_full_chain") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("unw_cpp");
+    let exe = compile(&dir, "g++", "unw_cpp.cpp", "unw_cpp", &["-O2"]);
+    // Below step: compute (or its [clone .cold] throwing part), or the catch handler's
+    // __cxa_begin_catch / exception destructor.
+    let chain = [
+        "main",
+        "unw::Worker::run(double)",
+        "unw::Worker::step(unsigned long)",
+    ];
+    let (lines, stats) = assert_chain(&dir, &exe, "unw_cpp", &chain);
+    // Samples taken while an exception is in flight: the walk goes through libstdc++ and
+    // libgcc_s's own unwinder and must still reach main.
+    let throwing = count(&lines, "unw_cpp", |s| s.contains(";__cxa_throw"));
+    let throwing_good = count(&lines, "unw_cpp", |s| {
+        s.contains(";__cxa_throw") && complete_with(s, &chain)
+    });
+    eprintln!(
+        "unw_cpp: {throwing_good} of {throwing} samples inside __cxa_throw show the chain; {}",
+        unwind_counters(&stats)
+    );
+    let others = misses(&lines, "unw_cpp", |s| complete_with(s, &chain));
+    assert!(throwing > 0, "no sample inside __cxa_throw: {lines:?}");
+    assert!(
+        throwing_good * 10 >= throwing * 9,
+        "{throwing_good} of {throwing}; others: {others:#?}"
+    );
+}
+
+#[test]
+fn rust_release_binary_without_frame_pointers_reaches_main() {
+    if !bpf_available("rust_release_binary_without_frame_pointers_reaches_main") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("unw_rust");
+    let flags = [
+        "-Copt-level=2",
+        "-Cforce-frame-pointers=no",
+        "-Cdebuginfo=0",
+    ];
+    let exe = compile(&dir, "rustc", "unw_rust.rs", "unw_rust", &flags);
+    let chain = [
+        "unw_rust::main",
+        "unw_rust::alpha",
+        "unw_rust::beta",
+        "unw_rust::gamma",
+    ];
+    let (lines, stats) = assert_chain(&dir, &exe, "unw_rust", &chain);
+    // From _start through the C `main` and the runtime's frames down to `unw_rust::main`.
+    let from_start = |s: &str| {
+        let f = frames(s);
+        let c_main = f.iter().position(|x| *x == "main");
+        let rust_main = f.iter().position(|x| *x == "unw_rust::main");
+        matches!((c_main, rust_main), (Some(c), Some(r)) if c < r && f[1] == "_start")
+    };
+    let via_c_main = count(&lines, "unw_rust", from_start);
+    let total = comm_total(&lines, "unw_rust");
+    assert!(
+        via_c_main * 100 >= total * 99,
+        "{via_c_main} of {total} from _start via main: {:#?} {}",
+        misses(&lines, "unw_rust", from_start),
+        unwind_counters(&stats)
+    );
+}
+
+#[test]
+fn recursion_300_deep_is_recorded_at_full_depth() {
+    if !bpf_available("recursion_300_deep_is_recorded_at_full_depth") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("unw_recurse");
+    let exe = build_fixture(&dir, "unw_recurse", NOFP_C);
+    let (lines, stats) = record(&dir, "rec", &[exe.to_str().unwrap(), "4", "300"], &[0]);
+    let depth = |s: &str| frames(s).iter().filter(|f| **f == "rec").count();
+    let total = comm_total(&lines, "unw_recurse");
+    let full_depth = |s: &str| {
+        depth(s) >= 300 && complete_with(s, &["main", "rec"]) && has_chain(s, &["rec", "bottom"])
+    };
+    let full = count(&lines, "unw_recurse", full_depth);
+    let deepest = lines.iter().map(|(s, _)| depth(s)).max().unwrap_or(0);
+    eprintln!(
+        "unw_recurse: {full} of {total} samples ({:.2}%) have all 300 rec frames (deepest {deepest}); {}",
+        100.0 * full as f64 / total.max(1) as f64,
+        unwind_counters(&stats)
+    );
+    assert!(total >= 200, "only {total} samples");
+    assert!(
+        full * 100 >= total * 95,
+        "{full} of {total} at full depth; others: {:#?}",
+        misses(&lines, "unw_recurse", full_depth)
+    );
+    assert_eq!(stat(&stats, "unwind_depth_limit"), 0.0);
+}
+
+/// Function names of gdb's `bt` (innermost first), from lines `#N  0x... in NAME (...)`.
+fn gdb_backtrace(pid: u32) -> (Vec<String>, String) {
+    let out = Command::new("/usr/bin/gdb")
+        .args(["-nx", "-batch", "-iex", "set debuginfod enabled off"])
+        .args(["-iex", "set backtrace past-main on", "-p"])
+        .arg(pid.to_string())
+        .args(["-ex", "bt"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gdb");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let names = text
+        .lines()
+        .filter(|l| l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.split_once(char::is_whitespace)?.1.trim_start();
+            let rest = match rest.split_once(" in ") {
+                Some((addr, name)) if addr.starts_with("0x") => name,
+                _ => rest,
+            };
+            Some(rest.split(" (").next()?.trim().to_string())
+        })
+        .collect();
+    (names, text)
+}
+
+/// The pid of the child of `parent` whose command name is `comm`.
+fn child_named(parent: u32, comm: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let ppid = stat[close + 2..]
+            .split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok());
+        if &stat[open + 1..close] == comm && ppid == Some(parent) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[test]
+fn unwound_stacks_equal_gdb_backtraces() {
+    if !bpf_available("unwound_stacks_equal_gdb_backtraces") {
+        return;
+    }
+    if !Path::new("/usr/bin/gdb").exists() {
+        eprintln!("unwound_stacks_equal_gdb_backtraces: skipped, no /usr/bin/gdb");
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("unw_gdb");
+    let exe = build_fixture(&dir, "unw_gdb", &["-O2", "-fomit-frame-pointer"]);
+    let out_path = dir.join("gdb.folded");
+    let session = Command::new(PROFILER)
+        .args(["record", "-F", "199", "-o", out_path.to_str().unwrap()])
+        .args(["--", exe.to_str().unwrap(), "7"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pid = loop {
+        if let Some(pid) = child_named(session.id(), "unw_gdb") {
+            break pid;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no unw_gdb child"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Past startup; then stop it at random moments.
+    std::thread::sleep(Duration::from_millis(800));
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    let fixture_fns = ["main", "outer", "middle", "side", "leaf"];
+    let mut snapshots: BTreeMap<Vec<String>, u32> = BTreeMap::new();
+    let mut transcripts = Vec::new();
+    let mut taken = 0;
+    while taken < 3 && transcripts.len() < 8 && started.elapsed() < Duration::from_millis(5500) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(100 + seed % 500));
+        let (names, text) = gdb_backtrace(pid);
+        transcripts.push(text);
+        // Only stops inside the fixture's own hot function are compared (not in the clock).
+        if names.first().map(String::as_str) == Some("leaf") && names.iter().any(|n| n == "main") {
+            taken += 1;
+            *snapshots.entry(names).or_default() += 1;
+        }
+    }
+    let out = session.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(taken >= 2, "too few usable gdb stops: {transcripts:#?}");
+    let lines = folded(&out_path);
+    for gdb in snapshots.keys() {
+        // gdb: innermost first, past main down to _start. Folded: thread, root ... leaf, kernel.
+        let root_first: Vec<&str> = gdb.iter().rev().map(String::as_str).collect();
+        let main_at = root_first.iter().position(|f| *f == "main").unwrap();
+        let (above_main, main_to_leaf) = root_first.split_at(main_at);
+        let matching = count(&lines, "unw_gdb", |s| {
+            let f = &frames(s)[1..];
+            let Some(m) = f.iter().position(|x| *x == "main") else {
+                return false;
+            };
+            let end = m + main_to_leaf.len();
+            end <= f.len()
+                && f[m..end] == *main_to_leaf
+                && f[end..].iter().all(|x| !fixture_fns.contains(x))
+                && m == above_main.len()
+                && f[0] == above_main[0]
+        });
+        eprintln!(
+            "gdb stack {} ({} frames above main, seen in {} gdb stops): {matching} profiler \
+             samples match it",
+            main_to_leaf.join(";"),
+            above_main.len(),
+            snapshots[gdb]
+        );
+        assert!(
+            matching > 0,
+            "no recorded stack equals gdb's {root_first:?}: {lines:#?}"
+        );
+    }
+    let total = comm_total(&lines, "unw_gdb");
+    let known = count(&lines, "unw_gdb", |s| {
+        has_chain(s, &["main", "outer", "middle", "leaf"])
+            || has_chain(s, &["main", "side", "leaf"])
+    });
+    eprintln!("unw_gdb: {known} of {total} samples are main;outer;middle;leaf or main;side;leaf");
+    assert!(known * 100 >= total * 97, "{known} of {total}: {lines:#?}");
+}
+
+/// The ranges of `.eh_frame` FDEs that mark the return address undefined (glibc's `_start`,
+/// `clone`, `clone3` thread start) and the entry point: the frames where a complete walk ends.
+struct Outermost {
+    /// (file offset, address, size) of each segment, to turn `file+0xOFFSET` into an address.
+    segments: Vec<(u64, u64, u64)>,
+    ranges: Vec<(u64, u64)>,
+}
+
+fn outermost(path: &Path) -> Option<Outermost> {
+    use gimli::{CallFrameInstruction, CieOrFde, EhFrame, UnwindSection};
+    use object::{Object, ObjectSection, ObjectSegment};
+    let data = std::fs::read(path).ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    let segments = file
+        .segments()
+        .map(|s| (s.file_range().0, s.address(), s.file_range().1))
+        .collect();
+    let section = file.section_by_name(".eh_frame")?;
+    let eh = EhFrame::new(section.data().ok()?, gimli::LittleEndian);
+    let mut bases = gimli::BaseAddresses::default().set_eh_frame(section.address());
+    if let Some(text) = file.section_by_name(".text") {
+        bases = bases.set_text(text.address());
+    }
+    let undefined_ra = |mut it: gimli::CallFrameInstructionIter<_>| loop {
+        match it.next() {
+            Ok(Some(CallFrameInstruction::Undefined { register }))
+                if register == gimli::X86_64::RA =>
+            {
+                return true
+            }
+            Ok(Some(_)) => {}
+            _ => return false,
+        }
+    };
+    let mut ranges = Vec::new();
+    let mut entries = eh.entries(&bases);
+    while let Ok(Some(entry)) = entries.next() {
+        let CieOrFde::Fde(partial) = entry else {
+            continue;
+        };
+        let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
+            continue;
+        };
+        if undefined_ra(fde.instructions(&eh, &bases))
+            || undefined_ra(fde.cie().instructions(&eh, &bases))
+        {
+            ranges.push((fde.initial_address(), fde.initial_address() + fde.len()));
+        }
+    }
+    // The entry point itself (ld.so's `_start` has no FDE at all): a walk that got there is
+    // complete even if the unwinder could not tell.
+    ranges.push((file.entry(), file.entry() + 0x30));
+    Some(Outermost { segments, ranges })
+}
+
+impl Outermost {
+    fn covers_offset(&self, offset: u64) -> bool {
+        let Some(&(start, addr, _)) = self
+            .segments
+            .iter()
+            .find(|(start, _, size)| (*start..start + size).contains(&offset))
+        else {
+            return false;
+        };
+        let addr = addr + (offset - start);
+        // The root is a return address (or one byte before it).
+        self.ranges
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&addr))
+    }
+}
+
+const OUTERMOST_NAMES: &[&str] = &["_start", "__clone3", "clone3", "__clone", "clone"];
+
+/// Whether a root frame is where a complete walk ends: `_start` or a thread entry by name, or
+/// an unsymbolized `file+0xOFFSET` inside an FDE with an undefined return address.
+fn is_outermost(root: &str, exe: &Path, cache: &mut HashMap<String, Option<Outermost>>) -> bool {
+    if OUTERMOST_NAMES.contains(&root) {
+        return true;
+    }
+    let Some((file, offset)) = root.rsplit_once("+0x") else {
+        return false;
+    };
+    let Ok(offset) = u64::from_str_radix(offset, 16) else {
+        return false;
+    };
+    let info = cache.entry(file.to_string()).or_insert_with(|| {
+        let candidates = [
+            exe.with_file_name(file),
+            Path::new("/lib/x86_64-linux-gnu").join(file),
+            Path::new("/usr/lib/x86_64-linux-gnu").join(file),
+        ];
+        let path = candidates.into_iter().find(|p| p.exists())?;
+        outermost(&path)
+    });
+    info.as_ref().is_some_and(|o| o.covers_offset(offset))
+}
+
+/// Profiles `cmd` (whose samples are under thread name `comm`, executable `exe`), prints the
+/// share of samples whose stack reaches the outermost frame and what stops the others.
+fn completeness(tag: &str, comm: &str, exe: &str, cmd: &[&str], dir: &Path) {
+    let (lines, stats) = record(dir, tag, cmd, &[0, 124]);
+    let mut cache = HashMap::new();
+    let exe = Path::new(exe);
+    let (mut total, mut complete) = (0, 0);
+    let mut stops: BTreeMap<String, u64> = BTreeMap::new();
+    let mut roots: BTreeMap<&str, u64> = BTreeMap::new();
+    for (stack, n) in &lines {
+        let f = frames(stack);
+        if f[0] != comm {
+            continue;
+        }
+        total += n;
+        if f.len() > 1 && is_outermost(f[1], exe, &mut cache) {
+            complete += n;
+            *roots.entry(f[1]).or_default() += n;
+        } else {
+            let user: Vec<_> = f[1..].iter().take(3).copied().collect();
+            *stops.entry(user.join(";")).or_default() += n;
+        }
+    }
+    let share = 100.0 * complete as f64 / total.max(1) as f64;
+    let mut stops: Vec<_> = stops.into_iter().collect();
+    stops.sort_by_key(|(_, c)| std::cmp::Reverse(*c));
+    eprintln!(
+        "COMPLETENESS {comm}: {complete} of {total} samples ({share:.2}%) reach the outermost \
+         frame; stats: outermost {} of {} samples; {}",
+        stat(&stats, "unwind_outermost"),
+        stat(&stats, "samples"),
+        unwind_counters(&stats)
+    );
+    eprintln!("  complete stacks by root: {roots:?}");
+    for (root, n) in stops.iter().take(6) {
+        eprintln!("  truncated ({n}): {root}");
+    }
+    assert!(total >= 200, "only {total} samples of {comm}");
+    assert!(
+        share >= 95.0,
+        "{comm}: {share:.2}% complete; truncated roots: {stops:?}"
+    );
+}
+
+/// ~40 MB of text lines: words from a small vocabulary and numbers (compressible and sortable).
+fn generate_text(path: &Path) {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let words: Vec<String> = (0..4000)
+        .map(|_| {
+            let len = 3 + next() % 8;
+            (0..len)
+                .map(|_| (b'a' + (next() % 26) as u8) as char)
+                .collect()
+        })
+        .collect();
+    let mut text = String::with_capacity(41 << 20);
+    while text.len() < 40 << 20 {
+        for _ in 0..5 {
+            text.push_str(&words[(next() % 4000) as usize]);
+            text.push(' ');
+        }
+        text.push_str(&(next() % 1_000_000_000).to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// Runs `timeout 4 BINARY ARGS DATA...` with the generated data file `copies` times.
+fn debian_binary(binary: &str, args: &[&str], copies: usize) {
+    let dir = scratch(binary);
+    let data = dir.join("data");
+    generate_text(&data);
+    let data = data.to_str().unwrap();
+    let exe = format!("/usr/bin/{binary}");
+    // Through sh only to send the output to /dev/null; sh execs timeout, which runs the binary.
+    let script = format!("exec timeout 4 {exe} {} \"$@\" > /dev/null", args.join(" "));
+    let mut cmd = vec!["sh", "-c", script.as_str(), "sh"];
+    cmd.extend(std::iter::repeat_n(data, copies));
+    completeness(binary, binary, &exe, &cmd, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn debian_python_stacks_are_complete() {
+    if !bpf_available("debian_python_stacks_are_complete") {
+        return;
+    }
+    let _serial = serial();
+    let dir = scratch("python");
+    let code = "import time\n\
+                def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\
+                end = time.time() + 4\n\
+                while time.time() < end:\n    fib(18)\n";
+    let exe = "/usr/bin/python3.11";
+    completeness("python", "python3.11", exe, &[exe, "-c", code], &dir);
+}
+
+macro_rules! debian_test {
+    ($name:ident, $binary:literal, $args:expr, $copies:literal) => {
+        #[test]
+        fn $name() {
+            if !bpf_available(stringify!($name)) {
+                return;
+            }
+            let _serial = serial();
+            debian_binary($binary, $args, $copies);
+        }
+    };
+}
+
+debian_test!(debian_xz_stacks_are_complete, "xz", &["-9", "-T1", "-c"], 1);
+debian_test!(debian_gzip_stacks_are_complete, "gzip", &["-9", "-c"], 8);
+debian_test!(debian_sha256sum_stacks_are_complete, "sha256sum", &[], 200);
+// sort has helper threads: their stacks end in libc's clone3, not in _start.
+debian_test!(debian_sort_stacks_are_complete, "sort", &[], 4);
