@@ -672,10 +672,19 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	return 0;
 }
 
+/* Exits (and, when every process is profiled, execs) go with the samples: nothing waits for
+ * them, and on a busy machine there are thousands a second, each of which would otherwise wake
+ * the reader. When only some processes are profiled, their execs go on the prompt channel so
+ * the maintainer syncs them before their first samples. */
+static __always_inline void *proc_event_channel(__u32 type)
+{
+	return type == RECORD_EXEC && filter_pids ? (void *)&reports : (void *)&events;
+}
+
 static __always_inline void send_proc_event(void *ctx, __u32 type, __u32 tgid)
 {
 	struct proc_event event = { .type = type, .pid = tgid, .ktime_ns = bpf_ktime_get_ns() };
-	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, &event, sizeof(event)) != 0)
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)) != 0)
 		count(COUNTER_EVENT_SEND_FAILED);
 }
 
@@ -731,7 +740,7 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 		n = PATH_LEN;
 	event->path_len = n;
 	__u64 size = sizeof(*event) - sizeof(event->path) + n;
-	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, event, size) != 0)
+	if (bpf_perf_event_output(ctx, proc_event_channel(RECORD_EXEC), BPF_F_CURRENT_CPU, event, size) != 0)
 		count(COUNTER_EVENT_SEND_FAILED);
 	return 0;
 }

@@ -4,7 +4,8 @@
 //! poller (T1) ──ReportMsg: Trace, Vma, Exec, Exit──────────────▶ reporter (T3)
 //!      └──MaintainerMsg: Report, Exit, Sampled──▶ maintainer (T2) ──ReportMsg::File──┘
 //! ```
-//! The poller never blocks: its sends use `try_send` and a full queue is a counted drop. The
+//! Messages travel in batches (`Vec`s), one per poll cycle, so each consumer wakes once per
+//! cycle. The poller never blocks: its sends use `try_send` and a full queue is a counted drop. The
 //! maintainer announces a file (blocking send) before it writes any map entry naming it, so in
 //! the reporter's single queue the announcement always comes before the first sample using it.
 
@@ -49,7 +50,7 @@ pub enum ReportMsg {
     },
 }
 
-/// Queue sizes: enough for several seconds of samples at the highest frequency on a big
-/// machine, small enough to bound memory when the reporter stalls.
-pub const REPORT_QUEUE: usize = 65_536;
-pub const MAINTAINER_QUEUE: usize = 65_536;
+/// Queue sizes, in batches (one per poll cycle, at most 4096 messages each): tens of seconds of
+/// cycles, so only a stalled consumer ever fills them.
+pub const REPORT_QUEUE: usize = 1024;
+pub const MAINTAINER_QUEUE: usize = 1024;

@@ -23,10 +23,14 @@ use crate::sys::bpf::{Map, PerfBuffer, PerfHandler};
 const WAKEUP_EVENTS: u32 = 32;
 const POLL_TIMEOUT_MS: i32 = 100;
 
-/// Decodes and routes records.
+/// Decodes and routes records. Messages are collected during one poll cycle and sent as one
+/// batch per consumer: a consumer then wakes once per cycle, not once per record (which, with
+/// thousands of exits a second on a busy machine, cost more than the work itself).
 pub struct Router {
-    to_reporter: SyncSender<ReportMsg>,
-    to_maintainer: SyncSender<MaintainerMsg>,
+    to_reporter: SyncSender<Vec<ReportMsg>>,
+    to_maintainer: SyncSender<Vec<MaintainerMsg>>,
+    for_reporter: Vec<ReportMsg>,
+    for_maintainer: Vec<MaintainerMsg>,
     /// PIDs sampled since the last `Sampled` message to the maintainer.
     sampled: HashSet<u32>,
     last_sampled_sent: Instant,
@@ -35,35 +39,61 @@ pub struct Router {
 
 /// How often the maintainer hears which PIDs were sampled.
 const SAMPLED_INTERVAL: Duration = Duration::from_secs(1);
+/// Messages per batch at most (bounds the memory a full queue holds).
+const MAX_BATCH: usize = 4096;
 
 impl Router {
     pub fn new(
-        to_reporter: SyncSender<ReportMsg>,
-        to_maintainer: SyncSender<MaintainerMsg>,
+        to_reporter: SyncSender<Vec<ReportMsg>>,
+        to_maintainer: SyncSender<Vec<MaintainerMsg>>,
         stats: Arc<Stats>,
     ) -> Self {
         Self {
             to_reporter,
             to_maintainer,
+            for_reporter: Vec::new(),
+            for_maintainer: Vec::new(),
             sampled: HashSet::new(),
             last_sampled_sent: Instant::now(),
             stats,
         }
     }
 
-    fn report(&self, msg: ReportMsg) {
-        let is_trace = matches!(msg, ReportMsg::Trace(_));
-        match self.to_reporter.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) if is_trace => Stats::inc(&self.stats.samples_queue_dropped),
-            Err(TrySendError::Full(_)) => Stats::inc(&self.stats.events_queue_dropped),
-            Err(TrySendError::Disconnected(_)) => {}
+    fn report(&mut self, msg: ReportMsg) {
+        self.for_reporter.push(msg);
+        if self.for_reporter.len() >= MAX_BATCH {
+            self.send();
         }
     }
 
-    fn maintain(&self, msg: MaintainerMsg) {
-        if let Err(TrySendError::Full(_)) = self.to_maintainer.try_send(msg) {
-            Stats::inc(&self.stats.maintainer_queue_dropped);
+    fn maintain(&mut self, msg: MaintainerMsg) {
+        self.for_maintainer.push(msg);
+        if self.for_maintainer.len() >= MAX_BATCH {
+            self.send();
+        }
+    }
+
+    /// Sends what this cycle collected. A full queue is a counted drop, never a wait.
+    pub fn send(&mut self) {
+        if !self.for_reporter.is_empty() {
+            let batch = std::mem::take(&mut self.for_reporter);
+            if let Err(TrySendError::Full(batch)) = self.to_reporter.try_send(batch) {
+                let traces = batch
+                    .iter()
+                    .filter(|m| matches!(m, ReportMsg::Trace(_)))
+                    .count();
+                Stats::add(&self.stats.samples_queue_dropped, traces as u64);
+                Stats::add(
+                    &self.stats.events_queue_dropped,
+                    (batch.len() - traces) as u64,
+                );
+            }
+        }
+        if !self.for_maintainer.is_empty() {
+            let batch = std::mem::take(&mut self.for_maintainer);
+            if let Err(TrySendError::Full(batch)) = self.to_maintainer.try_send(batch) {
+                Stats::add(&self.stats.maintainer_queue_dropped, batch.len() as u64);
+            }
         }
     }
 
@@ -148,11 +178,16 @@ pub fn run(
             POLL_TIMEOUT_MS,
         )?;
         reports.consume()?;
+        reports.handler_mut().send();
         samples.consume()?;
         samples.handler_mut().tick();
+        samples.handler_mut().send();
     }
     reports.consume()?;
-    samples.consume()
+    reports.handler_mut().send();
+    samples.consume()?;
+    samples.handler_mut().send();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,7 +231,12 @@ mod tests {
         });
         router.last_sampled_sent -= SAMPLED_INTERVAL;
         router.tick();
-        let to_maintainer: Vec<_> = mrx.try_iter().collect();
+        assert!(
+            mrx.try_recv().is_err(),
+            "nothing is sent before the end of the cycle"
+        );
+        router.send();
+        let to_maintainer: Vec<_> = mrx.try_iter().flatten().collect();
         assert_eq!(
             to_maintainer,
             vec![
@@ -212,7 +252,11 @@ mod tests {
                 MaintainerMsg::Sampled(vec![5]),
             ]
         );
-        assert_eq!(rrx.try_iter().count(), 2, "the trace and the exit");
+        assert_eq!(
+            rrx.try_iter().flatten().count(),
+            2,
+            "the trace and the exit"
+        );
         assert_eq!(Stats::get(&stats.samples), 1);
     }
 
@@ -223,8 +267,15 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let mut router = Router::new(rtx, mtx, stats.clone());
         router.route(trace(1));
+        router.send();
         router.route(trace(1));
-        assert_eq!(Stats::get(&stats.samples_queue_dropped), 1);
+        router.route(trace(1));
+        router.send();
+        assert_eq!(
+            Stats::get(&stats.samples_queue_dropped),
+            2,
+            "the whole second batch"
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub struct Session {
     maintainer: JoinHandle<()>,
     reporter: JoinHandle<()>,
     /// Held only until `start`, to tell the reporter when the first window begins.
-    starter: Option<SyncSender<ReportMsg>>,
+    starter: Option<SyncSender<Vec<ReportMsg>>>,
     stats: Arc<Stats>,
     frequency_hz: u64,
     started: Instant,
@@ -121,10 +121,10 @@ impl Session {
     pub fn start(&mut self) -> io::Result<()> {
         self.started = Instant::now();
         if let Some(starter) = self.starter.take() {
-            let _ = starter.send(ReportMsg::Start {
+            let _ = starter.send(vec![ReportMsg::Start {
                 unix_ns: unix_now_ns(),
                 at: self.started,
-            });
+            }]);
         }
         self.sampler.start(self.frequency_hz)
     }

@@ -161,7 +161,8 @@ fn pid_mode_records_only_that_process() {
         assert_eq!(label.num, wanted.id() as i64, "a sample of another process");
         samples += sample.value[0];
     }
-    assert!(samples > 100, "{samples} samples");
+    // ~198 on a quiet machine; other CPU-bound work may halve it.
+    assert!(samples > 50, "{samples} samples");
 }
 
 fn read_pprof(path: &Path) -> pprof_proto::Profile {

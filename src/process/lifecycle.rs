@@ -27,8 +27,9 @@ use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 
 /// How long an exited process is remembered (late events about it are recognised as late).
 pub const EXIT_GRACE: Duration = Duration::from_secs(10);
-/// How long an unused file stays registered (samples in flight may still name it).
-pub const FILE_GRACE: Duration = Duration::from_secs(10);
+/// How long an unused file stays registered: samples in flight may still name it, and the
+/// next short-lived process running it reuses its unwind table instead of rebuilding it.
+pub const FILE_GRACE: Duration = Duration::from_secs(60);
 /// Minimum time between two re-syncs of a process for an unknown mapping. Frame-pointer walks
 /// through code without frame pointers produce addresses in no mapping, and each would
 /// otherwise cost a read of the maps.

@@ -27,7 +27,7 @@ pub struct Maintainer<M: MapBackend, S: ProcSource, C: CacheInvalidator> {
     map: M,
     source: S,
     caches: C,
-    reporter: SyncSender<ReportMsg>,
+    reporter: SyncSender<Vec<ReportMsg>>,
     stats: Arc<Stats>,
 }
 
@@ -36,7 +36,7 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         map: M,
         source: S,
         caches: C,
-        reporter: SyncSender<ReportMsg>,
+        reporter: SyncSender<Vec<ReportMsg>>,
         stats: Arc<Stats>,
     ) -> Self {
         Self {
@@ -62,14 +62,13 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
     }
 
     /// Runs until every sender of `inbox` is gone, then settles and audits once more.
-    pub fn run(mut self, inbox: Receiver<MaintainerMsg>) {
+    pub fn run(mut self, inbox: Receiver<Vec<MaintainerMsg>>) {
         let (mut last_sweep, mut last_audit) = (Instant::now(), Instant::now());
         loop {
             match inbox.recv_timeout(Duration::from_millis(200)) {
-                Ok(msg) => {
-                    self.handle(msg);
-                    // Apply everything queued before one flush: batches stay large.
-                    for msg in inbox.try_iter().take(4096) {
+                Ok(batch) => {
+                    // Apply everything queued before one flush: map batches stay large.
+                    for msg in batch.into_iter().chain(inbox.try_iter().take(64).flatten()) {
                         self.handle(msg);
                     }
                 }
@@ -80,8 +79,14 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             let now = Instant::now();
             if now.duration_since(last_sweep) >= SWEEP_INTERVAL {
                 self.table.sweep(&self.source, &self.stats, now);
-                for id in self.table.expire(&self.stats, now) {
-                    let _ = self.reporter.send(ReportMsg::FileReleased(id));
+                let released: Vec<ReportMsg> = self
+                    .table
+                    .expire(&self.stats, now)
+                    .into_iter()
+                    .map(ReportMsg::FileReleased)
+                    .collect();
+                if !released.is_empty() {
+                    let _ = self.reporter.send(released);
                 }
                 self.flush();
                 last_sweep = now;
@@ -108,12 +113,16 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
 
     /// Announces new files, then writes the map (a file is always known before it is named).
     pub fn flush(&mut self) {
+        let mut news: Vec<ReportMsg> = Vec::new();
         for file in self.table.take_new_files() {
             Stats::inc(&self.stats.files_loaded);
-            let _ = self.reporter.send(ReportMsg::File(file));
+            news.push(ReportMsg::File(file));
         }
         for (pid, exe) in self.table.take_new_processes() {
-            let _ = self.reporter.send(ReportMsg::Process { pid, exe });
+            news.push(ReportMsg::Process { pid, exe });
+        }
+        if !news.is_empty() {
+            let _ = self.reporter.send(news);
         }
         let report = self.table.batcher.flush(&mut self.map, &self.stats);
         if !report.rejected_full.is_empty() {
@@ -208,6 +217,7 @@ mod tests {
         m.flush();
         let announced: Vec<u32> = rx
             .try_iter()
+            .flatten()
             .filter_map(|msg| match msg {
                 ReportMsg::File(f) => Some(f.id),
                 ReportMsg::Process { .. } => None,

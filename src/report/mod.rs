@@ -135,7 +135,7 @@ fn new_symbolizer() -> Symbolizer {
 /// Runs the reporter until every sender is gone: one profile per window (or one for the whole
 /// session), each handed to `sink`, the last one after the queues are drained.
 pub fn run(
-    inbox: Receiver<ReportMsg>,
+    inbox: Receiver<Vec<ReportMsg>>,
     stats: Arc<Stats>,
     windows: Windows,
     mut sink: impl FnMut(Profile),
@@ -157,7 +157,7 @@ pub fn run(
             None => Duration::from_secs(3600),
         };
         match inbox.recv_timeout(timeout) {
-            Ok(msg) => reporter.handle(msg),
+            Ok(batch) => batch.into_iter().for_each(|msg| reporter.handle(msg)),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
