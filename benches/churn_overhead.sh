@@ -11,7 +11,8 @@
 # /proc/stat), the profiler's user+sys CPU as % of one core (whole run from /usr/bin/time's
 # rusage; and from /proc/<pid>/stat polled every POLL s, both over the whole run and over the
 # steady state after WARMUP s), the same per thread (poller, maintainer, reporter, main) from
-# /proc/<pid>/task/<tid>/stat, the run time of each of its BPF programs (run_time_ns/run_cnt
+# /proc/<pid>/task/<tid>/schedstat (ns; the maintainer also from utime+stime in .../stat) with
+# each thread's wakeups per second, the run time of each of its BPF programs (run_time_ns/run_cnt
 # from the fdinfo of its program fds; the perf_event one, prog_type 7, is `on_sample`, so its
 # run count is the sample count), peak RSS, and the stats JSON counters of the maintainer.
 #
@@ -119,10 +120,11 @@ sleep 1   # let the workload and the churn settle
 
 # --- polling -----------------------------------------------------------------------------------
 hz=$(getconf CLK_TCK)
-declare -A THREAD_TICKS=() THREAD0=() THREAD_NS=() THREAD_NS0=() PROG_TYPE=() PROG_NS=() PROG_CNT=() PROG_NS0=() PROG_CNT0=()
+declare -A THREAD_TICKS=() THREAD0=() THREAD_NS=() THREAD_NS0=() THREAD_SW=() THREAD_SW0=() PROG_TYPE=() PROG_NS=() PROG_CNT=() PROG_NS0=() PROG_CNT0=()
 # poll PID: until PID exits (or turns zombie), keep the last readings: TICKS (utime+stime of
 # the process), HWM_KB (VmHWM), THREAD_TICKS[comm] (utime+stime of each thread, in clock
-# ticks) and THREAD_NS[comm] (its on-CPU time in ns from schedstat), PROG_NS/PROG_CNT[prog id]
+# ticks), THREAD_NS[comm] (its on-CPU time in ns from schedstat) and THREAD_SW[comm] (its
+# voluntary context switches: how often it went to sleep and was woken), PROG_NS/PROG_CNT[prog id]
 # (BPF run stats), T_LAST; and the same readings at the first poll after WARMUP s (…0).
 # Only bash builtins in the loop (it sleeps with read -t), to stay out of the measurement.
 poll() {
@@ -146,6 +148,9 @@ poll() {
             rest=${line##*) }; read -ra fs <<<"$rest"
             THREAD_TICKS[$comm]=$((fs[11] + fs[12]))
             read -r k _ 2>/dev/null <"$t/schedstat" && THREAD_NS[$comm]=$k
+            while read -r k v; do
+                [[ $k == voluntary_ctxt_switches: ]] && THREAD_SW[$comm]=$v
+            done 2>/dev/null <"$t/status" || true
         done
         if ((${#progfds[@]} == 0)); then            # locate the BPF programs once
             local found7=""
@@ -170,6 +175,7 @@ poll() {
             have_warm=1 TICKS0=$TICKS T0=$T_LAST
             for k in "${!THREAD_TICKS[@]}"; do THREAD0[$k]=${THREAD_TICKS[$k]}; done
             for k in "${!THREAD_NS[@]}"; do THREAD_NS0[$k]=${THREAD_NS[$k]}; done
+            for k in "${!THREAD_SW[@]}"; do THREAD_SW0[$k]=${THREAD_SW[$k]}; done
             for k in "${!PROG_NS[@]}"; do PROG_NS0[$k]=${PROG_NS[$k]} PROG_CNT0[$k]=${PROG_CNT[$k]:-0}; done
         fi
         read -r -t "$POLL" -u 4 _ || true   # sleep without a fork
@@ -229,10 +235,10 @@ echo "churn: ${churn_rate} /bin/true per second achieved (target ${RATE}); all f
     "${fork_rate}/s"
 echo
 ns_pct() { awk -v n="$1" -v w="$2" 'BEGIN { if (w > 0) printf "%.3f", 100 * n / 1e9 / w; else print "?" }'; }
-fmt='  %-40s %12s %12s\n'
+fmt='  %-40s %12s %12s %s\n'
 # shellcheck disable=SC2059
 {
-    printf "$fmt" "CPU as % of one core" "whole run" "steady"
+    printf "$fmt" "CPU as % of one core" "whole run" "steady" "  steady wakeups/s"
     printf "$fmt" "profiler, user+sys (/usr/bin/time)" "$cpu_total" "-"
     printf "$fmt" "profiler, user+sys (/proc/PID/stat)" "$cpu_rec" "$cpu_steady"
     sum_ns=0 sum_ns0=0
@@ -244,7 +250,9 @@ fmt='  %-40s %12s %12s\n'
     for comm in maintainer poller reporter profiler; do
         [[ -n ${THREAD_NS[$comm]:-} ]] || continue
         printf "$fmt" "  thread $comm (schedstat)" "$(ns_pct "${THREAD_NS[$comm]}" "$wall_rec")" \
-            "$(ns_pct $((THREAD_NS[$comm] - ${THREAD_NS0[$comm]:-0})) "$steady")"
+            "$(ns_pct $((THREAD_NS[$comm] - ${THREAD_NS0[$comm]:-0})) "$steady")" \
+            "$(awk -v n=$((${THREAD_SW[$comm]:-0} - ${THREAD_SW0[$comm]:-0})) -v w="$steady" \
+                'BEGIN { printf "%12.1f", (w > 0) ? n / w : 0 }')"
     done
     [[ -n ${THREAD_TICKS[maintainer]:-} ]] &&
         printf "$fmt" "  thread maintainer (utime+stime, ticks)" \
@@ -268,7 +276,8 @@ echo "  (maintainer thread: $(ns_pct $((${THREAD_NS[maintainer]:-0} - ${THREAD_N
         'BEGIN { printf "%.2f", (w > 0) ? n / 1e6 / w : 0 }') ms of CPU per second)"
 echo "  (whole run = start to the last poll before exit, ${wall_rec}s; /usr/bin/time: to exit, ${wall}s,"
 echo "   including end-of-run symbolization; steady = from ${WARMUP}s after start, ${steady}s."
-echo "   /proc/PID/stat ticks are ${hz}/s, too coarse per thread: threads are shown by schedstat ns)"
+echo "   /proc/PID/stat ticks are ${hz}/s, too coarse per thread: threads are shown by schedstat ns;"
+echo "   wakeups/s = voluntary context switches per second: how often the thread slept and was woken)"
 echo
 echo "BPF programs (run_time_ns / run_cnt over the whole run; prog_type 7 = perf_event on_sample):"
 for id in $(printf '%s\n' "${!PROG_NS[@]}" | sort -n); do
@@ -286,8 +295,10 @@ for k in samples samples_lost pids_seen pids_exited syncs resyncs sync_failures 
     unknown_pid_reports unknown_mapping_reports events_ignored maintainer_queue_dropped \
     map_updates map_deletes map_delete_absent map_delete_errors map_update_errors \
     pid_map_entries expected_pid_entries stale_pid_entries missing_pid_entries \
-    files_loaded files_unloaded leaked_files vma_reports raw_frames_resolved raw_frames_unresolved; do
-    printf '  %-26s %s\n' "$k" "$(json_num "$k" "$tmp/stats.json")"
+    files_loaded files_unloaded leaked_files vma_reports raw_frames_resolved raw_frames_unresolved \
+    unwind_tables_loaded unwind_tables_unloaded unwind_tables_empty unwind_buckets_used; do
+    v=$(json_num "$k" "$tmp/stats.json")
+    if [[ -n $v ]]; then printf '  %-26s %s\n' "$k" "$v"; fi   # absent in this version: left out
 done
 echo "profiler error/warning lines: $(grep -cE '^profiler: (error|warning):' "$tmp/err" || true)"
 grep -E '^profiler: (error|warning):' "$tmp/err" | head -5 | sed 's/^/  /' || true

@@ -31,6 +31,8 @@ use profiler::stats::Stats;
 use profiler::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::sys::bpf::{Map, MapKind};
 
+const KEY_SIZE: usize = std::mem::size_of::<PidMappingKey>();
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -149,8 +151,14 @@ fn header() {
 }
 
 fn lpm_trie(name: &str, max_entries: u32) -> Map {
-    Map::create(MapKind::LpmTrie, name, 16, 32, max_entries)
-        .unwrap_or_else(|e| panic!("creating an LPM trie: {e}"))
+    Map::create(
+        MapKind::LpmTrie,
+        name,
+        KEY_SIZE as u32,
+        PidMappingValue::SIZE as u32,
+        max_entries,
+    )
+    .unwrap_or_else(|e| panic!("creating an LPM trie: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,9 +382,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench_map_ops(n: usize, reps: usize) {
-    println!("\n== b. map operations on a real LPM trie (16-byte keys, 32-byte values, BPF_F_NO_PREALLOC)");
+    println!(
+        "\n== b. map operations on a real LPM trie (16-byte keys, {}-byte values, BPF_F_NO_PREALLOC)",
+        PidMappingValue::SIZE
+    );
     let kv = make_keys(n);
-    let pids = kv.iter().filter(|(k, _)| k.prefixlen == 32).count();
+    let pids = kv
+        .iter()
+        .filter(|(k, _)| k.prefixlen == consts::PID_MAPPING_MARKER_PREFIX as u32)
+        .count();
     println!(
         "   {n} keys ({pids} PIDs: a marker plus ~{} blocks each), batches of {BATCH_SIZE}, \
          median of {reps} runs, each on an empty map",
@@ -396,16 +410,16 @@ fn bench_map_ops(n: usize, reps: usize) {
         // Raw batches, no existence check.
         let t = Instant::now();
         for (kc, vc) in kflat
-            .chunks(16 * BATCH_SIZE)
-            .zip(vflat.chunks(32 * BATCH_SIZE))
+            .chunks(KEY_SIZE * BATCH_SIZE)
+            .zip(vflat.chunks(PidMappingValue::SIZE * BATCH_SIZE))
         {
-            let o = map.update_batch(kc, vc, kc.len() / 16, 0);
+            let o = map.update_batch(kc, vc, kc.len() / KEY_SIZE, 0);
             assert!(o.error.is_none(), "update_batch: {:?}", o.error);
         }
         record("insert, update_batch (raw)", rate(n, t.elapsed()));
         let t = Instant::now();
-        for kc in kflat.chunks(16 * BATCH_SIZE) {
-            let o = map.delete_batch(kc, kc.len() / 16);
+        for kc in kflat.chunks(KEY_SIZE * BATCH_SIZE) {
+            let o = map.delete_batch(kc, kc.len() / KEY_SIZE);
             assert!(o.error.is_none(), "delete_batch: {:?}", o.error);
         }
         record(
