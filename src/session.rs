@@ -155,10 +155,6 @@ impl Session {
             .map_err(|e| io::Error::new(e.kind(), format!("reading the perf buffers failed: {e}")))
     }
 
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Copies the BPF-side counters into the stats now (the daemon's periodic log line).
     pub fn refresh_counters(&self) {
         let _ = self.sampler.read_counters(&self.stats);

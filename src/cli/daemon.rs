@@ -265,7 +265,7 @@ pub fn run(args: DaemonArgs) -> Result<i32, Fatal> {
         describe_outputs(&plan, exporter.as_deref()),
     ));
 
-    let reason = wait_for_stop(&plan, &session, &stats);
+    let reason = wait_for_stop(&plan, &session);
     crate::log::info(&format!("{reason}: flushing the last window"));
     let finished = session.finish();
     let mut code = exit::OK;
@@ -357,7 +357,9 @@ fn write_stats(path: Option<&Path>, stats: &Stats) {
     }
 }
 
-fn wait_for_stop(plan: &Plan, session: &Session, stats: &Stats) -> String {
+/// Waits for a stop signal (or the end of every target), refreshing the BPF-side counters once
+/// per interval so the windows' log lines and stats files show them.
+fn wait_for_stop(plan: &Plan, session: &Session) -> String {
     let mut last_counters = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -374,7 +376,6 @@ fn wait_for_stop(plan: &Plan, session: &Session, stats: &Stats) -> String {
         }
         if last_counters.elapsed() >= plan.interval {
             session.refresh_counters();
-            let _ = stats;
             last_counters = Instant::now();
         }
     }
