@@ -67,3 +67,18 @@ impl Profile {
         self.samples.iter().map(|s| s.count).sum()
     }
 }
+
+/// Whether a frame name is a real symbol rather than one of the fallbacks the symbolizer
+/// writes when it has none: `[unknown]`, or `FILE+0xOFFSET` naming the frame's own module (by
+/// path or file name). Exporters use it to say which frames a backend could still symbolize.
+pub fn is_symbolized(function: &str, module_path: Option<&str>) -> bool {
+    if function.is_empty() || function == "[unknown]" {
+        return false;
+    }
+    let (Some((prefix, offset)), Some(path)) = (function.rsplit_once("+0x"), module_path) else {
+        return true;
+    };
+    let is_offset = !offset.is_empty() && offset.bytes().all(|b| b.is_ascii_hexdigit());
+    let file_name = path.rsplit('/').next().unwrap_or(path);
+    !(is_offset && (prefix == path || prefix == file_name))
+}

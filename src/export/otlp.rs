@@ -26,6 +26,7 @@ use std::io::{self, Write};
 use prost::Message;
 
 use super::otlp_proto::{self as proto, any_value::Value};
+use crate::profile::is_symbolized;
 use crate::profile::{Frame, FrameKind, Profile, StackSample};
 use crate::symbolize::KERNEL_MODULE;
 
@@ -413,21 +414,6 @@ impl<'a> Builder<'a> {
             ..Default::default()
         })
     }
-}
-
-/// Whether a frame's name is a real symbol rather than a placeholder the symbolizer gave when it
-/// knew at most the module: `[unknown]`, or `module+0xOFFSET` (module path or file name).
-// Same rule as `super::pprof`'s; the two should move to `Frame` together.
-fn is_symbolized(function: &str, module_path: Option<&str>) -> bool {
-    if function.is_empty() || function == "[unknown]" {
-        return false;
-    }
-    let (Some((prefix, offset)), Some(path)) = (function.rsplit_once("+0x"), module_path) else {
-        return true;
-    };
-    let is_offset = !offset.is_empty() && offset.bytes().all(|b| b.is_ascii_hexdigit());
-    let file_name = path.rsplit('/').next().unwrap_or(path);
-    !(is_offset && (prefix == path || prefix == file_name))
 }
 
 #[path = "otlp_check.rs"]

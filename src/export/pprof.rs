@@ -18,7 +18,7 @@ use flate2::Compression;
 use prost::Message;
 
 use super::pprof_proto as proto;
-use crate::profile::{Frame, Module, Profile};
+use crate::profile::{is_symbolized, Frame, Module, Profile};
 
 /// The profile, serialized and gzip-compressed, as `go tool pprof` reads it.
 pub fn encode(profile: &Profile) -> Vec<u8> {
@@ -199,7 +199,7 @@ impl<'a> Builder<'a> {
         // SANITY: ids are 1-based positions in `self.mappings`, handed out by `new_mapping`.
         let entry = &mut self.mappings[(id - 1) as usize];
         entry.max_address = entry.max_address.max(frame.address);
-        entry.mapping.has_functions |= is_symbolized(&frame.function, module);
+        entry.mapping.has_functions |= is_symbolized(&frame.function, Some(&module.path));
         id
     }
 
@@ -246,20 +246,6 @@ impl<'a> Builder<'a> {
 /// The 1-based id of the entry about to be pushed onto a table of `len` entries.
 fn next_id(len: usize) -> u64 {
     len as u64 + 1
-}
-
-/// Whether a frame's name is a real symbol rather than a placeholder the symbolizer gave when it
-/// knew only the module: `[unknown]` or `module+0xOFFSET` (with the module's path or file name).
-fn is_symbolized(function: &str, module: &Module) -> bool {
-    if function.is_empty() || function == "[unknown]" {
-        return false;
-    }
-    let Some((prefix, offset)) = function.rsplit_once("+0x") else {
-        return true;
-    };
-    let is_offset = !offset.is_empty() && offset.bytes().all(|b| b.is_ascii_hexdigit());
-    let file_name = module.path.rsplit('/').next().unwrap_or(&module.path);
-    !(is_offset && (prefix == module.path || prefix == file_name))
 }
 
 #[cfg(test)]
@@ -601,13 +587,16 @@ mod tests {
             path: "/usr/lib/libfoo.so.1".into(),
             build_id: None,
         };
-        assert!(!is_symbolized("[unknown]", &m));
-        assert!(!is_symbolized("", &m));
-        assert!(!is_symbolized("libfoo.so.1+0x1a2B", &m));
-        assert!(!is_symbolized("/usr/lib/libfoo.so.1+0x10", &m));
-        assert!(is_symbolized("foo", &m));
-        assert!(is_symbolized("other.so+0x10", &m));
-        assert!(is_symbolized("libfoo.so.1+0x", &m));
-        assert!(is_symbolized("libfoo.so.1+0xzz", &m));
+        assert!(!is_symbolized("[unknown]", Some(m.path.as_str())));
+        assert!(!is_symbolized("", Some(m.path.as_str())));
+        assert!(!is_symbolized("libfoo.so.1+0x1a2B", Some(m.path.as_str())));
+        assert!(!is_symbolized(
+            "/usr/lib/libfoo.so.1+0x10",
+            Some(m.path.as_str())
+        ));
+        assert!(is_symbolized("foo", Some(m.path.as_str())));
+        assert!(is_symbolized("other.so+0x10", Some(m.path.as_str())));
+        assert!(is_symbolized("libfoo.so.1+0x", Some(m.path.as_str())));
+        assert!(is_symbolized("libfoo.so.1+0xzz", Some(m.path.as_str())));
     }
 }
