@@ -26,7 +26,7 @@ use profiler::process::batcher::{Batcher, MapBackend, BATCH_SIZE};
 use profiler::process::lifecycle::{ProcessTable, Trigger};
 use profiler::process::maps::{parse_maps, Mapping};
 use profiler::process::prefixes::{cover, marker_key};
-use profiler::process::source::{read_identity, ProcSource, Procfs};
+use profiler::process::source::{read_identity, ProcSource, Procfs, NS_PER_TICK};
 use profiler::stats::Stats;
 use profiler::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::sys::bpf::{Map, MapKind};
@@ -200,7 +200,7 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         let t_round = Instant::now();
         for &(pid, kind) in &order {
             let t = Instant::now();
-            table.on_report(pid, Trigger::UnknownPid, &src, &stats, t);
+            table.on_report(pid, start_ns(pid), Trigger::UnknownPid, &src, &stats, t);
             let _ = table.take_new_files();
             table.batcher.flush(&mut map, &stats);
             let d = t.elapsed();
@@ -220,14 +220,14 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         for _ in 0..RESYNCS {
             for &(pid, kind) in &order {
                 let t = Instant::now();
-                table.on_report(pid, Trigger::UnknownPid, &src, &stats, t);
+                table.on_report(pid, start_ns(pid), Trigger::UnknownPid, &src, &stats, t);
                 table.batcher.flush(&mut map, &stats);
                 resync[ki(kind)].push(t.elapsed());
             }
         }
         for &(pid, kind) in &order {
             let t = Instant::now();
-            table.on_exit(pid, &stats, t);
+            table.on_exit(pid, start_ns(pid), &stats, t);
             table.batcher.flush(&mut map, &stats);
             exit[ki(kind)].push(t.elapsed());
         }
@@ -296,17 +296,17 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         for _ in 0..rounds.clamp(1, 5) {
             let mut table = ProcessTable::default();
             let t = Instant::now();
-            table.on_report(pid, Trigger::UnknownPid, &src, &stats, t);
+            table.on_report(pid, start_ns(pid), Trigger::UnknownPid, &src, &stats, t);
             let _ = table.take_new_files();
             table.batcher.flush(&mut map, &stats);
             first.push(t.elapsed());
             n_entries = table.entries_of(pid).map_or(0, |e| e.len());
             let t = Instant::now();
-            table.on_report(pid, Trigger::UnknownPid, &src, &stats, t);
+            table.on_report(pid, start_ns(pid), Trigger::UnknownPid, &src, &stats, t);
             table.batcher.flush(&mut map, &stats);
             resync.push(t.elapsed());
             let t = Instant::now();
-            table.on_exit(pid, &stats, t);
+            table.on_exit(pid, start_ns(pid), &stats, t);
             table.batcher.flush(&mut map, &stats);
             exit.push(t.elapsed());
         }
@@ -682,4 +682,9 @@ fn main() {
     bench_map_ops(n_keys, reps);
     bench_pieces(&procs);
     drop(children);
+}
+
+/// The identity the sampler's events would carry for a live process.
+fn start_ns(pid: u32) -> u64 {
+    read_identity(pid).map_or(0, |(_, ticks)| ticks * NS_PER_TICK)
 }

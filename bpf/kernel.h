@@ -96,6 +96,7 @@ struct task_struct {
 	int pid;
 	int tgid;
 	struct task_struct *group_leader;
+	__u64 start_boottime; /* ns since boot; /proc shows it in clock ticks */
 	struct mm_struct *mm;
 	struct signal_struct *signal;
 	char comm[16];

@@ -72,9 +72,10 @@ struct pid_mapping_value {
 	__u16 prefixlen;    /* of the entry's own key: lets user space test exact presence */
 	__u64 bias;         /* file offset = address - bias */
 	__u64 prefix_addr;  /* first address the entry's prefix covers */
-	/* The process's exec_gen when user space read the maps this entry came from. An entry is
-	 * only used while it equals the current exec_gen: after an exec, stale entries of the old
-	 * address space are ignored until user space has re-read the maps. */
+	/* The process's exec_gen when user space read the maps this entry came from: the time of
+	 * its last exec (the exec_gen map), or its start_ns when no exec was seen. An entry is only
+	 * used while it equals the current exec_gen: after an exec, or when the PID now belongs to
+	 * another process, stale entries are ignored until user space has re-read the maps. */
 	__u64 exec_gen;
 	/* The file's unwind table in unwind_buckets: `table_direct` buckets (one per KiB of text
 	 * from file offset `table_base`) from index `table_first`; 0 buckets: no table, walk frame
@@ -177,6 +178,9 @@ struct proc_event {
 	__u32 pid;
 	__u64 ktime_ns;
 	__u64 addr;     /* RECORD_UNKNOWN_MAPPING: the address; else 0 */
+	/* The process's identity next to its PID: the thread group leader's start_boottime (ns).
+	 * /proc/PID/stat shows the same instant in clock ticks. */
+	__u64 start_ns;
 };
 
 /* An exec: the process's new executable, as execve named it (may be relative). */
@@ -184,6 +188,7 @@ struct exec_event {
 	__u32 type;     /* RECORD_EXEC */
 	__u32 pid;
 	__u64 ktime_ns;
+	__u64 start_ns; /* identity, as in proc_event */
 	__u64 inode;    /* of the file that was executed (the interpreter for #! scripts) */
 	__u32 dev;      /* kernel encoding: major << 20 | minor */
 	__u32 path_len; /* bytes of path used, including the NUL */
@@ -233,8 +238,8 @@ _Static_assert(sizeof(struct pid_mapping_key) == 16, "pid_mapping_key layout");
 _Static_assert(sizeof(struct pid_mapping_value) == 48, "pid_mapping_value layout");
 _Static_assert(sizeof(struct unwind_bucket) == 256, "unwind_bucket layout");
 _Static_assert(sizeof(struct unwind_rule) == 4, "unwind_rule layout");
-_Static_assert(sizeof(struct proc_event) == 24, "proc_event layout");
-_Static_assert(sizeof(struct exec_event) == 32 + PATH_LEN, "exec_event layout");
+_Static_assert(sizeof(struct proc_event) == 32, "proc_event layout");
+_Static_assert(sizeof(struct exec_event) == 40 + PATH_LEN, "exec_event layout");
 _Static_assert(sizeof(struct vma_event) == 56, "vma_event layout");
 
 #endif

@@ -88,11 +88,14 @@ struct {
 } exec_gen SEC(".maps");
 
 /* What was reported when: an unknown PID or mapping (what = report kind), or the VMA around a
- * 2 MiB region of an address space (what = REPORTED_REGION | address >> 21, gen = exec_gen). */
+ * 2 MiB region of an address space (what = REPORTED_REGION | address >> 21, gen = exec_gen).
+ * Keyed by the process's identity (PID and start time): a process that gets a just-freed PID
+ * is reported at once, not held back by its predecessor's reports. */
 struct report_key {
 	__u32 pid;
 	__u32 what;
 	__u64 gen;
+	__u64 start_ns;
 };
 
 #define REPORTED_REGION (1U << 31)
@@ -188,6 +191,7 @@ struct unwind_state {
 	__u64 bp;
 	__u64 exec_gen;
 	__u64 generation;
+	__u64 start_ns;    /* the process's identity, with pid */
 	__u32 pid;
 	__u32 n_kernel;
 	__u32 n_user;      /* frames recorded */
@@ -518,6 +522,7 @@ static __always_inline bool report_vma(void *ctx, struct unwind_state *rc, __u64
 			.pid = rc->pid,
 			.what = REPORTED_REGION | (__u32)(pc >> 21),
 			.gen = rc->exec_gen,
+			.start_ns = rc->start_ns,
 		};
 		struct report_value *last = recent_report(&key, now);
 		if (last) {
@@ -562,7 +567,7 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 {
 	if (!rc->report_kind)
 		return;
-	struct report_key key = { .pid = rc->pid, .what = rc->report_kind };
+	struct report_key key = { .pid = rc->pid, .what = rc->report_kind, .start_ns = rc->start_ns };
 	if (recent_report(&key, now))
 		return;
 	mark_reported(&key, now, false);
@@ -571,9 +576,16 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 		.pid = rc->pid,
 		.ktime_ns = now,
 		.addr = rc->report_kind == RECORD_UNKNOWN_MAPPING ? rc->report_addr : 0,
+		.start_ns = rc->start_ns,
 	};
 	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, &event, sizeof(event)))
 		count(COUNTER_EVENT_SEND_FAILED);
+}
+
+/* A process's identity next to its PID: when its thread group leader started. */
+static __always_inline __u64 process_start(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, group_leader, start_boottime);
 }
 
 SEC("perf_event")
@@ -641,8 +653,11 @@ int on_sample(struct bpf_perf_event_data *ctx)
 			st.sp = ctx->regs.sp;
 			st.bp = ctx->regs.bp;
 		}
+		st.start_ns = process_start(task);
+		/* No exec seen: the process's start tells its address space from a predecessor's
+		 * with the same PID. */
 		__u64 *gen = bpf_map_lookup_elem(&exec_gen, &tgid);
-		st.exec_gen = gen ? *gen : 0;
+		st.exec_gen = gen ? *gen : st.start_ns;
 		if (st.pc)
 			bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
 		if (st.outcome == UNWIND_WALKING)
@@ -681,9 +696,14 @@ static __always_inline void *proc_event_channel(__u32 type)
 	return type == RECORD_EXEC && filter_pids ? (void *)&reports : (void *)&events;
 }
 
-static __always_inline void send_proc_event(void *ctx, __u32 type, __u32 tgid)
+static __always_inline void send_proc_event(void *ctx, __u32 type, struct task_struct *task)
 {
-	struct proc_event event = { .type = type, .pid = tgid, .ktime_ns = bpf_ktime_get_ns() };
+	struct proc_event event = {
+		.type = type,
+		.pid = task->tgid,
+		.ktime_ns = bpf_ktime_get_ns(),
+		.start_ns = process_start(task),
+	};
 	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)) != 0)
 		count(COUNTER_EVENT_SEND_FAILED);
 }
@@ -728,6 +748,7 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	event->type = RECORD_EXEC;
 	event->pid = tgid;
 	event->ktime_ns = now;
+	event->start_ns = process_start(task);
 	event->inode = BPF_CORE_READ(bprm, file, f_inode, i_ino);
 	event->dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
 	const char *interp = BPF_CORE_READ(bprm, interp);
@@ -755,7 +776,7 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	__u32 tgid = task->tgid;
 	if (!wanted(tgid))
 		return 0;
-	send_proc_event(ctx, RECORD_EXIT, tgid);
+	send_proc_event(ctx, RECORD_EXIT, task);
 	bpf_map_delete_elem(&exec_gen, &tgid);
 	if (filter_pids)
 		bpf_map_delete_elem(&pid_filter, &tgid);

@@ -17,9 +17,13 @@ use crate::sys::bpf::layout::{ExecRecord, RawTrace, VmaRecord};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MaintainerMsg {
     /// The sampler could not resolve an address of the PID, or the PID exec'd.
-    Report { pid: u32, trigger: Trigger },
+    Report {
+        pid: u32,
+        start_ns: u64,
+        trigger: Trigger,
+    },
     /// The whole process exited.
-    Exit { pid: u32 },
+    Exit { pid: u32, start_ns: u64 },
     /// PIDs sampled recently (for least-recently-sampled eviction).
     Sampled(Vec<u32>),
 }

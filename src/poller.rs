@@ -107,20 +107,27 @@ impl Router {
             Record::Exec(exec) => {
                 self.maintain(MaintainerMsg::Report {
                     pid: exec.pid,
+                    start_ns: exec.start_ns,
                     trigger: Trigger::Exec,
                 });
                 self.report(ReportMsg::Exec(exec));
             }
-            Record::Exit { pid, ktime_ns } => {
-                self.maintain(MaintainerMsg::Exit { pid });
+            Record::Exit {
+                pid,
+                start_ns,
+                ktime_ns,
+            } => {
+                self.maintain(MaintainerMsg::Exit { pid, start_ns });
                 self.report(ReportMsg::Exit { pid, ktime_ns });
             }
-            Record::UnknownPid { pid, .. } => self.maintain(MaintainerMsg::Report {
+            Record::UnknownPid { pid, start_ns, .. } => self.maintain(MaintainerMsg::Report {
                 pid,
+                start_ns,
                 trigger: Trigger::UnknownPid,
             }),
-            Record::UnknownMapping { pid, .. } => self.maintain(MaintainerMsg::Report {
+            Record::UnknownMapping { pid, start_ns, .. } => self.maintain(MaintainerMsg::Report {
                 pid,
+                start_ns,
                 trigger: Trigger::UnknownMapping,
             }),
             Record::Vma(vma) => self.report(ReportMsg::Vma(vma)),
@@ -218,15 +225,18 @@ mod tests {
         router.route(trace(5));
         router.route(Record::UnknownPid {
             pid: 5,
+            start_ns: 77,
             ktime_ns: 1,
         });
         router.route(Record::UnknownMapping {
             pid: 5,
+            start_ns: 77,
             ktime_ns: 1,
             addr: 9,
         });
         router.route(Record::Exit {
             pid: 5,
+            start_ns: 77,
             ktime_ns: 9,
         });
         router.last_sampled_sent -= SAMPLED_INTERVAL;
@@ -242,13 +252,18 @@ mod tests {
             vec![
                 MaintainerMsg::Report {
                     pid: 5,
+                    start_ns: 77,
                     trigger: Trigger::UnknownPid
                 },
                 MaintainerMsg::Report {
                     pid: 5,
+                    start_ns: 77,
                     trigger: Trigger::UnknownMapping
                 },
-                MaintainerMsg::Exit { pid: 5 },
+                MaintainerMsg::Exit {
+                    pid: 5,
+                    start_ns: 77
+                },
                 MaintainerMsg::Sampled(vec![5]),
             ]
         );

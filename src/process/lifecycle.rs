@@ -43,7 +43,8 @@ pub enum State {
 
 #[derive(Debug)]
 pub struct Process {
-    pub start_time: u64,
+    /// The identity next to the PID: when the process's leader started (`start_boottime`).
+    pub start_ns: u64,
     pub comm: String,
     pub state: State,
     pub exec_gen: u64,
@@ -133,10 +134,14 @@ impl ProcessTable {
         std::mem::take(&mut self.live_deletes)
     }
 
-    /// The sampler could not resolve an address of `pid`, or `pid` exec'd.
+    /// The sampler could not resolve an address of the process `(pid, start_ns)`, or it
+    /// exec'd. Decided by identity, never by PID alone, so the outcome does not depend on the
+    /// order in which the per-CPU buffers deliver one process's exit and the next one's report.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_report(
         &mut self,
         pid: u32,
+        start_ns: u64,
         trigger: Trigger,
         src: &dyn ProcSource,
         stats: &Stats,
@@ -147,11 +152,18 @@ impl ProcessTable {
             Trigger::UnknownMapping => inc(&stats.unknown_mapping_reports),
             Trigger::Exec => {}
         }
-        let known = self.procs.get(&pid).map(|p| (p.state, p.start_time));
-        if trigger == Trigger::Exec
-            && !self.sync_on_exec
-            && !matches!(known, Some((State::Live, _)))
-        {
+        let known = self.procs.get(&pid).map(|p| (p.state, p.start_ns));
+        let same_live = known == Some((State::Live, start_ns));
+        match known {
+            // About an earlier holder of the PID, already replaced: late.
+            Some((_, start)) if start_ns < start => return inc(&stats.events_ignored),
+            // About a process that has exited: late.
+            Some((State::Exiting { .. }, start)) if start == start_ns => {
+                return inc(&stats.events_ignored)
+            }
+            _ => {}
+        }
+        if trigger == Trigger::Exec && !self.sync_on_exec && !same_live {
             // Only processes the sampler has asked about get entries; the exec of any other
             // process needs nothing (the sampler reports it when it is sampled).
             return;
@@ -159,52 +171,50 @@ impl ProcessTable {
         let synced_recently = self.procs.get(&pid).is_some_and(|p| {
             !p.synced_at_exec && now.saturating_duration_since(p.last_sync) < UNKNOWN_MAPPING_RESYNC
         });
-        if trigger == Trigger::UnknownMapping && synced_recently {
-            inc(&stats.events_ignored);
-            return;
+        if trigger == Trigger::UnknownMapping && same_live && synced_recently {
+            return inc(&stats.events_ignored);
         }
         let identity = match src.identity(pid) {
-            Ok(identity) => identity,
-            Err(err) => {
-                if let Some((State::Live, _)) = known {
-                    // It died and we missed the exit (or it is dying now).
+            Ok(identity) if identity.is(start_ns) => identity,
+            other => {
+                // The process the event is about is gone: exited (we may not have read its
+                // exit yet), or its PID already belongs to a newer process, which reports
+                // itself when it is sampled.
+                if same_live {
                     self.exit(pid, stats, now);
                 } else {
                     inc(&stats.events_ignored);
                 }
-                if !matches!(err, ProcError::Gone) {
+                if let Err(ProcError::Denied(_) | ProcError::Other(_)) = other {
                     inc(&stats.sync_failures);
                 }
                 return;
             }
         };
         match known {
-            Some((State::Live, start)) if start == identity.start_time => {
-                inc(&stats.resyncs);
-                self.sync(pid, identity, trigger, src, stats, now);
-            }
-            Some((State::Exiting { .. }, start)) if start == identity.start_time => {
-                inc(&stats.events_ignored); // a late report about a process that has exited
-            }
+            Some((_, start)) if start == start_ns => inc(&stats.resyncs),
             Some((state, _)) => {
-                // The PID now belongs to another process.
+                // The PID now belongs to another, newer process.
                 if state == State::Live {
                     self.exit(pid, stats, now);
                 }
                 self.procs.remove(&pid);
                 inc(&stats.pid_reuses);
-                self.sync(pid, identity, trigger, src, stats, now);
             }
-            None => self.sync(pid, identity, trigger, src, stats, now),
+            None => {}
         }
+        self.sync(pid, start_ns, identity, trigger, src, stats, now);
     }
 
-    /// Whole-process exit: the entries go, once. Most exits are of processes never sampled,
-    /// which own nothing: those are not worth a count.
-    pub fn on_exit(&mut self, pid: u32, stats: &Stats, now: Instant) {
-        match self.procs.get(&pid).map(|p| p.state) {
-            Some(State::Live) => self.exit(pid, stats, now),
-            Some(State::Exiting { .. }) => inc(&stats.events_ignored),
+    /// Whole-process exit of `(pid, start_ns)`: the entries go, once. Most exits are of
+    /// processes never sampled, which own nothing: those are not worth a count.
+    pub fn on_exit(&mut self, pid: u32, start_ns: u64, stats: &Stats, now: Instant) {
+        match self.procs.get(&pid).map(|p| (p.state, p.start_ns)) {
+            Some((State::Live, start)) if start == start_ns => self.exit(pid, stats, now),
+            // A newer process with this PID exited, so the tracked one is long gone.
+            Some((State::Live, start)) if start < start_ns => self.exit(pid, stats, now),
+            // A duplicate, or the exit of an earlier holder of the PID read late.
+            Some(_) => inc(&stats.events_ignored),
             None => {}
         }
     }
@@ -224,16 +234,19 @@ impl ProcessTable {
     }
 
     /// Syncing: reads the maps and brings the process's entries up to date.
+    #[allow(clippy::too_many_arguments)]
     fn sync(
         &mut self,
         pid: u32,
+        start_ns: u64,
         identity: Identity,
         trigger: Trigger,
         src: &dyn ProcSource,
         stats: &Stats,
         now: Instant,
     ) {
-        let exec_gen = src.exec_gen(pid);
+        // As the sampler computes it: the last exec, or the process's start without one.
+        let exec_gen = src.exec_gen(pid).unwrap_or(start_ns);
         let maps = match src.maps(pid) {
             Ok(maps) => maps,
             Err(err) => {
@@ -308,7 +321,7 @@ impl ProcessTable {
         self.procs.insert(
             pid,
             Process {
-                start_time: identity.start_time,
+                start_ns,
                 comm: identity.comm,
                 state: State::Live,
                 exec_gen,
@@ -395,12 +408,10 @@ impl ProcessTable {
             .procs
             .iter()
             .filter(|(_, p)| p.state == State::Live)
-            .map(|(&pid, p)| (pid, p.start_time))
+            .map(|(&pid, p)| (pid, p.start_ns))
             .collect();
-        for (pid, start_time) in live {
-            let alive = src
-                .identity(pid)
-                .is_ok_and(|id| id.start_time == start_time);
+        for (pid, start_ns) in live {
+            let alive = src.identity(pid).is_ok_and(|id| id.is(start_ns));
             if !alive {
                 inc(&stats.exits_by_sweep);
                 self.exit(pid, stats, now);

@@ -8,6 +8,7 @@ use std::fs::File;
 use super::*;
 use crate::process::fake_map::{FakeMap, Op};
 use crate::process::maps::parse_maps;
+use crate::process::source::NS_PER_TICK;
 
 #[derive(Default)]
 struct FakeProc {
@@ -15,15 +16,24 @@ struct FakeProc {
     /// Identity answers, but the maps read fails as if the process just exited.
     dies_mid_sync: RefCell<Option<u32>>,
     exec_gens: RefCell<HashMap<u32, u64>>,
+    /// The start (ns) of the last process spawned on each PID: what its events carry.
+    starts: RefCell<HashMap<u32, u64>>,
 }
 
 impl FakeProc {
+    /// A process `pid` started at `start_time` ticks (events see `start_time * NS_PER_TICK`).
     fn spawn(&self, pid: u32, start_time: u64, maps: &str) {
         let id = Identity {
             comm: format!("p{pid}"),
             start_time,
         };
         self.procs.borrow_mut().insert(pid, (id, maps.to_string()));
+        self.starts
+            .borrow_mut()
+            .insert(pid, start_time * NS_PER_TICK);
+    }
+    fn start_of(&self, pid: u32) -> u64 {
+        self.starts.borrow().get(&pid).copied().unwrap_or(0)
     }
     fn kill(&self, pid: u32) {
         self.procs.borrow_mut().remove(&pid);
@@ -49,8 +59,8 @@ impl ProcSource for FakeProc {
     fn open(&self, _: u32, _: &Mapping, _: &str) -> Option<(FileKey, File)> {
         None
     }
-    fn exec_gen(&self, pid: u32) -> u64 {
-        self.exec_gens.borrow().get(&pid).copied().unwrap_or(0)
+    fn exec_gen(&self, pid: u32) -> Option<u64> {
+        self.exec_gens.borrow().get(&pid).copied()
     }
 }
 
@@ -78,13 +88,21 @@ impl World {
             now: Instant::now(),
         }
     }
+    /// A report about the last process spawned on `pid`.
     fn report(&mut self, pid: u32, trigger: Trigger) {
+        self.report_as(pid, self.src.start_of(pid), trigger);
+    }
+    fn report_as(&mut self, pid: u32, start_ns: u64, trigger: Trigger) {
         self.table
-            .on_report(pid, trigger, &self.src, &self.stats, self.now);
+            .on_report(pid, start_ns, trigger, &self.src, &self.stats, self.now);
         self.flush();
     }
+    /// The exit of the last process spawned on `pid`.
     fn exit(&mut self, pid: u32) {
-        self.table.on_exit(pid, &self.stats, self.now);
+        self.exit_as(pid, self.src.start_of(pid));
+    }
+    fn exit_as(&mut self, pid: u32, start_ns: u64) {
+        self.table.on_exit(pid, start_ns, &self.stats, self.now);
         self.flush();
     }
     fn flush(&mut self) {
@@ -174,15 +192,16 @@ fn unreadable_maps_are_a_counted_failure_that_writes_nothing() {
         fn open(&self, pid: u32, m: &Mapping, path: &str) -> Option<(FileKey, File)> {
             self.0.open(pid, m, path)
         }
-        fn exec_gen(&self, pid: u32) -> u64 {
+        fn exec_gen(&self, pid: u32) -> Option<u64> {
             self.0.exec_gen(pid)
         }
     }
     let mut w = World::new();
     w.src.spawn(10, 100, APP);
     let denied = Denied(std::mem::take(&mut w.src));
+    let start = denied.0.start_of(10);
     w.table
-        .on_report(10, Trigger::UnknownPid, &denied, &w.stats, w.now);
+        .on_report(10, start, Trigger::UnknownPid, &denied, &w.stats, w.now);
     w.flush();
     assert_eq!(w.ops(), vec![]);
     assert!(w.table.get(10).is_none());
@@ -218,7 +237,7 @@ fn a_reused_pid_replaces_the_old_process_entries() {
     let mut fresh = vec![marker_key(10), PidMappingKey::new(10, 0x500000, 84)];
     fresh.sort();
     assert_eq!(w.ops(), vec![Op::Delete(stale), Op::Update(fresh)]);
-    assert_eq!(w.table.get(10).unwrap().start_time, 200);
+    assert_eq!(w.table.get(10).unwrap().start_ns, 200 * NS_PER_TICK);
     assert_eq!(w.counter(&w.stats.pid_reuses), 1);
     assert_eq!(w.counter(&w.stats.pids_exited), 1);
 }
@@ -350,15 +369,17 @@ fn a_full_map_evicts_the_least_recently_sampled_process() {
     w.src.spawn(11, 101, OTHER);
     w.report(10, Trigger::UnknownPid);
     w.now += Duration::from_secs(1);
+    let start = w.src.start_of(11);
     w.table
-        .on_report(11, Trigger::UnknownPid, &w.src, &w.stats, w.now);
+        .on_report(11, start, Trigger::UnknownPid, &w.src, &w.stats, w.now);
     let report = w.table.batcher.flush(&mut w.map, &w.stats);
     assert_eq!(report.rejected_full.len(), 0);
     w.src.spawn(12, 102, APP);
     w.now += Duration::from_secs(1);
     w.table.on_sampled(&[10], w.now);
+    let start = w.src.start_of(12);
     w.table
-        .on_report(12, Trigger::UnknownPid, &w.src, &w.stats, w.now);
+        .on_report(12, start, Trigger::UnknownPid, &w.src, &w.stats, w.now);
     let report = w.table.batcher.flush(&mut w.map, &w.stats);
     assert!(!report.rejected_full.is_empty());
     let freed = w
@@ -373,4 +394,111 @@ fn a_full_map_evicts_the_least_recently_sampled_process() {
     w.flush();
     assert_eq!(w.map.keys_of(12).len(), 4);
     assert_eq!(w.counter(&w.stats.map_full_evictions), 1);
+}
+
+/// Every order in which one PID's events can reach the maintainer when process A exits and
+/// process B gets its PID at once (per-CPU buffers keep no order between CPUs): B ends up live
+/// with exactly its own entries, A's are gone, and nothing is deleted twice.
+#[test]
+fn a_reused_pid_ends_the_same_in_every_event_order() {
+    #[derive(Clone, Copy, Debug)]
+    enum Ev {
+        AExec,
+        AExit,
+        BExec,
+        BReport,
+        Sweep,
+    }
+    let events = [Ev::AExec, Ev::AExit, Ev::BExec, Ev::BReport, Ev::Sweep];
+    let (a, b) = (100 * NS_PER_TICK + 7, 250 * NS_PER_TICK + 3);
+    let mut orders = Vec::new();
+    permutations(&mut events.to_vec(), 0, &mut orders);
+    assert_eq!(orders.len(), 120);
+    for sync_on_exec in [false, true] {
+        for order in &orders {
+            let mut w = World::new();
+            w.table.sync_on_exec = sync_on_exec;
+            w.src.spawn(10, 100, APP);
+            w.report_as(10, a, Trigger::UnknownPid);
+            w.ops();
+            // In the kernel A has exited and B runs on PID 10, exec'd at 555.
+            w.src.kill(10);
+            w.src.spawn(10, 250, OTHER);
+            w.src.exec_gens.borrow_mut().insert(10, 555);
+            for ev in order {
+                match ev {
+                    Ev::AExec => w.report_as(10, a, Trigger::Exec),
+                    Ev::AExit => w.exit_as(10, a),
+                    Ev::BExec => w.report_as(10, b, Trigger::Exec),
+                    Ev::BReport => w.report_as(10, b, Trigger::UnknownPid),
+                    Ev::Sweep => {
+                        w.table.sweep(&w.src, &w.stats, w.now);
+                        w.flush();
+                    }
+                }
+            }
+            let why = format!("order {order:?}, sync_on_exec {sync_on_exec}");
+            let process = w.table.get(10).expect(&why);
+            assert_eq!((process.start_ns, process.state), (b, State::Live), "{why}");
+            let mut want = vec![marker_key(10), PidMappingKey::new(10, 0x500000, 84)];
+            want.sort();
+            assert_eq!(w.map.keys_of(10), want, "{why}");
+            assert!(
+                w.map.entries.values().all(|v| v.exec_gen == 555),
+                "{why}: an entry of A's address space survived"
+            );
+            assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0), "{why}");
+            assert_eq!(w.counter(&w.stats.map_delete_absent), 0, "{why}");
+            assert_eq!(w.counter(&w.stats.map_delete_errors), 0, "{why}");
+            assert_eq!(w.counter(&w.stats.pid_reuses), 1, "{why}");
+            assert_eq!(w.counter(&w.stats.pids_exited), 1, "{why}: A exits once");
+        }
+    }
+}
+
+fn permutations<T: Copy>(items: &mut Vec<T>, k: usize, out: &mut Vec<Vec<T>>) {
+    if k == items.len() {
+        out.push(items.clone());
+        return;
+    }
+    for i in k..items.len() {
+        items.swap(k, i);
+        permutations(items, k + 1, out);
+        items.swap(k, i);
+    }
+}
+
+#[test]
+fn an_exit_or_report_of_another_identity_never_touches_the_live_process() {
+    let mut w = World::new();
+    w.src.spawn(10, 250, OTHER);
+    let b = 250 * NS_PER_TICK;
+    w.report_as(10, b, Trigger::UnknownPid);
+    w.ops();
+    // A late exit and a late report of the PID's previous holder.
+    w.exit_as(10, 100 * NS_PER_TICK);
+    w.report_as(10, 100 * NS_PER_TICK, Trigger::UnknownPid);
+    assert_eq!(w.ops(), vec![], "nothing of B's is deleted");
+    assert_eq!(w.counter(&w.stats.events_ignored), 2);
+    assert_eq!(w.table.get(10).unwrap().state, State::Live);
+    // A report from a process that /proc no longer shows (already replaced) syncs nothing.
+    w.report_as(10, 300 * NS_PER_TICK, Trigger::UnknownPid);
+    assert_eq!(w.ops(), vec![]);
+    assert_eq!(w.table.get(10).unwrap().start_ns, b);
+}
+
+#[test]
+fn a_report_within_the_exit_grace_starts_the_new_process() {
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.src.kill(10);
+    w.exit(10);
+    w.ops();
+    w.src.spawn(10, 101, OTHER); // 10 ms later, well within EXIT_GRACE
+    w.report(10, Trigger::UnknownPid);
+    let mut fresh = vec![marker_key(10), PidMappingKey::new(10, 0x500000, 84)];
+    fresh.sort();
+    assert_eq!(w.ops(), vec![Op::Update(fresh)]);
+    assert_eq!(w.counter(&w.stats.pid_reuses), 1);
 }

@@ -102,11 +102,16 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
     pub fn handle(&mut self, msg: MaintainerMsg) {
         let now = Instant::now();
         match msg {
-            MaintainerMsg::Report { pid, trigger } => {
-                self.table
-                    .on_report(pid, trigger, &self.source, &self.stats, now)
+            MaintainerMsg::Report {
+                pid,
+                start_ns,
+                trigger,
+            } => self
+                .table
+                .on_report(pid, start_ns, trigger, &self.source, &self.stats, now),
+            MaintainerMsg::Exit { pid, start_ns } => {
+                self.table.on_exit(pid, start_ns, &self.stats, now)
             }
-            MaintainerMsg::Exit { pid } => self.table.on_exit(pid, &self.stats, now),
             MaintainerMsg::Sampled(pids) => self.table.on_sampled(&pids, now),
         }
     }
@@ -191,7 +196,7 @@ mod tests {
     use super::*;
     use crate::process::fake_map::FakeMap;
     use crate::process::lifecycle::Trigger;
-    use crate::process::source::Procfs;
+    use crate::process::source::{ProcSource, Procfs, NS_PER_TICK};
     use std::sync::mpsc::sync_channel;
 
     #[derive(Default)]
@@ -208,9 +213,12 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let mut count = Count::default();
         let source = Procfs { exec_gen: None };
+        let me = std::process::id();
+        let start_ns = source.identity(me).unwrap().start_time * NS_PER_TICK;
         let mut m = Maintainer::new(FakeMap::new(100_000), source, &mut count, tx, stats.clone());
         m.handle(MaintainerMsg::Report {
-            pid: std::process::id(),
+            pid: me,
+            start_ns,
             trigger: Trigger::UnknownPid,
         });
         assert!(rx.try_recv().is_err(), "nothing announced before the flush");

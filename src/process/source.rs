@@ -69,7 +69,20 @@ pub fn read_identity(pid: u32) -> Result<(String, u64), ProcError> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub comm: String,
+    /// In clock ticks since boot, as `/proc/PID/stat` shows it.
     pub start_time: u64,
+}
+
+/// Nanoseconds per `/proc` clock tick: USER_HZ, which is 100 on x86-64 whatever the kernel's
+/// own HZ.
+pub const NS_PER_TICK: u64 = 10_000_000;
+
+impl Identity {
+    /// Whether this is the process the sampler knows as starting at `start_ns` (its leader's
+    /// `start_boottime`, which `/proc` shows rounded down to ticks).
+    pub fn is(&self, start_ns: u64) -> bool {
+        self.start_time == start_ns / NS_PER_TICK
+    }
 }
 
 pub trait ProcSource {
@@ -78,8 +91,8 @@ pub trait ProcSource {
     fn maps(&self, pid: u32) -> Result<Vec<Mapping>, ProcError>;
     /// Opens a mapping's file and identifies it; `None` when it cannot be opened.
     fn open(&self, pid: u32, mapping: &Mapping, path: &str) -> Option<(FileKey, File)>;
-    /// The sampler's current exec generation of the PID (0: no exec seen).
-    fn exec_gen(&self, pid: u32) -> u64;
+    /// The time of the PID's last exec as the sampler recorded it; `None`: no exec seen.
+    fn exec_gen(&self, pid: u32) -> Option<u64>;
     /// The process's executable, where readable.
     fn exe(&self, pid: u32) -> Option<String> {
         let path = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
@@ -131,12 +144,12 @@ impl ProcSource for Procfs {
         })
     }
 
-    fn exec_gen(&self, pid: u32) -> u64 {
-        let Some(map) = &self.exec_gen else { return 0 };
+    fn exec_gen(&self, pid: u32) -> Option<u64> {
+        let map = self.exec_gen.as_ref()?;
         let mut value = [0u8; 8];
         match map.lookup_into(&pid.to_ne_bytes(), &mut value) {
-            Ok(true) => u64::from_ne_bytes(value),
-            _ => 0,
+            Ok(true) => Some(u64::from_ne_bytes(value)),
+            _ => None,
         }
     }
 }

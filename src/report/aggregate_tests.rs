@@ -131,6 +131,7 @@ fn raw_frames_resolve_through_vma_reports_named_by_exec() {
     agg.on_exec(&ExecRecord {
         pid: 9,
         ktime_ns: 1,
+        start_ns: 1,
         inode: 77,
         dev: 1,
         path: "/nonexistent/true".into(),

@@ -47,10 +47,12 @@ pub struct ProcEvent {
     pub pid: u32,
     pub ktime_ns: u64,
     pub addr: u64,
+    pub start_ns: u64,
 }
-const _: () = assert!(size_of::<ProcEvent>() == 24);
+const _: () = assert!(size_of::<ProcEvent>() == 32);
 const _: () = assert!(offset_of!(ProcEvent, ktime_ns) == 8);
 const _: () = assert!(offset_of!(ProcEvent, addr) == 16);
+const _: () = assert!(offset_of!(ProcEvent, start_ns) == 24);
 
 /// `struct exec_event`.
 #[repr(C)]
@@ -59,16 +61,18 @@ pub struct ExecEvent {
     pub record_type: u32,
     pub pid: u32,
     pub ktime_ns: u64,
+    pub start_ns: u64,
     pub inode: u64,
     pub dev: u32,
     pub path_len: u32,
     pub path: [u8; PATH_LEN],
 }
-const _: () = assert!(size_of::<ExecEvent>() == 32 + PATH_LEN);
-const _: () = assert!(offset_of!(ExecEvent, inode) == 16);
-const _: () = assert!(offset_of!(ExecEvent, dev) == 24);
-const _: () = assert!(offset_of!(ExecEvent, path_len) == 28);
-const _: () = assert!(offset_of!(ExecEvent, path) == 32);
+const _: () = assert!(size_of::<ExecEvent>() == 40 + PATH_LEN);
+const _: () = assert!(offset_of!(ExecEvent, start_ns) == 16);
+const _: () = assert!(offset_of!(ExecEvent, inode) == 24);
+const _: () = assert!(offset_of!(ExecEvent, dev) == 32);
+const _: () = assert!(offset_of!(ExecEvent, path_len) == 36);
+const _: () = assert!(offset_of!(ExecEvent, path) == 40);
 
 /// `struct vma_event`.
 #[repr(C)]
@@ -271,6 +275,8 @@ pub struct VmaRecord {
 pub struct ExecRecord {
     pub pid: u32,
     pub ktime_ns: u64,
+    /// The process's identity next to its PID (see `Record`).
+    pub start_ns: u64,
     pub inode: u64,
     pub dev: u64,
     /// As execve named it (possibly relative); empty when unreadable.
@@ -279,12 +285,28 @@ pub struct ExecRecord {
 
 /// Anything the BPF programs send through the `events` perf buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Process events carry the process's identity next to its PID: `start_ns`, when its thread
+/// group leader started (`start_boottime`; /proc shows the same instant in clock ticks).
 pub enum Record {
     Trace(RawTrace),
     Exec(ExecRecord),
-    Exit { pid: u32, ktime_ns: u64 },
-    UnknownPid { pid: u32, ktime_ns: u64 },
-    UnknownMapping { pid: u32, ktime_ns: u64, addr: u64 },
+    Exit {
+        pid: u32,
+        start_ns: u64,
+        ktime_ns: u64,
+    },
+    UnknownPid {
+        pid: u32,
+        start_ns: u64,
+        ktime_ns: u64,
+    },
+    UnknownMapping {
+        pid: u32,
+        start_ns: u64,
+        ktime_ns: u64,
+        addr: u64,
+    },
     Vma(VmaRecord),
 }
 
@@ -336,11 +358,21 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let pid = u32_at(bytes, offset_of!(ProcEvent, pid));
             let ktime_ns = u64_at(bytes, offset_of!(ProcEvent, ktime_ns));
             let addr = u64_at(bytes, offset_of!(ProcEvent, addr));
+            let start_ns = u64_at(bytes, offset_of!(ProcEvent, start_ns));
             Ok(match record_type {
-                consts::RECORD_EXIT => Record::Exit { pid, ktime_ns },
-                consts::RECORD_UNKNOWN_PID => Record::UnknownPid { pid, ktime_ns },
+                consts::RECORD_EXIT => Record::Exit {
+                    pid,
+                    start_ns,
+                    ktime_ns,
+                },
+                consts::RECORD_UNKNOWN_PID => Record::UnknownPid {
+                    pid,
+                    start_ns,
+                    ktime_ns,
+                },
                 _ => Record::UnknownMapping {
                     pid,
+                    start_ns,
                     ktime_ns,
                     addr,
                 },
@@ -396,6 +428,7 @@ fn decode_exec(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
     Ok(ExecRecord {
         pid: u32_at(bytes, offset_of!(ExecEvent, pid)),
         ktime_ns: u64_at(bytes, offset_of!(ExecEvent, ktime_ns)),
+        start_ns: u64_at(bytes, offset_of!(ExecEvent, start_ns)),
         inode: u64_at(bytes, offset_of!(ExecEvent, inode)),
         dev: kernel_dev(u32_at(bytes, offset_of!(ExecEvent, dev))),
         path: String::from_utf8_lossy(&raw[..end]).into_owned(),

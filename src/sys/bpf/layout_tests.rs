@@ -92,6 +92,7 @@ fn proc_event(record_type: u64, addr: u64) -> Vec<u8> {
     b.extend_from_slice(&7u32.to_ne_bytes());
     b.extend_from_slice(&99u64.to_ne_bytes());
     b.extend_from_slice(&addr.to_ne_bytes());
+    b.extend_from_slice(&4242u64.to_ne_bytes());
     b
 }
 
@@ -101,6 +102,7 @@ fn decodes_process_events_and_reports() {
         decode(&proc_event(consts::RECORD_EXIT, 0)),
         Ok(Record::Exit {
             pid: 7,
+            start_ns: 4242,
             ktime_ns: 99
         })
     );
@@ -108,6 +110,7 @@ fn decodes_process_events_and_reports() {
         decode(&proc_event(consts::RECORD_UNKNOWN_PID, 0)),
         Ok(Record::UnknownPid {
             pid: 7,
+            start_ns: 4242,
             ktime_ns: 99
         })
     );
@@ -115,11 +118,12 @@ fn decodes_process_events_and_reports() {
         decode(&proc_event(consts::RECORD_UNKNOWN_MAPPING, 0x5000)),
         Ok(Record::UnknownMapping {
             pid: 7,
+            start_ns: 4242,
             ktime_ns: 99,
             addr: 0x5000
         })
     );
-    assert!(decode(&proc_event(consts::RECORD_EXIT, 0)[..20]).is_err());
+    assert!(decode(&proc_event(consts::RECORD_EXIT, 0)[..28]).is_err());
 }
 
 #[test]
@@ -127,6 +131,7 @@ fn decodes_exec_with_a_short_path() {
     let mut b = (consts::RECORD_EXEC as u32).to_ne_bytes().to_vec();
     b.extend_from_slice(&7u32.to_ne_bytes());
     b.extend_from_slice(&99u64.to_ne_bytes());
+    b.extend_from_slice(&4242u64.to_ne_bytes());
     b.extend_from_slice(&1234u64.to_ne_bytes());
     b.extend_from_slice(&((8u32 << 20) | 2).to_ne_bytes());
     b.extend_from_slice(&10u32.to_ne_bytes());
@@ -135,8 +140,8 @@ fn decodes_exec_with_a_short_path() {
         panic!("not an exec")
     };
     assert_eq!(
-        (e.pid, e.inode, e.dev, e.path.as_str()),
-        (7, 1234, makedev(8, 2), "/bin/true")
+        (e.pid, e.start_ns, e.inode, e.dev, e.path.as_str()),
+        (7, 4242, 1234, makedev(8, 2), "/bin/true")
     );
     assert!(
         decode(&b[..b.len() - 1]).is_err(),
