@@ -83,6 +83,7 @@ struct vm_area_struct {
 	unsigned long vm_end;
 	unsigned long vm_pgoff;
 	struct file *vm_file;
+	unsigned long vm_flags; /* in an anonymous union in newer kernels: CO-RE finds it there */
 } __attribute__((preserve_access_index));
 
 struct linux_binprm {

@@ -86,6 +86,29 @@ struct pid_mapping_value {
 };
 
 /*
+ * file_tables: every file user space has registered, by the kernel's identity of its inode, so
+ * the sampler can unwind a process user space has not synced yet ("first sight"): the mmap hook
+ * records each process's executable file mappings, and the file's entry here names its file_id
+ * and unwind table. Written by user space (the maintainer) only.
+ */
+struct file_table_key {
+	__u32 dev;  /* kernel encoding: major << 20 | minor */
+	__u32 _pad;
+	__u64 inode;
+};
+
+struct file_table_value {
+	__u32 file_id;
+	__u32 table_first;  /* as in pid_mapping_value; 0 buckets: no table */
+	__u32 table_direct;
+	__u32 _pad;
+	__u64 table_base;
+};
+
+/* Executable file mappings the mmap hook keeps per process (first sight). */
+#define PROC_VMA_SLOTS 32
+
+/*
  * Unwind tables (src/unwind/compact.rs documents and tests the encoding and the search).
  * One bucket per KiB of text: 64 sorted keys `(pc_in_kib << 5) | rule_index` (unused: 0xffff)
  * over 32 shared rules. A rule's kind byte holds the CFA kind (bits 0-3) and the rbp kind (bits
@@ -230,13 +253,21 @@ enum counter {
 	COUNTER_TABLE_FRAMES = 14,     /* frames unwound with an unwind table */
 	COUNTER_FP_FRAMES = 15,        /* frames unwound with frame pointers */
 	COUNTER_UNWIND_BASE = 16,      /* + outcome: how walks ended */
-	COUNTER_MAX = 16 + 9,
+	/* Frames of a process not synced yet (or of a mapping not synced yet) resolved from the
+	 * mmap hook's record and file_tables, in the kernel ("first sight"). */
+	COUNTER_FRAMES_FIRST_SIGHT = 25,
+	/* ... whose file user space has not registered yet: the walk stops there. */
+	COUNTER_FIRST_SIGHT_UNKNOWN_FILE = 26,
+	COUNTER_VMA_SLOTS_FULL = 27,   /* executable mappings the mmap hook had no slot for */
+	COUNTER_MAX = 28,
 };
 
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");
 _Static_assert(sizeof(struct pid_mapping_key) == 16, "pid_mapping_key layout");
 _Static_assert(sizeof(struct pid_mapping_value) == 48, "pid_mapping_value layout");
 _Static_assert(sizeof(struct unwind_bucket) == 256, "unwind_bucket layout");
+_Static_assert(sizeof(struct file_table_key) == 16, "file_table_key layout");
+_Static_assert(sizeof(struct file_table_value) == 24, "file_table_value layout");
 _Static_assert(sizeof(struct unwind_rule) == 4, "unwind_rule layout");
 _Static_assert(sizeof(struct proc_event) == 32, "proc_event layout");
 _Static_assert(sizeof(struct exec_event) == 40 + PATH_LEN, "exec_event layout");

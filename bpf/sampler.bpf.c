@@ -78,6 +78,48 @@ struct {
 	__type(value, struct unwind_bucket);
 } unwind_buckets SEC(".maps");
 
+/* The files user space registered, by inode (see profiler.h); user space writes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct file_table_key);
+	__type(value, struct file_table_value);
+} file_tables SEC(".maps");
+
+/* The executable file mappings of a process as the mmap hook saw them, in the order they were
+ * made. Only valid while `mm` is the process's address space: an exec starts a new list. */
+struct proc_vma {
+	__u64 start;
+	__u64 end;
+	__u64 offset; /* file offset of start */
+	__u64 inode;
+	__u32 dev;    /* kernel encoding */
+	__u32 _pad;
+};
+
+struct proc_vmas {
+	__u64 mm;
+	__u32 n;
+	__u32 _pad;
+	struct proc_vma vma[PROC_VMA_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct proc_vmas);
+} proc_vmas SEC(".maps");
+
+/* Room to build a new proc_vmas value (too big for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct proc_vmas);
+} proc_vmas_scratch SEC(".maps");
+
 /* Per PID, the time of its last exec (absent: no exec seen). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -192,6 +234,7 @@ struct unwind_state {
 	__u64 exec_gen;
 	__u64 generation;
 	__u64 start_ns;    /* the process's identity, with pid */
+	__u64 mm;          /* the address space, to check the mmap hook's record against */
 	__u32 pid;
 	__u32 n_kernel;
 	__u32 n_user;      /* frames recorded */
@@ -226,7 +269,54 @@ static __always_inline void note_unknown(struct unwind_state *st, __u32 kind, __
 	}
 }
 
-/* Finds the mapping of `addr` in the process: the per-CPU cache, else the trie. */
+/*
+ * First sight: resolves `addr` of a process (or mapping) user space has not synced yet, from the
+ * mmap hook's record of the process's executable file mappings and the file's entry in
+ * file_tables. Returns 0 and fills `view` (RESOLVED_FILE) and `vma` on success.
+ *
+ * A global function: the verifier checks it once, on its own, instead of once per path of
+ * every caller.
+ */
+__noinline int first_sight(__u32 pid, __u64 mm, __u64 addr, struct proc_vma *vma,
+			   struct mapping_view *view)
+{
+	if (!vma || !view)
+		return -1;
+	struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &pid);
+	if (!list || list->mm != mm)
+		return -1;
+	__u32 n = list->n;
+	bool hit = false;
+	/* Newest first: a library mapped over an earlier one wins. Unrolled, and copying the
+	 * entry before the break, so every path leaves the loop in the same state. */
+#pragma unroll
+	for (int i = PROC_VMA_SLOTS - 1; i >= 0; i--) {
+		if (i < n && list->vma[i].start <= addr && addr < list->vma[i].end) {
+			*vma = list->vma[i];
+			hit = true;
+			break;
+		}
+	}
+	if (!hit)
+		return -1;
+	struct file_table_key key = { .dev = vma->dev, .inode = vma->inode };
+	struct file_table_value *file = bpf_map_lookup_elem(&file_tables, &key);
+	if (!file) {
+		count(COUNTER_FIRST_SIGHT_UNKNOWN_FILE);
+		return -1;
+	}
+	view->kind = RESOLVED_FILE;
+	view->bias = vma->start - vma->offset;
+	view->file_id = file->file_id;
+	view->table_first = file->table_first;
+	view->table_direct = file->table_direct;
+	view->table_base = file->table_base;
+	count(COUNTER_FRAMES_FIRST_SIGHT);
+	return 0;
+}
+
+/* Finds the mapping of `addr` in the process: the per-CPU cache, else the trie, else what the
+ * mmap hook recorded. */
 static __always_inline void resolve(struct unwind_state *st, struct mapping_cache *cache, __u64 addr,
 				    struct mapping_view *view)
 {
@@ -245,12 +335,22 @@ static __always_inline void resolve(struct unwind_state *st, struct mapping_cach
 		.addr_be = bpf_cpu_to_be64(addr),
 	};
 	struct pid_mapping_value *value = bpf_map_lookup_elem(&pid_mappings, &key);
-	if (!value || value->exec_gen != st->exec_gen) {
-		view->kind = RESOLVED_NO_PID;
-		return;
-	}
-	if (value->flags & MAPPING_MARKER) {
-		view->kind = RESOLVED_NO_MAPPING;
+	if (!value || value->exec_gen != st->exec_gen || (value->flags & MAPPING_MARKER)) {
+		view->kind = value && value->exec_gen == st->exec_gen ? RESOLVED_NO_MAPPING
+								      : RESOLVED_NO_PID;
+		struct proc_vma vma;
+		if (first_sight(st->pid, st->mm, addr, &vma, view) != 0)
+			return;
+		/* Remember it like a trie entry: the next frames in this file are cache hits. */
+		__u32 n = cache->next % MAPPING_CACHE_SLOTS;
+		struct cache_slot *slot = &cache->slots[n];
+		slot->pid = st->pid;
+		slot->start = vma.start;
+		slot->end = vma.end;
+		slot->exec_gen = st->exec_gen;
+		slot->generation = st->generation;
+		slot->view = *view;
+		cache->next = n + 1;
 		return;
 	}
 	view->kind = value->flags & MAPPING_ANON ? RESOLVED_ANON : RESOLVED_FILE;
@@ -411,14 +511,16 @@ static __always_inline void step_rule(struct unwind_state *st, struct unwind_rul
 }
 
 /* Records user frame i and steps to its caller; a bpf_loop callback. */
-static long unwind_frame(__u32 i, struct unwind_state *st)
+/*
+ * Records user frame i and steps to its caller; 1 ends the walk. A global function: the
+ * verifier checks it once, on its own, with nothing known of the state it gets, instead of
+ * re-walking it for every state the loop around it could be in (which made loading the
+ * sampler take about a second).
+ */
+__noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapping_cache *cache,
+			   __u32 i)
 {
-	if (st->outcome != UNWIND_WALKING)
-		return 1;
-	__u32 zero = 0;
-	struct trace *t = bpf_map_lookup_elem(&scratch, &zero);
-	struct mapping_cache *cache = bpf_map_lookup_elem(&mapping_cache, &zero);
-	if (!t || !cache)
+	if (!st || !t || !cache || st->outcome != UNWIND_WALKING)
 		return 1;
 	/* Hide i and n_kernel from the compiler and mask them: the verifier then knows every
 	 * index is in bounds (checks the compiler made on copies do not carry over). */
@@ -480,11 +582,23 @@ static long unwind_frame(__u32 i, struct unwind_state *st)
 	return 0;
 }
 
+/* The bpf_loop callback: one frame. */
+static long unwind_frame(__u32 i, struct unwind_state *st)
+{
+	__u32 zero = 0;
+	struct trace *t = bpf_map_lookup_elem(&scratch, &zero);
+	struct mapping_cache *cache = bpf_map_lookup_elem(&mapping_cache, &zero);
+	if (!t || !cache)
+		return 1;
+	return unwind_step(st, t, cache, i) ? 1 : 0;
+}
+
 struct vma_info {
 	__u64 start;
 	__u64 end;
 	__u64 pgoff;
 	__u64 inode;
+	__u64 flags;
 	__u32 dev;
 	__u32 found;
 };
@@ -494,6 +608,7 @@ static long read_vma(struct task_struct *task, struct vm_area_struct *vma, struc
 	v->start = BPF_CORE_READ(vma, vm_start);
 	v->end = BPF_CORE_READ(vma, vm_end);
 	v->pgoff = BPF_CORE_READ(vma, vm_pgoff);
+	v->flags = BPF_CORE_READ(vma, vm_flags);
 	struct file *file = BPF_CORE_READ(vma, vm_file);
 	if (file) {
 		v->inode = BPF_CORE_READ(file, f_inode, i_ino);
@@ -654,6 +769,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 			st.bp = ctx->regs.bp;
 		}
 		st.start_ns = process_start(task);
+		st.mm = (__u64)BPF_CORE_READ(task, mm);
 		/* No exec seen: the process's start tells its address space from a predecessor's
 		 * with the same PID. */
 		__u64 *gen = bpf_map_lookup_elem(&exec_gen, &tgid);
@@ -708,14 +824,30 @@ static __always_inline void send_proc_event(void *ctx, __u32 type, struct task_s
 		count(COUNTER_EVENT_SEND_FAILED);
 }
 
+/* A forked child has its parent's mappings: it inherits the parent's record, so it unwinds
+ * from its first sample too. */
+static __always_inline void inherit_vmas(__u32 parent_tgid, struct task_struct *parent,
+					 __u32 child_tgid, struct task_struct *child)
+{
+	struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &parent_tgid);
+	if (!list || list->mm != (__u64)parent->mm)
+		return;
+	if (bpf_map_update_elem(&proc_vmas, &child_tgid, list, BPF_ANY) != 0)
+		return;
+	struct proc_vmas *copy = bpf_map_lookup_elem(&proc_vmas, &child_tgid);
+	if (copy)
+		copy->mm = (__u64)child->mm;
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (!filter_pids)
-		return 0;
 	__u32 parent_tgid = parent->tgid;
 	__u32 child_tgid = child->tgid;
-	if (parent_tgid == child_tgid || !bpf_map_lookup_elem(&pid_filter, &parent_tgid))
+	if (parent_tgid == child_tgid)
+		return 0; /* a thread */
+	inherit_vmas(parent_tgid, parent, child_tgid, child);
+	if (!filter_pids || !bpf_map_lookup_elem(&pid_filter, &parent_tgid))
 		return 0;
 	__u8 profile = FILTER_PROFILE;
 	if (bpf_map_update_elem(&pid_filter, &child_tgid, &profile, BPF_ANY) != 0)
@@ -730,6 +862,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct exec_event);
 } exec_scratch SEC(".maps");
+
+static __always_inline void record_vma(struct task_struct *task, __u32 tgid, __u64 addr);
+
+/* The kernel mapped the new executable and its dynamic loader itself (no mmap(2) to see): record
+ * both, from the executable's code start and the entry point the registers hold. */
+static __always_inline void seed_vmas(struct task_struct *task, __u32 tgid)
+{
+	record_vma(task, tgid, BPF_CORE_READ(task, mm, start_code));
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	__u64 ip = 0;
+	bpf_probe_read_kernel(&ip, sizeof(ip), &regs->ip);
+	if (ip)
+		record_vma(task, tgid, ip);
+}
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm *bprm)
@@ -763,6 +909,7 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	__u64 size = sizeof(*event) - sizeof(event->path) + n;
 	if (bpf_perf_event_output(ctx, proc_event_channel(RECORD_EXEC), BPF_F_CURRENT_CPU, event, size) != 0)
 		count(COUNTER_EVENT_SEND_FAILED);
+	seed_vmas(task, tgid);
 	return 0;
 }
 
@@ -778,7 +925,75 @@ int BPF_PROG(on_exit, struct task_struct *task)
 		return 0;
 	send_proc_event(ctx, RECORD_EXIT, task);
 	bpf_map_delete_elem(&exec_gen, &tgid);
+	bpf_map_delete_elem(&proc_vmas, &tgid);
 	if (filter_pids)
 		bpf_map_delete_elem(&pid_filter, &tgid);
+	return 0;
+}
+
+
+#define VM_EXEC 0x4
+#define MAX_ERRNO 4095
+
+/* Records the executable file mapping around `addr` in the process's first-sight list; in
+ * process context only (there bpf_find_vma can take the mmap lock as often as needed). An
+ * exec replaces the address space: the first mapping recorded in the new one starts a new
+ * list. */
+static __always_inline void record_vma(struct task_struct *task, __u32 tgid, __u64 addr)
+{
+	struct vma_info v = {};
+	if (bpf_find_vma(task, addr, read_vma, &v, 0) != 0 || !v.found || !v.inode ||
+	    !(v.flags & VM_EXEC))
+		return;
+	__u64 mm = (__u64)task->mm;
+	struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &tgid);
+	if (!list || list->mm != mm) {
+		__u32 zero = 0;
+		struct proc_vmas *fresh = bpf_map_lookup_elem(&proc_vmas_scratch, &zero);
+		if (!fresh)
+			return;
+		fresh->mm = mm;
+		fresh->n = 0;
+		if (bpf_map_update_elem(&proc_vmas, &tgid, fresh, BPF_ANY) != 0)
+			return;
+		list = bpf_map_lookup_elem(&proc_vmas, &tgid);
+		if (!list)
+			return;
+	}
+	/* Not atomic (clang 14's BPF target has no fetch-and-add result): two threads mapping
+	 * code at the same instant may share a slot, which costs first sight for one file. */
+	__u32 i = list->n;
+	if (i >= PROC_VMA_SLOTS) {
+		count(COUNTER_VMA_SLOTS_FULL);
+		return;
+	}
+	list->n = i + 1;
+	struct proc_vma *vma = &list->vma[i & (PROC_VMA_SLOTS - 1)];
+	vma->start = v.start;
+	vma->end = v.end;
+	vma->offset = v.pgoff << 12;
+	vma->inode = v.inode;
+	vma->dev = v.dev;
+}
+
+/* The format of syscalls/sys_exit_* records. */
+struct sys_exit_args {
+	__u64 common;
+	long syscall_nr;
+	long ret;
+};
+
+/* Every mmap(2) that maps code (the dynamic loader's for each library, dlopen's later) is
+ * recorded for first sight. A per-syscall tracepoint: nothing runs for other syscalls. */
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int on_mmap(struct sys_exit_args *ctx)
+{
+	unsigned long ret = ctx->ret;
+	if (ret >= (unsigned long)-MAX_ERRNO)
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!wanted(tgid))
+		return 0;
+	record_vma(bpf_get_current_task_btf(), tgid, ret);
 	return 0;
 }

@@ -23,6 +23,16 @@ pub enum Target {
     Pids(Vec<u32>),
 }
 
+/// The mmap(2) tracepoint that feeds first sight; it needs tracefs for the tracepoint's ID.
+fn attach_mmap_hook(object: &LoadedObject) -> io::Result<Link> {
+    if crate::sys::tracefs::ensure_mounted()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot mount tracefs: {e}")))?
+    {
+        crate::log::info("mounted tracefs at /sys/kernel/tracing (for the mmap tracepoint)");
+    }
+    object.attach("on_mmap")
+}
+
 /// A loaded sampler. Dropping it detaches everything.
 pub struct Sampler {
     // Field order is drop order: links first, then the object.
@@ -51,13 +61,22 @@ impl Sampler {
         open.set_max_entries("pid_mappings", pid_mappings_capacity())?;
         open.set_max_entries("unwind_buckets", unwind_buckets_capacity())?;
         let object = open.load()?;
+        let mut hooks = vec![
+            object.attach("on_fork")?,
+            object.attach("on_exec")?,
+            object.attach("on_exit")?,
+        ];
+        match attach_mmap_hook(&object) {
+            Ok(link) => hooks.push(link),
+            // Not fatal: processes are still unwound from their first sample while their code
+            // is in the executable itself; libraries wait for the process's sync.
+            Err(err) => crate::log::warn(&format!(
+                "libraries mapped by new processes are unwound only once they are synced: {err}"
+            )),
+        }
         let sampler = Self {
             perf_links: Vec::new(),
-            _hook_links: vec![
-                object.attach("on_fork")?,
-                object.attach("on_exec")?,
-                object.attach("on_exit")?,
-            ],
+            _hook_links: hooks,
             pid_filter: object.map("pid_filter")?,
             counters: object.map("counters")?,
             events: object.map("events")?,
@@ -106,6 +125,11 @@ impl Sampler {
     /// The unwind tables array, for the maintainer's table store.
     pub fn unwind_buckets(&self) -> io::Result<Map> {
         self.object.map("unwind_buckets")
+    }
+
+    /// The files first sight can name, for the maintainer's table store (its only writer).
+    pub fn file_tables(&self) -> io::Result<Map> {
+        self.object.map("file_tables")
     }
 
     /// The per-PID exec generations the exec hook writes.
@@ -181,6 +205,18 @@ impl Sampler {
             read(consts::COUNTER_FRAMES_NO_MAPPING)?,
         );
         set(&stats.vma_reports, read(consts::COUNTER_VMA_REPORTS)?);
+        set(
+            &stats.frames_first_sight,
+            read(consts::COUNTER_FRAMES_FIRST_SIGHT)?,
+        );
+        set(
+            &stats.first_sight_unknown_file,
+            read(consts::COUNTER_FIRST_SIGHT_UNKNOWN_FILE)?,
+        );
+        set(
+            &stats.first_sight_slots_full,
+            read(consts::COUNTER_VMA_SLOTS_FULL)?,
+        );
         set(&stats.user_stacks_stale, read(consts::COUNTER_USER_STALE)?);
         set(
             &stats.frames_unwound_by_table,

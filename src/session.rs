@@ -86,7 +86,10 @@ impl Session {
             report_tx.clone(),
             stats.clone(),
         )
-        .with_tables(Box::new(BpfTables::new(sampler.unwind_buckets()?)))
+        .with_tables(Box::new(BpfTables::new(
+            sampler.unwind_buckets()?,
+            Some(sampler.file_tables()?),
+        )))
         .sync_on_exec(matches!(config.target, Target::Pids(_)));
         let maintainer = spawn("maintainer", move || maintainer.run(maintain_rx))?;
         let routers = (

@@ -90,6 +90,12 @@ counters! {
     frames_cache_hits,
     frames_unknown_pid,
     frames_unknown_mapping,
+    /// Of the resolved frames, those of processes (or mappings) not synced yet, resolved from
+    /// the mmap hook's record and `file_tables` (first sight); frames whose file was not
+    /// registered yet (their walk stops); executable mappings the hook had no slot for.
+    frames_first_sight,
+    first_sight_unknown_file,
+    first_sight_slots_full,
     /// VMA reports the sampler sent for addresses it could not resolve.
     vma_reports,
     /// User stacks dropped because their innermost address was in no VMA (inside execve).

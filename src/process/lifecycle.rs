@@ -125,6 +125,15 @@ impl ProcessTable {
         std::mem::take(&mut self.new_files)
     }
 
+    /// Makes announced files known to the sampler's first sight. Only after the announcement:
+    /// a sample may name a file as soon as it is published.
+    pub fn publish(&mut self, files: &[SharedFile], stats: &Stats) {
+        for file in files {
+            let table = self.files.table(file.id);
+            self.tables.publish(file, table, stats);
+        }
+    }
+
     pub fn take_new_processes(&mut self) -> Vec<(u32, String)> {
         std::mem::take(&mut self.new_processes)
     }
@@ -428,8 +437,8 @@ impl ProcessTable {
         });
         let released = self.files.expire(now, FILE_GRACE);
         Stats::add(&stats.files_unloaded, released.len() as u64);
-        for (_, table) in &released {
-            self.tables.unload(*table, stats);
+        for (id, table) in &released {
+            self.tables.unload(*id, *table, stats);
         }
         released.into_iter().map(|(id, _)| id).collect()
     }

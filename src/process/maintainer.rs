@@ -119,9 +119,10 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
     /// Announces new files, then writes the map (a file is always known before it is named).
     pub fn flush(&mut self) {
         let mut news: Vec<ReportMsg> = Vec::new();
-        for file in self.table.take_new_files() {
+        let files = self.table.take_new_files();
+        for file in &files {
             Stats::inc(&self.stats.files_loaded);
-            news.push(ReportMsg::File(file));
+            news.push(ReportMsg::File(file.clone()));
         }
         for (pid, exe) in self.table.take_new_processes() {
             news.push(ReportMsg::Process { pid, exe });
@@ -129,6 +130,7 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         if !news.is_empty() {
             let _ = self.reporter.send(news);
         }
+        self.table.publish(&files, &self.stats);
         let report = self.table.batcher.flush(&mut self.map, &self.stats);
         if !report.rejected_full.is_empty() {
             let keep: Vec<u32> = report.rejected_full.iter().map(|(k, _)| k.pid()).collect();

@@ -1,14 +1,15 @@
 //! Unwind tables in the kernel: each executable file's table (from `crate::unwind`) is loaded
 //! once into the `unwind_buckets` array, shared by every process that maps the file, and freed
-//! when the file is released. The maintainer thread is the only writer, like for
-//! `pid_mappings`.
+//! when the file is released. Each registered file is also published in `file_tables`, by inode,
+//! so the sampler can unwind processes it meets before they are synced (first sight). The
+//! maintainer thread is the only writer of both, like for `pid_mappings`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::files::FileInfo;
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{TableRef, UNWIND_BUCKET_BYTES};
+use crate::sys::bpf::layout::{FileTableKey, FileTableValue, TableRef, UNWIND_BUCKET_BYTES};
 use crate::sys::bpf::Map;
 use crate::unwind::compact::CompactTable;
 
@@ -18,8 +19,10 @@ pub trait TableStore: Send {
     /// file has no usable call-frame information or there is no room: frames in it are then
     /// walked with frame pointers.
     fn load(&mut self, file: &FileInfo, stats: &Stats) -> TableRef;
-    /// Frees a table's buckets.
-    fn unload(&mut self, table: TableRef, stats: &Stats);
+    /// Makes a loaded file known to first sight (once user space can name it).
+    fn publish(&mut self, _file: &FileInfo, _table: TableRef, _stats: &Stats) {}
+    /// Frees a released file's table buckets and withdraws the file from first sight.
+    fn unload(&mut self, file_id: u32, table: TableRef, stats: &Stats);
 }
 
 /// No tables at all.
@@ -29,7 +32,7 @@ impl TableStore for NoTables {
     fn load(&mut self, _: &FileInfo, _: &Stats) -> TableRef {
         TableRef::default()
     }
-    fn unload(&mut self, _: TableRef, _: &Stats) {}
+    fn unload(&mut self, _: u32, _: TableRef, _: &Stats) {}
 }
 
 /// First-fit allocation of contiguous bucket ranges in a fixed array.
@@ -86,9 +89,13 @@ impl BucketAllocator {
     }
 }
 
-/// Tables in the sampler's `unwind_buckets` array.
+/// Tables in the sampler's `unwind_buckets` array, files in its `file_tables` hash.
 pub struct BpfTables {
     buckets: Map,
+    /// None: first sight is off (the sampler has no such map).
+    file_tables: Option<Map>,
+    /// The `file_tables` key of each published file, by file ID.
+    published: std::collections::HashMap<u32, FileTableKey>,
     allocator: BucketAllocator,
     /// Buckets (direct and overflow) of each loaded table, by first bucket.
     sizes: std::collections::HashMap<u32, u32>,
@@ -96,10 +103,12 @@ pub struct BpfTables {
 }
 
 impl BpfTables {
-    pub fn new(buckets: Map) -> Self {
+    pub fn new(buckets: Map, file_tables: Option<Map>) -> Self {
         let allocator = BucketAllocator::new(buckets.max_entries());
         Self {
             buckets,
+            file_tables,
+            published: Default::default(),
             allocator,
             sizes: Default::default(),
             vdso: None,
@@ -139,8 +148,44 @@ impl BpfTables {
     }
 }
 
-impl TableStore for BpfTables {
-    fn load(&mut self, file: &FileInfo, stats: &Stats) -> TableRef {
+impl BpfTables {
+    /// Makes the file (and its table, if any) known to first sight.
+    fn publish_file(&mut self, file: &FileInfo, table: TableRef, stats: &Stats) {
+        let (Some(map), false) = (&self.file_tables, file.key.inode == 0) else {
+            return; // no map, or no inode ([vdso]): the mmap hook never names it
+        };
+        let key = FileTableKey::new(file.key.dev, file.key.inode);
+        let value = FileTableValue::new(file.id, table);
+        match map.update(&key.to_bytes(), &value.to_bytes(), 0) {
+            Ok(()) => {
+                self.published.insert(file.id, key);
+                Stats::inc(&stats.map_updates);
+            }
+            Err(err) => {
+                Stats::inc(&stats.map_update_errors);
+                crate::log::warn(&format!("file_tables: {}: {err}", file.path));
+            }
+        }
+    }
+
+    /// Withdraws a released file, if it was published. A key can only be missing if the map
+    /// was changed behind our back: counted, never an error.
+    fn withdraw(&mut self, file_id: u32, stats: &Stats) {
+        let (Some(map), Some(key)) = (&self.file_tables, self.published.remove(&file_id)) else {
+            return;
+        };
+        // Another file may have taken the inode since (a file replaced in place).
+        if self.published.values().any(|k| *k == key) {
+            return;
+        }
+        match map.delete(&key.to_bytes()) {
+            Ok(true) => Stats::inc(&stats.map_deletes),
+            Ok(false) => Stats::inc(&stats.map_delete_absent),
+            Err(_) => Stats::inc(&stats.map_delete_errors),
+        }
+    }
+
+    fn load_table(&mut self, file: &FileInfo, stats: &Stats) -> TableRef {
         if file.path == "[vdso]" {
             if let Some(table) = self.vdso {
                 return table; // one image for every process; never unloaded
@@ -181,8 +226,19 @@ impl TableStore for BpfTables {
         }
         table
     }
+}
 
-    fn unload(&mut self, table: TableRef, stats: &Stats) {
+impl TableStore for BpfTables {
+    fn load(&mut self, file: &FileInfo, stats: &Stats) -> TableRef {
+        self.load_table(file, stats)
+    }
+
+    fn publish(&mut self, file: &FileInfo, table: TableRef, stats: &Stats) {
+        self.publish_file(file, table, stats);
+    }
+
+    fn unload(&mut self, file_id: u32, table: TableRef, stats: &Stats) {
+        self.withdraw(file_id, stats);
         if table.direct == 0 || Some(table) == self.vdso {
             return;
         }

@@ -166,6 +166,72 @@ pub struct TableRef {
 }
 const _: () = assert!(size_of::<TableRef>() == 16);
 
+/// `struct file_table_key`: a file as the kernel identifies its inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileTableKey {
+    /// Kernel encoding (major << 20 | minor).
+    pub dev: u32,
+    pub _pad: u32,
+    pub inode: u64,
+}
+const _: () = assert!(size_of::<FileTableKey>() == 16);
+const _: () = assert!(offset_of!(FileTableKey, inode) == 8);
+
+impl FileTableKey {
+    /// From user space's `st_dev` (glibc's `makedev` encoding) and inode.
+    pub fn new(dev: u64, inode: u64) -> Self {
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        Self {
+            dev: ((major << 20) | (minor & 0xf_ffff)) as u32,
+            _pad: 0,
+            inode,
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..4].copy_from_slice(&self.dev.to_ne_bytes());
+        b[8..16].copy_from_slice(&self.inode.to_ne_bytes());
+        b
+    }
+}
+
+/// `struct file_table_value`: a file's ID and unwind table, for first sight.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileTableValue {
+    pub file_id: u32,
+    pub table_first: u32,
+    pub table_direct: u32,
+    pub _pad: u32,
+    pub table_base: u64,
+}
+const _: () = assert!(size_of::<FileTableValue>() == 24);
+const _: () = assert!(offset_of!(FileTableValue, table_base) == 16);
+
+impl FileTableValue {
+    pub fn new(file_id: u32, table: TableRef) -> Self {
+        Self {
+            file_id,
+            table_first: table.first,
+            table_direct: table.direct,
+            _pad: 0,
+            table_base: table.base,
+        }
+    }
+
+    pub fn to_bytes(self) -> [u8; 24] {
+        let mut b = [0u8; 24];
+        b[0..4].copy_from_slice(&self.file_id.to_ne_bytes());
+        b[4..8].copy_from_slice(&self.table_first.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.table_direct.to_ne_bytes());
+        b[16..24].copy_from_slice(&self.table_base.to_ne_bytes());
+        b
+    }
+}
+
 /// Bytes of one `struct unwind_bucket`.
 pub const UNWIND_BUCKET_BYTES: usize = 256;
 const _: () = assert!(consts::UNWIND_KEYS * 2 + consts::UNWIND_RULES * 4 == 256);

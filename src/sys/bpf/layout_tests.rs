@@ -204,3 +204,34 @@ fn generated_constants_match_the_header() {
     );
     assert_eq!(consts::PID_MAPPING_KEY_BITS, 96);
 }
+
+#[test]
+fn file_table_keys_use_the_kernel_device_encoding() {
+    for (major, minor) in [(8, 1), (0, 25), (259, 3), (4095, 0xfffff), (253, 300)] {
+        let key = FileTableKey::new(makedev(major, minor), 77);
+        assert_eq!(
+            kernel_dev(key.dev),
+            makedev(major, minor),
+            "{major}:{minor}"
+        );
+        assert_eq!(key.dev, ((major as u32) << 20) | minor as u32);
+    }
+    let bytes = FileTableKey::new(makedev(8, 1), 0x1122).to_bytes();
+    assert_eq!(
+        u32::from_ne_bytes(bytes[0..4].try_into().unwrap()),
+        (8 << 20) | 1
+    );
+    assert_eq!(u64::from_ne_bytes(bytes[8..16].try_into().unwrap()), 0x1122);
+    let value = FileTableValue::new(
+        5,
+        TableRef {
+            first: 10,
+            direct: 20,
+            base: 0x1000,
+        },
+    )
+    .to_bytes();
+    assert_eq!(value[0..4], 5u32.to_ne_bytes());
+    assert_eq!(value[8..12], 20u32.to_ne_bytes());
+    assert_eq!(value[16..24], 0x1000u64.to_ne_bytes());
+}
