@@ -74,6 +74,8 @@ pub struct ProcessTable {
     pub batcher: Batcher,
     /// Files registered since the last `take_new_files`: announce them before flushing.
     new_files: Vec<SharedFile>,
+    /// Files registered whose tables are not loaded yet.
+    tables_to_load: Vec<SharedFile>,
     /// Processes synced for the first time since the last `take_new_processes`, with their
     /// executables.
     new_processes: Vec<(u32, String)>,
@@ -102,6 +104,7 @@ impl ProcessTable {
             files: FileTable::default(),
             batcher: Batcher::default(),
             new_files: Vec::new(),
+            tables_to_load: Vec::new(),
             new_processes: Vec::new(),
             live_deletes: false,
             tables,
@@ -279,9 +282,15 @@ impl ProcessTable {
                 ..Default::default()
             },
         );
+        // Open every file first, while the process still lives (its /proc/PID/map_files go
+        // with it); only then build the new files' tables, which can take a while.
+        let opened: Vec<(u32, u16)> = maps
+            .iter()
+            .map(|mapping| self.file_of(pid, mapping, src, stats))
+            .collect();
+        self.load_new_tables(stats);
         let mut files = Vec::new();
-        for mapping in &maps {
-            let (file_id, flags) = self.file_of(pid, mapping, src, stats);
+        for (mapping, &(file_id, flags)) in maps.iter().zip(&opened) {
             let table = self.files.table(file_id);
             if file_id != 0 {
                 files.push(file_id);
@@ -393,12 +402,19 @@ impl ProcessTable {
         (acquired.id, 0)
     }
 
-    /// A file seen for the first time: load its unwind table, announce it.
-    fn register(&mut self, new: Option<SharedFile>, stats: &Stats) {
+    /// A file seen for the first time: its table is loaded (`load_new_tables`) and it is
+    /// announced.
+    fn register(&mut self, new: Option<SharedFile>, _stats: &Stats) {
         if let Some(file) = new {
+            self.tables_to_load.push(file.clone());
+            self.new_files.push(file);
+        }
+    }
+
+    fn load_new_tables(&mut self, stats: &Stats) {
+        for file in std::mem::take(&mut self.tables_to_load) {
             let table = self.tables.load(&file, stats);
             self.files.set_table(file.id, table);
-            self.new_files.push(file);
         }
     }
 
