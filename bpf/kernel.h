@@ -63,6 +63,7 @@ struct signal_struct {
 
 struct mm_struct {
 	unsigned long start_code;
+	unsigned long start_stack;
 } __attribute__((preserve_access_index));
 
 struct super_block {

@@ -35,6 +35,7 @@ enum record_type {
 	RECORD_UNKNOWN_PID = 4,     /* a sample from a PID with no entry in pid_mappings */
 	RECORD_UNKNOWN_MAPPING = 5, /* a known PID, an address no mapping entry covers */
 	RECORD_VMA = 6,             /* what the kernel's VMA says about such an address */
+	RECORD_STACK = 7,           /* registers and stack of a walk cut at a file without a table */
 };
 
 /* trace_header.flags */
@@ -46,6 +47,9 @@ enum record_type {
  * (a sample inside execve after the switch to the new image, whose registers still hold the
  * old image's addresses). */
 #define TRACE_USER_STALE (1U << 4)
+/* The walk stopped at a file whose table user space has not built yet: a RECORD_STACK with the
+ * same tid and ktime_ns went ahead of this trace, so user space can finish the walk later. */
+#define TRACE_HAS_STACK (1U << 5)
 
 /*
  * pid_mappings: an LPM trie keyed by (pid, address). Each executable mapping of a process is
@@ -107,6 +111,40 @@ struct file_table_value {
 
 /* Executable file mappings the mmap hook keeps per process (first sight). */
 #define PROC_VMA_SLOTS 32
+
+/* One of them: where a file is mapped. */
+struct proc_vma {
+	__u64 start;
+	__u64 end;
+	__u64 offset; /* file offset of start */
+	__u64 inode;
+	__u32 dev;    /* kernel encoding */
+	__u32 _pad;
+};
+
+/* Bytes of user stack (from the cut frame's sp) a RECORD_STACK carries at most. */
+#define STACK_COPY_BYTES 32768
+
+/* RECORD_STACK: the registers of the frame where the walk stopped, the process's mappings as
+ * first sight knew them (all PROC_VMA_SLOTS slots, n_vmas used), then `len` bytes of stack. */
+struct stack_header {
+	__u32 type;
+	__u32 pid;
+	__u32 tid;
+	__u32 len;
+	__u64 ktime_ns; /* the trace's */
+	__u64 pc;
+	__u64 sp;
+	__u64 bp;
+	__u32 pc_exact; /* pc is where execution is, not a return address */
+	__u32 n_vmas;
+};
+
+struct stack_record {
+	struct stack_header hdr;
+	struct proc_vma vma[PROC_VMA_SLOTS];
+	__u8 data[STACK_COPY_BYTES];
+};
 
 /*
  * Unwind tables (src/unwind/compact.rs documents and tests the encoding and the search).
@@ -259,7 +297,9 @@ enum counter {
 	/* ... whose file user space has not registered yet: the walk stops there. */
 	COUNTER_FIRST_SIGHT_UNKNOWN_FILE = 26,
 	COUNTER_VMA_SLOTS_FULL = 27,   /* executable mappings the mmap hook had no slot for */
-	COUNTER_MAX = 28,
+	COUNTER_STACKS_COPIED = 28,    /* RECORD_STACKs sent */
+	COUNTER_STACK_COPY_FAILED = 29,/* cut walks whose stack could not be copied or sent */
+	COUNTER_MAX = 30,
 };
 
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");
@@ -268,6 +308,8 @@ _Static_assert(sizeof(struct pid_mapping_value) == 48, "pid_mapping_value layout
 _Static_assert(sizeof(struct unwind_bucket) == 256, "unwind_bucket layout");
 _Static_assert(sizeof(struct file_table_key) == 16, "file_table_key layout");
 _Static_assert(sizeof(struct file_table_value) == 24, "file_table_value layout");
+_Static_assert(sizeof(struct proc_vma) == 40, "proc_vma layout");
+_Static_assert(sizeof(struct stack_header) == 56, "stack_header layout");
 _Static_assert(sizeof(struct unwind_rule) == 4, "unwind_rule layout");
 _Static_assert(sizeof(struct proc_event) == 32, "proc_event layout");
 _Static_assert(sizeof(struct exec_event) == 40 + PATH_LEN, "exec_event layout");

@@ -89,15 +89,6 @@ struct {
 
 /* The executable file mappings of a process as the mmap hook saw them, in the order they were
  * made. Only valid while `mm` is the process's address space: an exec starts a new list. */
-struct proc_vma {
-	__u64 start;
-	__u64 end;
-	__u64 offset; /* file offset of start */
-	__u64 inode;
-	__u32 dev;    /* kernel encoding */
-	__u32 _pad;
-};
-
 struct proc_vmas {
 	__u64 mm;
 	__u32 n;
@@ -243,6 +234,8 @@ struct unwind_state {
 	__u32 report_kind; /* RECORD_UNKNOWN_PID / RECORD_UNKNOWN_MAPPING, or 0 */
 	__u32 n_unknown;
 	__u32 leaf_unknown; /* the innermost user frame is unresolved (it is unknown[0]) */
+	__u32 copy_stack;   /* the walk stops at a file user space has no table for yet */
+	__u32 _pad;
 	__u64 report_addr;
 	__u64 unknown[MAX_VMA_LOOKUPS];
 };
@@ -303,7 +296,7 @@ __noinline int first_sight(__u32 pid, __u64 mm, __u64 addr, struct proc_vma *vma
 	struct file_table_value *file = bpf_map_lookup_elem(&file_tables, &key);
 	if (!file) {
 		count(COUNTER_FIRST_SIGHT_UNKNOWN_FILE);
-		return -1;
+		return -2; /* its table does not exist yet */
 	}
 	view->kind = RESOLVED_FILE;
 	view->bias = vma->start - vma->offset;
@@ -339,7 +332,10 @@ static __always_inline void resolve(struct unwind_state *st, struct mapping_cach
 		view->kind = value && value->exec_gen == st->exec_gen ? RESOLVED_NO_MAPPING
 								      : RESOLVED_NO_PID;
 		struct proc_vma vma;
-		if (first_sight(st->pid, st->mm, addr, &vma, view) != 0)
+		int found = first_sight(st->pid, st->mm, addr, &vma, view);
+		if (found == -2)
+			st->copy_stack = 1;
+		if (found != 0)
 			return;
 		/* Remember it like a trie entry: the next frames in this file are cache hits. */
 		__u32 n = cache->next % MAPPING_CACHE_SLOTS;
@@ -697,6 +693,60 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 		count(COUNTER_EVENT_SEND_FAILED);
 }
 
+/* One stack record per CPU, indexed by CPU number (too large for a per-CPU array's value);
+ * user space sizes it to the possible CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack_record);
+} stack_scratch SEC(".maps");
+
+/*
+ * Sends what user space needs to finish a walk that stopped at a file whose table it has not
+ * built yet: the registers there, the process's mappings, and the stack above sp. Ahead of the
+ * trace, on the same CPU's buffer, so it is read first. Only such samples pay for the copy.
+ */
+static __always_inline bool send_stack(void *ctx, struct task_struct *task, struct unwind_state *st,
+				       struct trace *t)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct stack_record *rec = bpf_map_lookup_elem(&stack_scratch, &cpu);
+	struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &st->pid);
+	if (!rec || !list || list->mm != st->mm)
+		return false;
+	/* The main thread's frames lie below the stack's start: copy no further than that. */
+	__u64 len = STACK_COPY_BYTES, top = BPF_CORE_READ(task, mm, start_stack);
+	if (st->sp < top && top - st->sp < len)
+		len = top - st->sp;
+	len &= 0xffff;
+	if (len > STACK_COPY_BYTES)
+		len = STACK_COPY_BYTES;
+	if (len < 8 || bpf_probe_read_user(rec->data, len, (void *)st->sp) != 0) {
+		len = 4096; /* a thread's stack may end sooner */
+		if (bpf_probe_read_user(rec->data, len, (void *)st->sp) != 0)
+			return false;
+	}
+	bpf_probe_read_kernel(rec->vma, sizeof(rec->vma), list->vma);
+	rec->hdr.type = RECORD_STACK;
+	rec->hdr.pid = st->pid;
+	rec->hdr.tid = t->hdr.tid;
+	rec->hdr.len = len;
+	rec->hdr.ktime_ns = t->hdr.ktime_ns;
+	rec->hdr.pc = st->pc;
+	rec->hdr.sp = st->sp;
+	rec->hdr.bp = st->bp;
+	rec->hdr.pc_exact = st->pc_exact;
+	rec->hdr.n_vmas = list->n;
+	__u64 size = sizeof(rec->hdr) + sizeof(rec->vma) + len;
+	if (size > sizeof(*rec))
+		size = sizeof(*rec);
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, rec, size) != 0)
+		return false;
+	count(COUNTER_STACKS_COPIED);
+	return true;
+}
+
 /* A process's identity next to its PID: when its thread group leader started. */
 static __always_inline __u64 process_start(struct task_struct *task)
 {
@@ -790,6 +840,12 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	}
 	if (n_user > MAX_USER_FRAMES)
 		n_user = MAX_USER_FRAMES;
+	if (st.copy_stack && n_user && st.outcome == UNWIND_DONE_NO_MAPPING) {
+		if (send_stack(ctx, task, &st, t))
+			t->hdr.flags |= TRACE_HAS_STACK;
+		else
+			count(COUNTER_STACK_COPY_FAILED);
+	}
 	t->hdr.n_kernel = n_kernel;
 	t->hdr.n_user = n_user;
 

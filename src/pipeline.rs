@@ -1,7 +1,7 @@
 //! The messages that wire the threads together (DESIGN.md, "Data flow"):
 //!
 //! ```text
-//! poller (T1) ──ReportMsg: Trace, Vma, Exec, Exit──────────────▶ reporter (T3)
+//! poller (T1) ──ReportMsg: Trace, Stack, Vma, Exec, Exit───────▶ reporter (T3)
 //!      └──MaintainerMsg: Report, Exit, Sampled──▶ maintainer (T2) ──ReportMsg::File──┘
 //! ```
 //! Messages travel in batches (`Vec`s), one per poll cycle, so each consumer wakes once per
@@ -11,7 +11,7 @@
 
 use crate::process::files::SharedFile;
 use crate::process::lifecycle::Trigger;
-use crate::sys::bpf::layout::{ExecRecord, RawTrace, VmaRecord};
+use crate::sys::bpf::layout::{ExecRecord, RawTrace, StackRecord, VmaRecord};
 
 /// To the maintainer (T2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +32,8 @@ pub enum MaintainerMsg {
 #[derive(Debug)]
 pub enum ReportMsg {
     Trace(RawTrace),
+    /// What finishing a cut walk needs; ahead of its trace (which has `TRACE_HAS_STACK`).
+    Stack(Box<StackRecord>),
     Vma(VmaRecord),
     Exec(ExecRecord),
     Exit {

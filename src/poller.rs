@@ -131,6 +131,7 @@ impl Router {
                 trigger: Trigger::UnknownMapping,
             }),
             Record::Vma(vma) => self.report(ReportMsg::Vma(vma)),
+            Record::Stack(stack) => self.report(ReportMsg::Stack(stack)),
         }
     }
 

@@ -60,6 +60,7 @@ impl Sampler {
         rodata.copy_from_slice(&filter.to_ne_bytes());
         open.set_max_entries("pid_mappings", pid_mappings_capacity())?;
         open.set_max_entries("unwind_buckets", unwind_buckets_capacity())?;
+        open.set_max_entries("stack_scratch", crate::sys::bpf::possible_cpus()? as u32)?;
         let object = open.load()?;
         let mut hooks = vec![
             object.attach("on_fork")?,
@@ -217,6 +218,11 @@ impl Sampler {
             &stats.first_sight_slots_full,
             read(consts::COUNTER_VMA_SLOTS_FULL)?,
         );
+        set(&stats.stacks_copied, read(consts::COUNTER_STACKS_COPIED)?);
+        set(
+            &stats.stack_copy_failed,
+            read(consts::COUNTER_STACK_COPY_FAILED)?,
+        );
         set(&stats.user_stacks_stale, read(consts::COUNTER_USER_STALE)?);
         set(
             &stats.frames_unwound_by_table,
@@ -260,10 +266,12 @@ fn pid_mappings_capacity() -> u32 {
     (ram_kib() / 16).clamp(1 << 16, 1 << 20) as u32
 }
 
-/// Capacity of `unwind_buckets` (256 bytes each, allocated up front): 1/512 of RAM, between
-/// 4 MiB and 64 MiB, i.e. tables for roughly 16 to 256 MiB of executable text.
+/// Capacity of `unwind_buckets` (256 bytes each, allocated up front): 1/256 of RAM, between
+/// 4 MiB and 128 MiB, i.e. tables for roughly 16 to 512 MiB of executable text. A rustc run
+/// alone maps ~300 MiB of text (librustc_driver and libLLVM): at 1/512 of RAM on a 24 GiB
+/// machine one of its two libraries found no room.
 fn unwind_buckets_capacity() -> u32 {
-    (ram_kib() * 1024 / 512 / 256).clamp(1 << 14, 1 << 18) as u32
+    (ram_kib() * 1024 / 256 / 256).clamp(1 << 14, 1 << 19) as u32
 }
 
 /// Bumps the sampler's `mappings_generation`, which every CPU's cache compares against.

@@ -68,8 +68,13 @@ impl Session {
             period_ns: 1_000_000_000 / config.frequency_hz.max(1),
         };
         let reporter_stats = stats.clone();
+        let tables: Box<dyn report::complete::Tables + Send> =
+            Box::new(report::complete::MapTables {
+                file_tables: sampler.file_tables()?,
+                buckets: sampler.unwind_buckets()?,
+            });
         let reporter = spawn("reporter", move || {
-            report::run(report_rx, reporter_stats, windows, sink)
+            report::run(report_rx, reporter_stats, windows, Some(tables), sink)
         })?;
         let source = Procfs {
             exec_gen: Some(sampler.exec_gen()?),

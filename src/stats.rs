@@ -96,6 +96,16 @@ counters! {
     frames_first_sight,
     first_sight_unknown_file,
     first_sight_slots_full,
+    /// Walks cut at a file without a table yet whose registers and stack the sampler copied
+    /// (and those it could not copy); of the copied ones, those finished in user space that
+    /// reached the outermost frame ("completed later") or did not, those whose stack record was
+    /// lost, and those that waited too long.
+    stacks_copied,
+    stack_copy_failed,
+    samples_completed_later,
+    completion_cut,
+    completion_stack_missing,
+    completion_gave_up,
     /// VMA reports the sampler sent for addresses it could not resolve.
     vma_reports,
     /// User stacks dropped because their innermost address was in no VMA (inside execve).

@@ -438,12 +438,19 @@ fn print_summary(plan: &Plan, profile: &Profile, stats: &Stats, ended_by: &Ended
         get(&stats.pid_map_capacity),
         get(&stats.stale_pid_entries),
     );
+    // Walks the kernel cut at a file without a table and user space finished later are
+    // counted once, as completed later.
+    let later = get(&stats.samples_completed_later);
     let walks = [
         (
-            "complete",
+            "complete in the kernel",
             get(&stats.unwind_outermost) + get(&stats.unwind_fp_end),
         ),
-        ("no mapping yet", get(&stats.unwind_no_mapping)),
+        ("completed later", later),
+        (
+            "cut: no mapping or table yet",
+            get(&stats.unwind_no_mapping).saturating_sub(later),
+        ),
         ("no unwind info", get(&stats.unwind_no_info)),
         ("bad CFA", get(&stats.unwind_bad_cfa)),
         ("read fault", get(&stats.unwind_read_fault)),

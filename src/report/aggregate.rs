@@ -117,6 +117,11 @@ impl Aggregator {
     }
 
     /// Adds one sample.
+    /// Whether the maintainer announced this file (frames may name it).
+    pub fn knows_file(&self, id: u32) -> bool {
+        self.by_file_id.contains_key(&id)
+    }
+
     pub fn add(&mut self, trace: &RawTrace, vmas: &Vmas, stats: &Stats) {
         let kernel_mode = u64::from(trace.flags) & consts::TRACE_KERNEL_MODE != 0;
         let mut frames = Vec::with_capacity(trace.kernel.len() + trace.user.len());

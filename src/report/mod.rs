@@ -4,6 +4,7 @@
 //! on the sink's I/O: network export runs on its own thread (`export::transport`).
 
 pub mod aggregate;
+pub mod complete;
 pub mod vmas;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -15,6 +16,7 @@ use crate::profile::Profile;
 use crate::stats::Stats;
 use crate::symbolize::{KernelSymbols, Symbolizer};
 use aggregate::Aggregator;
+use complete::{Completer, Tables};
 use vmas::Vmas;
 
 /// Windows after which the symbolizer (and its caches, and the kernel's symbol table, which
@@ -50,14 +52,27 @@ struct Reporter {
     window_start: (Instant, u64),
     stats: Arc<Stats>,
     windows: Windows,
+    completer: Completer,
+    /// Where the completer reads tables; `None`: walks are never finished here.
+    tables: Option<Box<dyn Tables + Send>>,
+    /// Files were announced since the completer last tried.
+    new_files: bool,
 }
 
 impl Reporter {
     fn handle(&mut self, msg: ReportMsg) {
         match msg {
-            ReportMsg::Trace(trace) => self.aggregator.add(&trace, &self.vmas, &self.stats),
+            ReportMsg::Trace(trace) => {
+                if let Some(trace) = self.completer.on_trace(trace, &self.stats) {
+                    self.aggregator.add(&trace, &self.vmas, &self.stats);
+                }
+            }
+            ReportMsg::Stack(stack) => self.completer.on_stack(*stack),
             ReportMsg::Vma(record) => self.vmas.add(record),
-            ReportMsg::File(file) => self.aggregator.on_file(file),
+            ReportMsg::File(file) => {
+                self.aggregator.on_file(file);
+                self.new_files = true;
+            }
             ReportMsg::FileReleased(id) => self.aggregator.on_file_released(id),
             ReportMsg::Process { pid, exe } => self.aggregator.on_process(pid, exe),
             ReportMsg::Exec(exec) => {
@@ -69,6 +84,25 @@ impl Reporter {
                 self.exited.push((pid, ktime_ns, Instant::now()));
             }
             ReportMsg::Start { unix_ns, at } => self.window_start = (at, unix_ns),
+        }
+    }
+
+    /// Finishes the waiting walks whose tables now exist (all of them, as far as possible,
+    /// when `last`).
+    fn complete(&mut self, last: bool) {
+        if self.completer.waiting() == 0 || !(last || self.new_files) {
+            return;
+        }
+        self.new_files = false;
+        let Some(tables) = self.tables.as_deref() else {
+            return;
+        };
+        let aggregator = &self.aggregator;
+        let done = self
+            .completer
+            .retry(tables, &|id| aggregator.knows_file(id), last, &self.stats);
+        for trace in done {
+            self.aggregator.add(&trace, &self.vmas, &self.stats);
         }
     }
 
@@ -138,6 +172,7 @@ pub fn run(
     inbox: Receiver<Vec<ReportMsg>>,
     stats: Arc<Stats>,
     windows: Windows,
+    tables: Option<Box<dyn Tables + Send>>,
     mut sink: impl FnMut(Profile),
 ) {
     let mut reporter = Reporter {
@@ -150,6 +185,9 @@ pub fn run(
         window_start: (Instant::now(), unix_now_ns()),
         stats: stats.clone(),
         windows,
+        completer: Completer::default(),
+        tables,
+        new_files: false,
     };
     loop {
         let timeout = match windows.interval {
@@ -157,7 +195,10 @@ pub fn run(
             None => Duration::from_secs(3600),
         };
         match inbox.recv_timeout(timeout) {
-            Ok(batch) => batch.into_iter().for_each(|msg| reporter.handle(msg)),
+            Ok(batch) => {
+                batch.into_iter().for_each(|msg| reporter.handle(msg));
+                reporter.complete(false);
+            }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -168,6 +209,7 @@ pub fn run(
             sink(reporter.flush());
         }
     }
+    reporter.complete(true);
     let profile = reporter.flush();
     if reporter.aggregator.unknown_file_ids > 0 {
         crate::log::warn(&format!(

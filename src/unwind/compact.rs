@@ -185,7 +185,7 @@ impl Rule {
         u32::from_le_bytes([self.kind, self.rbp as u8, lo, hi])
     }
 
-    fn redirect_index(self) -> u32 {
+    pub fn redirect_index(self) -> u32 {
         u32::from(self.rbp as u8) | u32::from(self.cfa as u16) << 8
     }
 

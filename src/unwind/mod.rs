@@ -12,6 +12,7 @@
 //!   of text: a 2-byte key per row, rules shared within the bucket),
 //!   with a lookup that is the BPF algorithm, written once more in Rust so it can be tested.
 //! - [`describe`]: the rows in words, for `profiler unwind-info FILE [--addr ADDR]`.
+//! - [`step`]: one step of a walk as the sampler takes it, for walks finished in user space.
 //!
 //! What it does not own: loading tables into maps, refcounting them per `file_id`, or the BPF
 //! unwinder itself (process/ and bpf/).
@@ -23,6 +24,7 @@ mod cfi;
 pub mod compact;
 mod elf;
 mod rows;
+pub mod step;
 
 #[cfg(test)]
 mod fuzz_tests;

@@ -93,6 +93,61 @@ const _: () = assert!(offset_of!(VmaEvent, start) == 16);
 const _: () = assert!(offset_of!(VmaEvent, inode) == 40);
 const _: () = assert!(offset_of!(VmaEvent, dev) == 48);
 
+/// `struct stack_header`, the start of a RECORD_STACK.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StackHeader {
+    pub record_type: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub len: u32,
+    pub ktime_ns: u64,
+    pub pc: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub pc_exact: u32,
+    pub n_vmas: u32,
+}
+const _: () = assert!(size_of::<StackHeader>() == 56);
+const _: () = assert!(offset_of!(StackHeader, ktime_ns) == 16);
+const _: () = assert!(offset_of!(StackHeader, pc_exact) == 48);
+
+/// `struct proc_vma`: where a file is mapped (first sight's record of a process).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcVma {
+    pub start: u64,
+    pub end: u64,
+    /// File offset of `start`.
+    pub offset: u64,
+    pub inode: u64,
+    /// Kernel encoding.
+    pub dev: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<ProcVma>() == 40);
+const _: () = assert!(offset_of!(ProcVma, dev) == 32);
+pub const PROC_VMA_SLOTS: usize = consts::PROC_VMA_SLOTS as usize;
+pub const STACK_COPY_BYTES: usize = consts::STACK_COPY_BYTES as usize;
+
+/// A RECORD_STACK, decoded: what finishing a cut walk in user space needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StackRecord {
+    pub pid: u32,
+    pub tid: u32,
+    /// The trace's, which follows this record.
+    pub ktime_ns: u64,
+    /// Registers of the frame where the walk stopped.
+    pub pc: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub pc_exact: bool,
+    /// The process's code mappings, oldest first.
+    pub vmas: Vec<ProcVma>,
+    /// The stack from `sp` up.
+    pub stack: Vec<u8>,
+}
+
 /// `struct pid_mapping_key`: prefix length, then the big-endian PID and address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -374,6 +429,7 @@ pub enum Record {
         addr: u64,
     },
     Vma(VmaRecord),
+    Stack(Box<StackRecord>),
 }
 
 /// Why a record could not be decoded (a bug or a version mismatch; counted, never fatal).
@@ -419,6 +475,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         consts::RECORD_TRACE => decode_trace(bytes).map(Record::Trace),
         consts::RECORD_EXEC => decode_exec(bytes).map(Record::Exec),
         consts::RECORD_VMA => decode_vma(bytes).map(Record::Vma),
+        consts::RECORD_STACK => decode_stack(bytes).map(|s| Record::Stack(Box::new(s))),
         consts::RECORD_EXIT | consts::RECORD_UNKNOWN_PID | consts::RECORD_UNKNOWN_MAPPING => {
             need(bytes, size_of::<ProcEvent>())?;
             let pid = u32_at(bytes, offset_of!(ProcEvent, pid));
@@ -498,6 +555,39 @@ fn decode_exec(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
         inode: u64_at(bytes, offset_of!(ExecEvent, inode)),
         dev: kernel_dev(u32_at(bytes, offset_of!(ExecEvent, dev))),
         path: String::from_utf8_lossy(&raw[..end]).into_owned(),
+    })
+}
+
+fn decode_stack(bytes: &[u8]) -> Result<StackRecord, DecodeError> {
+    let header = size_of::<StackHeader>();
+    let vmas_end = header + PROC_VMA_SLOTS * size_of::<ProcVma>();
+    need(bytes, vmas_end)?;
+    let len = (u32_at(bytes, offset_of!(StackHeader, len)) as usize).min(STACK_COPY_BYTES);
+    need(bytes, vmas_end + len)?;
+    let n_vmas = (u32_at(bytes, offset_of!(StackHeader, n_vmas)) as usize).min(PROC_VMA_SLOTS);
+    let vmas = (0..n_vmas)
+        .map(|i| {
+            let at = header + i * size_of::<ProcVma>();
+            ProcVma {
+                start: u64_at(bytes, at),
+                end: u64_at(bytes, at + 8),
+                offset: u64_at(bytes, at + 16),
+                inode: u64_at(bytes, at + 24),
+                dev: u32_at(bytes, at + offset_of!(ProcVma, dev)),
+                _pad: 0,
+            }
+        })
+        .collect();
+    Ok(StackRecord {
+        pid: u32_at(bytes, offset_of!(StackHeader, pid)),
+        tid: u32_at(bytes, offset_of!(StackHeader, tid)),
+        ktime_ns: u64_at(bytes, offset_of!(StackHeader, ktime_ns)),
+        pc: u64_at(bytes, offset_of!(StackHeader, pc)),
+        sp: u64_at(bytes, offset_of!(StackHeader, sp)),
+        bp: u64_at(bytes, offset_of!(StackHeader, bp)),
+        pc_exact: u32_at(bytes, offset_of!(StackHeader, pc_exact)) != 0,
+        vmas,
+        stack: bytes[vmas_end..vmas_end + len].to_vec(),
     })
 }
 

@@ -199,9 +199,11 @@ fn generated_constants_match_the_header() {
     );
     assert_eq!(consts::TRACE_USTACK_FAILED, 8);
     assert_eq!(
-        consts::COUNTER_MAX,
-        consts::COUNTER_UNWIND_BASE + consts::UNWIND_OUTCOMES
+        consts::COUNTER_FRAMES_FIRST_SIGHT,
+        consts::COUNTER_UNWIND_BASE + consts::UNWIND_OUTCOMES,
+        "the outcome counters end where the first-sight ones begin"
     );
+    assert_eq!(consts::COUNTER_MAX, consts::COUNTER_STACK_COPY_FAILED + 1);
     assert_eq!(consts::PID_MAPPING_KEY_BITS, 96);
 }
 
@@ -234,4 +236,43 @@ fn file_table_keys_use_the_kernel_device_encoding() {
     assert_eq!(value[0..4], 5u32.to_ne_bytes());
     assert_eq!(value[8..12], 20u32.to_ne_bytes());
     assert_eq!(value[16..24], 0x1000u64.to_ne_bytes());
+}
+
+#[test]
+fn decodes_stack_records_and_rejects_short_ones() {
+    let mut b = Vec::new();
+    for word in [consts::RECORD_STACK as u32, 7, 8, 16] {
+        b.extend_from_slice(&word.to_ne_bytes()); // type, pid, tid, len
+    }
+    for word in [99u64, 0x401000, 0x7ffc_0000, 0x7ffc_0100] {
+        b.extend_from_slice(&word.to_ne_bytes()); // ktime, pc, sp, bp
+    }
+    b.extend_from_slice(&1u32.to_ne_bytes()); // pc_exact
+    b.extend_from_slice(&1u32.to_ne_bytes()); // n_vmas
+    let mut vmas = vec![0u8; PROC_VMA_SLOTS * 40];
+    vmas[0..8].copy_from_slice(&0x400000u64.to_ne_bytes());
+    vmas[8..16].copy_from_slice(&0x500000u64.to_ne_bytes());
+    vmas[16..24].copy_from_slice(&0x1000u64.to_ne_bytes());
+    vmas[24..32].copy_from_slice(&42u64.to_ne_bytes());
+    vmas[32..36].copy_from_slice(&((8u32 << 20) | 1).to_ne_bytes());
+    b.extend_from_slice(&vmas);
+    b.extend_from_slice(&[0xab; 16]);
+    let Ok(Record::Stack(s)) = decode(&b) else {
+        panic!("not a stack record")
+    };
+    assert_eq!(
+        (s.pid, s.tid, s.ktime_ns, s.pc, s.sp, s.bp),
+        (7, 8, 99, 0x401000, 0x7ffc_0000, 0x7ffc_0100)
+    );
+    assert!(s.pc_exact);
+    assert_eq!(s.vmas.len(), 1);
+    assert_eq!(
+        (s.vmas[0].start, s.vmas[0].offset, s.vmas[0].inode),
+        (0x400000, 0x1000, 42)
+    );
+    assert_eq!(s.stack, vec![0xab; 16]);
+    assert!(
+        decode(&b[..b.len() - 1]).is_err(),
+        "fewer stack bytes than len"
+    );
 }

@@ -1,0 +1,221 @@
+//! Walks finished in user space ("completed later"). When the sampler's walk stops at a file
+//! user space has not built a table for yet (a process's first run of a big binary), it sends
+//! the registers there, the process's code mappings and a copy of the stack above them (a
+//! `RECORD_STACK`, just ahead of the trace). The trace waits here until the tables of the files
+//! its remaining frames need are published, then the walk is finished with the sampler's own
+//! rules (`unwind::step`) over the copied stack.
+//!
+//! Owns the waiting traces, not the tables: those are read from the maps the maintainer writes
+//! (`file_tables`, `unwind_buckets`), through [`Tables`].
+
+use std::collections::HashMap;
+
+use crate::stats::Stats;
+use crate::sys::bpf::layout::{
+    consts, FileTableValue, ProcVma, RawTrace, StackRecord, TableRef, UserFrame, MAX_USER_FRAMES,
+};
+use crate::unwind::compact::Bucket;
+use crate::unwind::step::{find_row, step, Regs, Step};
+
+/// Traces waiting for tables, at most; past that the oldest go out as they are (counted).
+const MAX_WAITING: usize = 4096;
+
+/// Where published files and their tables are read.
+pub trait Tables {
+    /// The file's entry in `file_tables`, if user space has published it.
+    fn file(&self, dev: u32, inode: u64) -> Option<FileTableValue>;
+    fn bucket(&self, index: u32) -> Option<Bucket>;
+}
+
+/// Stack records by (tid, ktime) until their trace arrives, and traces waiting for tables.
+#[derive(Default)]
+pub struct Completer {
+    stacks: HashMap<(u32, u64), StackRecord>,
+    waiting: Vec<(RawTrace, StackRecord)>,
+}
+
+/// What finishing one walk came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Finish {
+    /// A file on the way has no table yet.
+    Wait,
+    /// Frames appended; whether the walk reached the outermost frame.
+    Done { complete: bool },
+}
+
+impl Completer {
+    pub fn on_stack(&mut self, stack: StackRecord) {
+        self.stacks.insert((stack.tid, stack.ktime_ns), stack);
+    }
+
+    /// A trace from the sampler: handed back at once unless it waits for tables.
+    pub fn on_trace(&mut self, trace: RawTrace, stats: &Stats) -> Option<RawTrace> {
+        if u64::from(trace.flags) & consts::TRACE_HAS_STACK == 0 {
+            return Some(trace);
+        }
+        let Some(stack) = self.stacks.remove(&(trace.tid, trace.ktime_ns)) else {
+            Stats::inc(&stats.completion_stack_missing);
+            return Some(trace);
+        };
+        self.waiting.push((trace, stack));
+        if self.waiting.len() > MAX_WAITING {
+            Stats::inc(&stats.completion_gave_up);
+            return Some(self.waiting.remove(0).0);
+        }
+        None
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Finishes what can be finished now. With `last` (the end of the session), every waiting
+    /// trace comes back, finished as far as the tables allow. `known` says whether the
+    /// reporter has been told about a file ID (a completed frame must name a known file).
+    pub fn retry(
+        &mut self,
+        tables: &dyn Tables,
+        known: &dyn Fn(u32) -> bool,
+        last: bool,
+        stats: &Stats,
+    ) -> Vec<RawTrace> {
+        let mut out = Vec::new();
+        let mut still = Vec::new();
+        for (mut trace, stack) in std::mem::take(&mut self.waiting) {
+            match finish(&mut trace, &stack, tables, known, last) {
+                Finish::Wait => still.push((trace, stack)),
+                Finish::Done { complete } => {
+                    let counter = if complete {
+                        &stats.samples_completed_later
+                    } else {
+                        &stats.completion_cut
+                    };
+                    Stats::inc(counter);
+                    out.push(trace);
+                }
+            }
+        }
+        self.waiting = still;
+        if last {
+            Stats::add(&stats.completion_stack_missing, self.stacks.len() as u64);
+            self.stacks.clear();
+        }
+        out
+    }
+}
+
+/// The mapping of `addr` in the process's record, newest first (as first sight reads it).
+fn vma_of(vmas: &[ProcVma], addr: u64) -> Option<&ProcVma> {
+    vmas.iter().rev().find(|v| v.start <= addr && addr < v.end)
+}
+
+/// Finishes the walk of `trace` over `stack`, replacing its last (unresolved) frame.
+fn finish(
+    trace: &mut RawTrace,
+    stack: &StackRecord,
+    tables: &dyn Tables,
+    known: &dyn Fn(u32) -> bool,
+    last: bool,
+) -> Finish {
+    let read = |addr: u64| -> Option<u64> {
+        let at = usize::try_from(addr.checked_sub(stack.sp)?).ok()?;
+        let bytes = stack.stack.get(at..at.checked_add(8)?)?;
+        Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+    };
+    let mut regs = Regs {
+        pc: stack.pc,
+        sp: stack.sp,
+        bp: stack.bp,
+        pc_exact: stack.pc_exact,
+    };
+    let room = MAX_USER_FRAMES.saturating_sub(trace.user.len().saturating_sub(1));
+    let mut frames = Vec::new();
+    let mut complete = false;
+    while frames.len() < room {
+        let lookup = regs.lookup();
+        let file = vma_of(&stack.vmas, lookup)
+            .and_then(|v| Some((v, tables.file(v.dev, v.inode)?)))
+            .filter(|(_, f)| known(f.file_id));
+        let Some((vma, file)) = file else {
+            if !last && vma_of(&stack.vmas, lookup).is_some() {
+                return Finish::Wait; // its file is not published yet
+            }
+            frames.push(UserFrame {
+                address: regs.pc,
+                file_id: 0,
+                flags: consts::FRAME_NO_MAPPING as u32,
+            });
+            break;
+        };
+        let bias = vma.start.wrapping_sub(vma.offset);
+        frames.push(UserFrame {
+            address: regs.pc.wrapping_sub(bias),
+            file_id: file.file_id,
+            flags: consts::FRAME_RESOLVED as u32,
+        });
+        let offset = lookup.wrapping_sub(bias);
+        let table = TableRef {
+            first: file.table_first,
+            direct: file.table_direct,
+            base: file.table_base,
+        };
+        let row = find_row(table, offset, &|i| tables.bucket(i));
+        match step(row, regs, offset, &read) {
+            Step::Caller(next) => regs = next,
+            Step::Outermost => {
+                complete = true;
+                break;
+            }
+            Step::Stop(_) => break,
+        }
+    }
+    trace.user.pop(); // the frame the sampler could not resolve, now the first of `frames`
+    trace.user.extend(frames);
+    trace.user.truncate(MAX_USER_FRAMES);
+    if complete {
+        let shift = consts::TRACE_UNWIND_SHIFT;
+        trace.flags =
+            (trace.flags & !(0xf << shift)) | ((consts::UNWIND_DONE_OUTERMOST as u32) << shift);
+    }
+    Finish::Done { complete }
+}
+
+#[cfg(test)]
+#[path = "complete_tests.rs"]
+mod tests;
+
+/// The maintainer's maps, read (never written) by the reporter.
+pub struct MapTables {
+    pub file_tables: crate::sys::bpf::Map,
+    pub buckets: crate::sys::bpf::Map,
+}
+
+impl Tables for MapTables {
+    fn file(&self, dev: u32, inode: u64) -> Option<FileTableValue> {
+        let key = crate::sys::bpf::layout::FileTableKey {
+            dev,
+            _pad: 0,
+            inode,
+        };
+        let mut b = [0u8; 24];
+        if !self.file_tables.lookup_into(&key.to_bytes(), &mut b).ok()? {
+            return None;
+        }
+        let u32_at = |at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        Some(FileTableValue {
+            file_id: u32_at(0),
+            table_first: u32_at(4),
+            table_direct: u32_at(8),
+            _pad: 0,
+            table_base: u64::from_ne_bytes(b[16..24].try_into().ok()?),
+        })
+    }
+
+    fn bucket(&self, index: u32) -> Option<Bucket> {
+        let mut b = [0u8; crate::unwind::compact::BUCKET_BYTES];
+        self.buckets
+            .lookup_into(&index.to_ne_bytes(), &mut b)
+            .ok()?
+            .then(|| Bucket::from_bytes(&b))
+    }
+}

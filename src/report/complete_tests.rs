@@ -1,0 +1,170 @@
+//! Finishing cut walks: waits for the file's table, then walks the copied stack with it.
+
+use std::cell::RefCell;
+
+use super::*;
+use crate::unwind::compact::CompactTable;
+use crate::unwind::{CfaRule, RaRule, RegRule, UnwindRow};
+
+const SP: u64 = 0x7ffd_0000;
+const DEV: u32 = (8 << 20) | 1;
+
+/// One published file (or none yet) with the table of `rows`.
+struct Fake {
+    published: RefCell<bool>,
+    table: CompactTable,
+}
+
+impl Tables for Fake {
+    fn file(&self, dev: u32, inode: u64) -> Option<FileTableValue> {
+        (*self.published.borrow() && dev == DEV && inode == 42).then(|| FileTableValue {
+            file_id: 7,
+            table_first: 0,
+            table_direct: self.table.direct_buckets(),
+            _pad: 0,
+            table_base: self.table.base(),
+        })
+    }
+    fn bucket(&self, index: u32) -> Option<Bucket> {
+        self.table.buckets().get(index as usize).copied()
+    }
+}
+
+fn fake() -> Fake {
+    let rows = [
+        UnwindRow {
+            offset: 0x100,
+            cfa: CfaRule::RspOffset(16),
+            rbp: RegRule::Unchanged,
+            ra: RaRule::AtCfaMinus8,
+        },
+        UnwindRow {
+            offset: 0x200,
+            cfa: CfaRule::NoInfo,
+            rbp: RegRule::Unchanged,
+            ra: RaRule::Outermost,
+        },
+    ];
+    Fake {
+        published: RefCell::new(false),
+        table: CompactTable::encode(&rows).unwrap(),
+    }
+}
+
+/// A walk cut at its leaf, 0x400150 (offset 0x150 of the file mapped at 0x400000), whose
+/// caller returns to 0x400205 (in the outermost function).
+fn cut_sample() -> (RawTrace, StackRecord) {
+    let trace = RawTrace {
+        pid: 5,
+        tid: 6,
+        cpu: 0,
+        ktime_ns: 1000,
+        comm: [0; 16],
+        flags: consts::TRACE_HAS_STACK as u32
+            | (consts::UNWIND_DONE_NO_MAPPING as u32) << consts::TRACE_UNWIND_SHIFT,
+        kernel: vec![],
+        user: vec![UserFrame {
+            address: 0x400150,
+            file_id: 0,
+            flags: consts::FRAME_NO_PID as u32,
+        }],
+    };
+    let mut stack = vec![0u8; 32];
+    stack[8..16].copy_from_slice(&0x400205u64.to_ne_bytes());
+    let record = StackRecord {
+        pid: 5,
+        tid: 6,
+        ktime_ns: 1000,
+        pc: 0x400150,
+        sp: SP,
+        bp: 0,
+        pc_exact: true,
+        vmas: vec![ProcVma {
+            start: 0x400000,
+            end: 0x401000,
+            offset: 0,
+            inode: 42,
+            dev: DEV,
+            _pad: 0,
+        }],
+        stack,
+    };
+    (trace, record)
+}
+
+#[test]
+fn a_cut_walk_waits_for_its_table_then_is_finished_with_it() {
+    let (tables, stats) = (fake(), Stats::default());
+    let mut c = Completer::default();
+    let (trace, stack) = cut_sample();
+    c.on_stack(stack);
+    assert!(c.on_trace(trace, &stats).is_none(), "it waits");
+    assert!(
+        c.retry(&tables, &|_| true, false, &stats).is_empty(),
+        "no table yet"
+    );
+    *tables.published.borrow_mut() = true;
+    assert!(
+        c.retry(&tables, &|_| false, false, &stats).is_empty(),
+        "published, but the reporter has not been told about the file yet"
+    );
+    let done = c.retry(&tables, &|_| true, false, &stats);
+    assert_eq!(done.len(), 1);
+    let frames: Vec<(u64, u32)> = done[0]
+        .user
+        .iter()
+        .map(|f| (f.address, f.file_id))
+        .collect();
+    assert_eq!(frames, vec![(0x150, 7), (0x205, 7)]);
+    assert!(done[0].user.iter().all(|f| f.is_resolved()));
+    assert_eq!(done[0].unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
+    assert_eq!(Stats::get(&stats.samples_completed_later), 1);
+    assert_eq!(c.waiting(), 0);
+}
+
+#[test]
+fn at_the_end_a_walk_without_tables_goes_out_as_it_was() {
+    let (tables, stats) = (fake(), Stats::default());
+    let mut c = Completer::default();
+    let (trace, stack) = cut_sample();
+    c.on_stack(stack);
+    assert!(c.on_trace(trace, &stats).is_none());
+    let done = c.retry(&tables, &|_| true, true, &stats);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].user.len(), 1);
+    assert!(!done[0].user[0].is_resolved());
+    assert_eq!(Stats::get(&stats.completion_cut), 1);
+}
+
+#[test]
+fn traces_without_a_stack_pass_through_and_a_lost_stack_is_counted() {
+    let stats = Stats::default();
+    let mut c = Completer::default();
+    let (mut trace, _) = cut_sample();
+    assert!(
+        c.on_trace(trace.clone(), &stats).is_some(),
+        "its stack never came"
+    );
+    assert_eq!(Stats::get(&stats.completion_stack_missing), 1);
+    trace.flags = 0;
+    assert!(c.on_trace(trace, &stats).is_some());
+    assert_eq!(c.waiting(), 0);
+}
+
+#[test]
+fn a_stack_copy_that_ends_early_keeps_the_frames_found() {
+    let (tables, stats) = (fake(), Stats::default());
+    *tables.published.borrow_mut() = true;
+    let mut c = Completer::default();
+    let (trace, mut stack) = cut_sample();
+    stack.stack.truncate(8); // the return address is past the copy
+    c.on_stack(stack);
+    assert!(c.on_trace(trace, &stats).is_none());
+    let done = c.retry(&tables, &|_| true, true, &stats);
+    assert_eq!(done[0].user.len(), 1);
+    assert!(
+        done[0].user[0].is_resolved(),
+        "the leaf is resolved even so"
+    );
+    assert_eq!(Stats::get(&stats.completion_cut), 1);
+}
