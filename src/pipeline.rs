@@ -26,6 +26,8 @@ pub enum MaintainerMsg {
     Exit { pid: u32, start_ns: u64 },
     /// PIDs sampled recently (for least-recently-sampled eviction).
     Sampled(Vec<u32>),
+    /// Files the samples named recently (kept registered while in use).
+    FilesUsed(Vec<u32>),
 }
 
 /// To the reporter (T3).

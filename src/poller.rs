@@ -33,6 +33,8 @@ pub struct Router {
     for_maintainer: Vec<MaintainerMsg>,
     /// PIDs sampled since the last `Sampled` message to the maintainer.
     sampled: HashSet<u32>,
+    /// Files the samples named since then.
+    files_used: HashSet<u32>,
     last_sampled_sent: Instant,
     stats: Arc<Stats>,
 }
@@ -54,6 +56,7 @@ impl Router {
             for_reporter: Vec::new(),
             for_maintainer: Vec::new(),
             sampled: HashSet::new(),
+            files_used: HashSet::new(),
             last_sampled_sent: Instant::now(),
             stats,
         }
@@ -102,6 +105,8 @@ impl Router {
             Record::Trace(trace) => {
                 Stats::inc(&self.stats.samples);
                 self.sampled.insert(trace.pid);
+                let resolved = trace.user.iter().filter(|f| f.is_resolved());
+                self.files_used.extend(resolved.map(|f| f.file_id));
                 self.report(ReportMsg::Trace(trace));
             }
             Record::Exec(exec) => {
@@ -140,6 +145,10 @@ impl Router {
         if self.last_sampled_sent.elapsed() >= SAMPLED_INTERVAL && !self.sampled.is_empty() {
             let pids = self.sampled.drain().collect();
             self.maintain(MaintainerMsg::Sampled(pids));
+            let files: Vec<u32> = self.files_used.drain().collect();
+            if !files.is_empty() {
+                self.maintain(MaintainerMsg::FilesUsed(files));
+            }
             self.last_sampled_sent = Instant::now();
         }
     }
@@ -201,7 +210,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::bpf::layout::RawTrace;
+    use crate::sys::bpf::layout::{consts, RawTrace, UserFrame};
     use std::sync::mpsc::sync_channel;
 
     fn trace(pid: u32) -> Record {
@@ -213,7 +222,11 @@ mod tests {
             comm: [0; 16],
             flags: 0,
             kernel: vec![],
-            user: vec![],
+            user: vec![UserFrame {
+                address: 0x10,
+                file_id: 9,
+                flags: consts::FRAME_RESOLVED as u32,
+            }],
         })
     }
 
@@ -266,6 +279,7 @@ mod tests {
                     start_ns: 77
                 },
                 MaintainerMsg::Sampled(vec![5]),
+                MaintainerMsg::FilesUsed(vec![9]),
             ]
         );
         assert_eq!(

@@ -120,6 +120,18 @@ impl FileTable {
         }
     }
 
+    /// Samples named these files: an unused one (only processes never synced run it, unwound
+    /// by first sight) starts its grace period again instead of being released under them.
+    pub fn touch(&mut self, ids: &[u32], now: Instant) {
+        for id in ids {
+            if let Some(entry) = self.entries.get_mut(id) {
+                if entry.unused_since.is_some() {
+                    entry.unused_since = Some(now);
+                }
+            }
+        }
+    }
+
     /// Drops a reference; the file stays registered for the grace period after its last one.
     pub fn release(&mut self, id: u32, now: Instant) {
         if let Some(entry) = self.entries.get_mut(&id) {
@@ -217,6 +229,35 @@ mod tests {
         let expired = t.expire(now + Duration::from_secs(5), Duration::from_secs(5));
         assert_eq!(expired, vec![(a.id, TableRef::default())]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_file_samples_still_name_is_not_released() {
+        let mut t = FileTable::default();
+        let a = t.acquire(key(1), "/usr/lib/gcc/cc1", (1, 1), || None).id;
+        let now = Instant::now();
+        t.release(a, now); // the synced process exited; unsynced ones still run it
+        let later = now + Duration::from_secs(4);
+        t.touch(&[a, 999], later);
+        assert!(t
+            .expire(now + Duration::from_secs(5), Duration::from_secs(5))
+            .is_empty());
+        let expired = t.expire(later + Duration::from_secs(5), Duration::from_secs(5));
+        assert_eq!(
+            expired.len(),
+            1,
+            "released once no sample named it for the grace"
+        );
+        let b = t.acquire(key(2), "/bin/b", (1, 2), || None).id;
+        t.touch(&[b], later);
+        assert_eq!(
+            t.refs(b),
+            Some(1),
+            "a file in use by synced processes is untouched"
+        );
+        assert!(t
+            .expire(later + Duration::from_secs(99), Duration::from_secs(5))
+            .is_empty());
     }
 
     #[test]

@@ -113,6 +113,7 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
                 self.table.on_exit(pid, start_ns, &self.stats, now)
             }
             MaintainerMsg::Sampled(pids) => self.table.on_sampled(&pids, now),
+            MaintainerMsg::FilesUsed(ids) => self.table.files.touch(&ids, now),
         }
     }
 
