@@ -605,6 +605,12 @@ fn debian_binary_at_least(min: f64, binary: &str, args: &[&str], copies: usize) 
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Four seconds of a recursive pure-Python function.
+const PYTHON_FIB: &str = "import time\n\
+                          def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\
+                          end = time.time() + 4\n\
+                          while time.time() < end:\n    fib(18)\n";
+
 #[test]
 fn debian_python_stacks_are_complete() {
     if !bpf_available("debian_python_stacks_are_complete") {
@@ -612,12 +618,8 @@ fn debian_python_stacks_are_complete() {
     }
     let _serial = serial();
     let dir = scratch("python");
-    let code = "import time\n\
-                def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\
-                end = time.time() + 4\n\
-                while time.time() < end:\n    fib(18)\n";
     let exe = "/usr/bin/python3.11";
-    completeness("python", "python3.11", exe, &[exe, "-c", code], &dir);
+    completeness("python", "python3.11", exe, &[exe, "-c", PYTHON_FIB], &dir);
 }
 
 macro_rules! debian_test {
@@ -675,19 +677,9 @@ fn debian_stacks_stay_complete_on_a_saturated_machine() {
     let _serial = serial();
     let _load = Load::start();
     let dir = scratch("loaded-python");
-    let code = "import time\n\
-                def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\
-                end = time.time() + 4\n\
-                while time.time() < end:\n    fib(18)\n";
     let exe = "/usr/bin/python3.11";
-    completeness_at_least(
-        LOADED_MIN,
-        "python-loaded",
-        "python3.11",
-        exe,
-        &[exe, "-c", code],
-        &dir,
-    );
+    let cmd = [exe, "-c", PYTHON_FIB];
+    completeness_at_least(LOADED_MIN, "python-loaded", "python3.11", exe, &cmd, &dir);
     debian_binary_at_least(LOADED_MIN, "xz", &["-9", "-T1", "-c"], 1);
     debian_binary_at_least(LOADED_MIN, "sort", &[], 4);
 }
