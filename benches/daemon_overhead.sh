@@ -38,8 +38,8 @@
 # Needs: bash 5, python3, xz and python3.11 (busy cases), gcc (optional: the stats helper),
 # /usr/bin/time (optional). Not run by CI. Takes about 2 x (DURATION + GZIP_DURATION) + 30 s
 # (defaults: 300 s and 60 s, about 12.5 minutes).
-# Targets (../shared/PERFORMANCE.md): <= 0.05% of one core in total at 19 Hz on a busy
-# machine (W1); peak RSS <= 30 MB.
+# The targets: <= 0.05% of one core in total at 19 Hz on a busy machine (W1); peak RSS
+# <= 30 MB.
 set -euo pipefail
 
 DURATION=${DURATION:-300}

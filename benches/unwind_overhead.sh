@@ -38,8 +38,8 @@
 # /usr/bin/time (optional). Not run by CI. Takes about 4 x (DURATION_A + 3) + 2 x DURATION_W1
 # + 30 s (defaults: about 2.5 minutes); `perf script` alone can take minutes when perf.data also
 # holds samples of other programs with large debug info (addr2line for inlined frames).
-# Targets (../shared/PERFORMANCE.md): <= 5 us of BPF time per sample at ~13 frames; <= 0.05%
-# of one core in total at 19 Hz on W1 with 100% of stacks complete.
+# The targets: <= 5 us of BPF time per sample at ~13 frames; <= 0.05% of one core in total
+# at 19 Hz on W1 with 100% of stacks complete.
 set -euo pipefail
 
 FREQ_A=${FREQ_A:-999}

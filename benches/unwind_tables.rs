@@ -13,7 +13,7 @@
 //! built, most of them in the largest library).
 //! `BENCH_RUNS` (default 7) sets the runs per file; file paths as arguments replace the list:
 //! `cargo bench --bench unwind_tables -- /usr/bin/gdb`. No root needed.
-//! Target (../shared/PERFORMANCE.md): libc's table in <= 50 ms.
+//! The target: libc's table in <= 50 ms.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

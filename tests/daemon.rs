@@ -379,7 +379,7 @@ fn statuses(requests: &[Request]) -> Vec<u16> {
 // The OpenTelemetry project's Python classes (as in tests/otlp_python.rs)
 
 fn dump_tool() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/otlp_dump.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/otlp_check.py")
 }
 
 /// True when python3, opentelemetry-proto and the dump tool are there; otherwise skips that
@@ -398,18 +398,18 @@ fn python_available(test: &str) -> bool {
     if std::env::var("PROFILER_REQUIRE_BPF").as_deref() == Ok("1") {
         panic!("{test}: {problem} (PROFILER_REQUIRE_BPF=1 is set)");
     }
-    eprintln!("{test}: the otlp_dump.py part is skipped: {problem}");
+    eprintln!("{test}: the otlp_check.py part is skipped: {problem}");
     false
 }
 
-/// Runs otlp_dump.py on `file`; returns (exit code, stdout, stderr).
+/// Runs otlp_check.py on `file`; returns (exit code, stdout, stderr).
 fn dump(file: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new("python3")
         .arg(dump_tool())
         .arg(file)
         .args(args)
         .output()
-        .expect("run otlp_dump.py");
+        .expect("run otlp_check.py");
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -591,7 +591,7 @@ fn windows_arrive_decoded_checked_symbolized_and_attributed() {
         let file = dir.join("payload.bin");
         std::fs::write(&file, &request.body).unwrap();
         let (code, stdout, stderr) = dump(&file, &[]);
-        assert_eq!(code, Some(0), "otlp_dump.py failed:\n{stdout}\n{stderr}");
+        assert_eq!(code, Some(0), "otlp_check.py failed:\n{stdout}\n{stderr}");
         assert!(stdout.contains("main;a;b;c"), "{stdout}");
         assert!(
             stdout.contains(&format!("'process.pid': {pid}")),

@@ -1,5 +1,5 @@
 //! Our OTLP profiles output, decoded by the OpenTelemetry project's own generated Python classes
-//! (PyPI `opentelemetry-proto`) through `../shared/tools/otlp_dump.py`, which also checks the
+//! (PyPI `opentelemetry-proto`) through `tests/tools/otlp_check.py`, which also checks the
 //! dictionary invariants. Needs `python3` with `opentelemetry-proto` installed: without it the
 //! tests are skipped, except under `PROFILER_REQUIRE_BPF=1` (CI), where they fail.
 
@@ -19,7 +19,7 @@ use prost::Message;
 const PIP_INSTALL: &str = "pip install opentelemetry-proto==1.45.2";
 
 fn dump_tool() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/otlp_dump.py")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/otlp_check.py")
 }
 
 /// True when the tool and the Python classes are there; otherwise skips, or fails in CI.
@@ -51,7 +51,7 @@ fn dump(test: &str, bytes: &[u8], args: &[&str]) -> (Option<i32>, String, String
         .arg(&file)
         .args(args)
         .output()
-        .expect("run otlp_dump.py");
+        .expect("run otlp_check.py");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     (out.status.code(), stdout, stderr)
@@ -131,7 +131,7 @@ const EXPECTED_LINES: [&str; 8] = [
 ];
 
 fn assert_dump_ok(code: Option<i32>, stdout: &str, stderr: &str) {
-    assert_eq!(code, Some(0), "otlp_dump.py failed:\n{stdout}\n{stderr}");
+    assert_eq!(code, Some(0), "otlp_check.py failed:\n{stdout}\n{stderr}");
     for line in EXPECTED_LINES {
         assert!(
             stdout.lines().any(|l| l == line),
@@ -182,7 +182,7 @@ fn empty_profile_decodes_with_official_classes() {
     }
     let bytes = otlp::encode_request(&Profile::default(), &context());
     let (code, stdout, stderr) = dump("otlp-empty", &bytes, &[]);
-    assert_eq!(code, Some(0), "otlp_dump.py failed:\n{stdout}\n{stderr}");
+    assert_eq!(code, Some(0), "otlp_check.py failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("total Sample messages: 0"), "{stdout}");
 }
 

@@ -1,9 +1,9 @@
 //! OTLP profiles (opentelemetry-proto v1.11.0, `v1development`) as hand-written prost messages.
 //!
-//! This module owns only the wire layout: field numbers and types mirror
-//! `../shared/reference/otlp-proto/` exactly (`profiles.proto`, `profiles_service.proto`,
-//! `common.proto`, `resource.proto`). v1.10.0 and v1.11.0 are wire-identical; v1.9.0 and older
-//! are not (the `Sample` fields were renumbered), so do not "fix" a tag to match an older copy.
+//! This module owns only the wire layout: field numbers and types mirror opentelemetry-proto
+//! v1.11.0's `profiles.proto`, `profiles_service.proto`, `common.proto` and `resource.proto`
+//! exactly. v1.10.0 and v1.11.0 are wire-identical; v1.9.0 and older are not (the `Sample`
+//! fields were renumbered), so do not "fix" a tag to match an older copy.
 //! Filling the messages in is `super::otlp`'s job. The types are public so tests and receivers
 //! can decode what we send.
 //!

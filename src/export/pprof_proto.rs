@@ -1,7 +1,8 @@
 //! pprof's `profile.proto` (package `perftools.profiles`) as hand-written prost messages.
 //!
-//! This module owns only the wire layout: field numbers and types mirror
-//! `../shared/reference/pprof/profile.proto` exactly, so any pprof reader decodes what we write.
+//! This module owns only the wire layout: field numbers and types mirror pprof's
+//! `profile.proto` (github.com/google/pprof, `proto/profile.proto`) exactly, so any pprof reader
+//! decodes what we write.
 //! Filling the messages in is `super::pprof`'s job. The types are public so integration tests can
 //! decode our output.
 //!
