@@ -69,6 +69,9 @@ struct pid_mapping_key {
 /* pid_mapping_value.flags */
 #define MAPPING_MARKER (1U << 0) /* the per-PID "known process" entry */
 #define MAPPING_ANON (1U << 1)   /* executable memory without a file (JIT): no file_id */
+/* The file's unwind table is being built: the walk stops here (and the stack is copied so
+ * user space can finish it once the table exists) instead of guessing with frame pointers. */
+#define MAPPING_TABLE_PENDING (1U << 2)
 
 struct pid_mapping_value {
 	__u32 file_id;      /* 0 for markers and anonymous memory */
@@ -105,7 +108,7 @@ struct file_table_value {
 	__u32 file_id;
 	__u32 table_first;  /* as in pid_mapping_value; 0 buckets: no table */
 	__u32 table_direct;
-	__u32 _pad;
+	__u32 flags;        /* MAPPING_TABLE_PENDING */
 	__u64 table_base;
 };
 

@@ -153,6 +153,8 @@ struct mapping_view {
 	__u32 table_first;
 	__u32 table_direct;
 	__u32 kind; /* RESOLVED_* */
+	__u32 pending; /* the file's table is being built */
+	__u32 _pad;
 };
 
 #define RESOLVED_NO_PID 0
@@ -304,6 +306,7 @@ __noinline int first_sight(__u32 pid, __u64 mm, __u64 addr, struct proc_vma *vma
 	view->table_first = file->table_first;
 	view->table_direct = file->table_direct;
 	view->table_base = file->table_base;
+	view->pending = file->flags & MAPPING_TABLE_PENDING;
 	count(COUNTER_FRAMES_FIRST_SIGHT);
 	return 0;
 }
@@ -355,6 +358,7 @@ static __always_inline void resolve(struct unwind_state *st, struct mapping_cach
 	view->table_first = value->table_first;
 	view->table_direct = value->table_direct;
 	view->table_base = value->table_base;
+	view->pending = value->flags & MAPPING_TABLE_PENDING;
 
 	__u32 prefix_bits = PID_MAPPING_KEY_BITS - value->prefixlen;
 	if (prefix_bits < 64) {
@@ -557,6 +561,12 @@ __noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapp
 
 	if (idx >= MAX_USER_FRAMES - 1) {
 		st->outcome = UNWIND_DONE_DEPTH;
+		return 1;
+	}
+	if (view.kind == RESOLVED_FILE && view.pending) {
+		/* Its table is on the way: stop rather than guess, and let user space finish. */
+		st->copy_stack = 1;
+		st->outcome = UNWIND_DONE_NO_MAPPING;
 		return 1;
 	}
 	if (view.kind == RESOLVED_FILE && view.table_direct) {

@@ -143,6 +143,11 @@ impl FileTable {
     }
 
     /// Forgets files unused for longer than `grace`; returns their IDs.
+    /// The registered file with this ID.
+    pub fn info(&self, id: u32) -> Option<SharedFile> {
+        self.entries.get(&id).map(|e| e.info.clone())
+    }
+
     /// Records where a file's unwind table was loaded.
     pub fn set_table(&mut self, id: u32, table: TableRef) {
         if let Some(entry) = self.entries.get_mut(&id) {

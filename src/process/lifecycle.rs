@@ -25,6 +25,8 @@ use super::tables::{NoTables, TableStore};
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 
+const PENDING: u16 = consts::MAPPING_TABLE_PENDING as u16;
+
 /// How long an exited process is remembered (late events about it are recognised as late).
 pub const EXIT_GRACE: Duration = Duration::from_secs(10);
 /// How long an unused file stays registered: samples in flight may still name it, and the
@@ -74,8 +76,12 @@ pub struct ProcessTable {
     pub batcher: Batcher,
     /// Files registered since the last `take_new_files`: announce them before flushing.
     new_files: Vec<SharedFile>,
-    /// Files registered whose tables are not loaded yet.
+    /// Files registered whose tables are not requested yet.
     tables_to_load: Vec<SharedFile>,
+    /// Files whose tables are being built: their entries carry `MAPPING_TABLE_PENDING`.
+    pending_tables: std::collections::HashSet<u32>,
+    /// Files whose tables arrived: published again, with the table, at the next flush.
+    republish: Vec<u32>,
     /// Processes synced for the first time since the last `take_new_processes`, with their
     /// executables.
     new_processes: Vec<(u32, String)>,
@@ -105,6 +111,8 @@ impl ProcessTable {
             batcher: Batcher::default(),
             new_files: Vec::new(),
             tables_to_load: Vec::new(),
+            pending_tables: Default::default(),
+            republish: Vec::new(),
             new_processes: Vec::new(),
             live_deletes: false,
             tables,
@@ -131,9 +139,48 @@ impl ProcessTable {
     /// Makes announced files known to the sampler's first sight. Only after the announcement:
     /// a sample may name a file as soon as it is published.
     pub fn publish(&mut self, files: &[SharedFile], stats: &Stats) {
-        for file in files {
+        let again: Vec<SharedFile> = std::mem::take(&mut self.republish)
+            .into_iter()
+            .filter_map(|id| self.files.info(id))
+            .collect();
+        for file in files.iter().chain(&again) {
             let table = self.files.table(file.id);
-            self.tables.publish(file, table, stats);
+            let pending = self.pending_tables.contains(&file.id);
+            self.tables.publish(file, table, pending, stats);
+        }
+    }
+
+    /// Whether tables are being built.
+    pub fn tables_pending(&self) -> bool {
+        !self.pending_tables.is_empty()
+    }
+
+    /// Takes the tables built since the last call (waiting up to `wait` for one): every live
+    /// entry naming their files gets the table, and the files are published again.
+    pub fn tables_ready(&mut self, wait: std::time::Duration, stats: &Stats) {
+        if self.pending_tables.is_empty() {
+            return;
+        }
+        for (id, table) in self.tables.ready(wait, stats) {
+            self.pending_tables.remove(&id);
+            if self.files.info(id).is_none() {
+                // Released while it was built.
+                self.tables.unload(id, table, stats);
+                continue;
+            }
+            self.files.set_table(id, table);
+            for process in self.procs.values_mut() {
+                for (key, value) in process.entries.iter_mut() {
+                    if value.file_id == id && value.flags & PENDING != 0 {
+                        value.table = table;
+                        value.flags &= !PENDING;
+                        self.batcher.upsert(*key, *value);
+                    }
+                }
+            }
+            // The sampler's per-CPU caches hold the pending entries: drop them.
+            self.live_deletes = true;
+            self.republish.push(id);
         }
     }
 
@@ -292,6 +339,12 @@ impl ProcessTable {
         let mut files = Vec::new();
         for (mapping, &(file_id, flags)) in maps.iter().zip(&opened) {
             let table = self.files.table(file_id);
+            let pending = if self.pending_tables.contains(&file_id) {
+                PENDING
+            } else {
+                0
+            };
+            let flags = flags | pending;
             if file_id != 0 {
                 files.push(file_id);
             }
@@ -413,8 +466,12 @@ impl ProcessTable {
 
     fn load_new_tables(&mut self, stats: &Stats) {
         for file in std::mem::take(&mut self.tables_to_load) {
-            let table = self.tables.load(&file, stats);
-            self.files.set_table(file.id, table);
+            match self.tables.request(&file, stats) {
+                Some(table) => self.files.set_table(file.id, table),
+                None => {
+                    self.pending_tables.insert(file.id);
+                }
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use super::*;
 use crate::process::fake_map::{FakeMap, Op};
 use crate::process::maps::parse_maps;
 use crate::process::source::NS_PER_TICK;
+use crate::sys::bpf::layout::TableRef;
 
 #[derive(Default)]
 struct FakeProc {
@@ -501,4 +502,99 @@ fn a_report_within_the_exit_grace_starts_the_new_process() {
     fresh.sort();
     assert_eq!(w.ops(), vec![Op::Update(fresh)]);
     assert_eq!(w.counter(&w.stats.pid_reuses), 1);
+}
+
+/// A table store whose tables arrive later, when the test says so.
+#[derive(Clone, Default)]
+struct Deferred {
+    built: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    unloaded: std::sync::Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
+}
+
+impl TableStore for Deferred {
+    fn request(&mut self, _: &SharedFile, _: &Stats) -> Option<TableRef> {
+        None
+    }
+    fn ready(&mut self, _: Duration, _: &Stats) -> Vec<(u32, TableRef)> {
+        let ids: Vec<u32> = self.built.lock().unwrap().drain(..).collect();
+        ids.into_iter()
+            .map(|id| {
+                let table = TableRef {
+                    first: id * 10,
+                    direct: 1,
+                    base: 0,
+                };
+                (id, table)
+            })
+            .collect()
+    }
+    fn unload(&mut self, id: u32, table: TableRef, _: &Stats) {
+        self.unloaded.lock().unwrap().push((id, table.direct));
+    }
+}
+
+#[test]
+fn entries_wait_for_their_table_then_get_it_without_a_resync() {
+    let tables = Deferred::default();
+    let mut w = World::new();
+    w.table = ProcessTable::with_tables(Box::new(tables.clone()));
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    let pending = consts::MAPPING_TABLE_PENDING as u16;
+    let files: Vec<u32> = w
+        .map
+        .entries
+        .values()
+        .map(|v| v.file_id)
+        .filter(|&id| id != 0)
+        .collect();
+    assert!(!files.is_empty() && w.table.tables_pending());
+    assert!(
+        w.map
+            .entries
+            .values()
+            .filter(|v| v.file_id != 0)
+            .all(|v| v.flags & pending != 0),
+        "while the tables are built the sampler must not guess with frame pointers"
+    );
+    w.ops();
+    let syncs = w.counter(&w.stats.syncs);
+    tables.built.lock().unwrap().extend(files.iter().copied());
+    w.table.tables_ready(Duration::ZERO, &w.stats);
+    w.flush();
+    assert!(!w.table.tables_pending());
+    for v in w.map.entries.values().filter(|v| v.file_id != 0) {
+        assert_eq!(v.flags & pending, 0);
+        assert_eq!((v.table.first, v.table.direct), (v.file_id * 10, 1));
+    }
+    assert_eq!(w.counter(&w.stats.syncs), syncs, "no re-read of the maps");
+    assert!(
+        w.table.take_live_deletes(),
+        "the sampler's caches are dropped"
+    );
+    assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
+}
+
+#[test]
+fn a_table_built_for_a_file_released_meanwhile_is_unloaded() {
+    let tables = Deferred::default();
+    let mut w = World::new();
+    w.table = ProcessTable::with_tables(Box::new(tables.clone()));
+    w.src.spawn(10, 100, OTHER);
+    w.report(10, Trigger::UnknownPid);
+    let id = w
+        .map
+        .entries
+        .values()
+        .map(|v| v.file_id)
+        .find(|&id| id != 0)
+        .unwrap();
+    w.src.kill(10);
+    w.exit(10);
+    w.table.expire(&w.stats, w.now + FILE_GRACE);
+    tables.built.lock().unwrap().push(id);
+    w.table.tables_ready(Duration::ZERO, &w.stats);
+    // Released without a table, then the table that arrived is unloaded at once.
+    assert_eq!(*tables.unloaded.lock().unwrap(), vec![(id, 0), (id, 1)]);
+    assert!(!w.table.tables_pending());
 }

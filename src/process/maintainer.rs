@@ -15,6 +15,10 @@ use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::stats::Stats;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// How often built tables are picked up while some are due.
+const TABLE_POLL: Duration = Duration::from_millis(5);
+/// How long the end of a session waits for tables still being built.
+const TABLE_DEADLINE: Duration = Duration::from_secs(10);
 const AUDIT_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Where the maintainer tells the sampler to drop its per-CPU mapping caches.
@@ -65,7 +69,13 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
     pub fn run(mut self, inbox: Receiver<Vec<MaintainerMsg>>) {
         let (mut last_sweep, mut last_audit) = (Instant::now(), Instant::now());
         loop {
-            match inbox.recv_timeout(Duration::from_millis(200)) {
+            // Built tables are picked up between messages: wake often while some are due.
+            let timeout = if self.table.tables_pending() {
+                TABLE_POLL
+            } else {
+                Duration::from_millis(200)
+            };
+            match inbox.recv_timeout(timeout) {
                 Ok(batch) => {
                     // Apply everything queued before one flush: map batches stay large.
                     for msg in batch.into_iter().chain(inbox.try_iter().take(64).flatten()) {
@@ -75,6 +85,7 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            self.table.tables_ready(Duration::ZERO, &self.stats);
             self.flush();
             let now = Instant::now();
             if now.duration_since(last_sweep) >= SWEEP_INTERVAL {
@@ -185,8 +196,13 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         }
     }
 
-    /// End of session: one last sweep for exits in flight, a flush, and the final audit.
+    /// End of session: the tables still being built (walks cut at their files are finished
+    /// with them), one last sweep for exits in flight, a flush, and the final audit.
     pub fn settle(&mut self) {
+        let deadline = Instant::now() + TABLE_DEADLINE;
+        while self.table.tables_pending() && Instant::now() < deadline {
+            self.table.tables_ready(TABLE_POLL * 10, &self.stats);
+        }
         let now = Instant::now();
         self.table.sweep(&self.source, &self.stats, now);
         self.flush();

@@ -2,6 +2,7 @@
 //! per-PID BPF map (`pid_mappings`) that it owns (DESIGN.md, "T2").
 
 pub mod batcher;
+pub mod extractor;
 #[cfg(test)]
 mod fake_map;
 pub mod files;

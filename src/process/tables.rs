@@ -2,12 +2,14 @@
 //! once into the `unwind_buckets` array, shared by every process that maps the file, and freed
 //! when the file is released. Each registered file is also published in `file_tables`, by inode,
 //! so the sampler can unwind processes it meets before they are synced (first sight). The
-//! maintainer thread is the only writer of both, like for `pid_mappings`.
+//! maintainer thread is the only writer of both, like for `pid_mappings`. Tables are built on
+//! the extractor thread (`extractor.rs`): a file's table is pending until `ready` loads it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::time::Duration;
 
-use super::files::FileInfo;
+use super::extractor::Extractor;
+use super::files::{FileInfo, SharedFile};
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{FileTableKey, FileTableValue, TableRef, UNWIND_BUCKET_BYTES};
 use crate::sys::bpf::Map;
@@ -15,12 +17,19 @@ use crate::unwind::compact::CompactTable;
 
 /// Where tables go; a real BPF array or nothing (tests, or a map that could not be created).
 pub trait TableStore: Send {
-    /// Loads the table of a newly registered file. `TableRef::default()` (no buckets) when the
-    /// file has no usable call-frame information or there is no room: frames in it are then
-    /// walked with frame pointers.
-    fn load(&mut self, file: &FileInfo, stats: &Stats) -> TableRef;
-    /// Makes a loaded file known to first sight (once user space can name it).
-    fn publish(&mut self, _file: &FileInfo, _table: TableRef, _stats: &Stats) {}
+    /// Starts on the table of a newly registered file. `Some` when it is settled at once;
+    /// `None` while it is built elsewhere (`ready` hands it over). `TableRef::default()` (no
+    /// buckets): the file has no usable call-frame information or there is no room, and frames
+    /// in it are walked with frame pointers.
+    fn request(&mut self, file: &SharedFile, stats: &Stats) -> Option<TableRef>;
+    /// Tables built since the last call, loaded into the kernel, by file ID. Waits up to `wait`
+    /// for one when some are on the way and none is ready.
+    fn ready(&mut self, _wait: Duration, _stats: &Stats) -> Vec<(u32, TableRef)> {
+        Vec::new()
+    }
+    /// Makes a file known to first sight (once user space can name it), with its table or as
+    /// pending.
+    fn publish(&mut self, _file: &FileInfo, _table: TableRef, _pending: bool, _stats: &Stats) {}
     /// Frees a released file's table buckets and withdraws the file from first sight.
     fn unload(&mut self, file_id: u32, table: TableRef, stats: &Stats);
 }
@@ -29,8 +38,8 @@ pub trait TableStore: Send {
 pub struct NoTables;
 
 impl TableStore for NoTables {
-    fn load(&mut self, _: &FileInfo, _: &Stats) -> TableRef {
-        TableRef::default()
+    fn request(&mut self, _: &SharedFile, _: &Stats) -> Option<TableRef> {
+        Some(TableRef::default())
     }
     fn unload(&mut self, _: u32, _: TableRef, _: &Stats) {}
 }
@@ -100,6 +109,8 @@ pub struct BpfTables {
     /// Buckets (direct and overflow) of each loaded table, by first bucket.
     sizes: std::collections::HashMap<u32, u32>,
     vdso: Option<TableRef>,
+    /// `None`: the thread could not be started; tables are built here.
+    extractor: Option<Extractor>,
 }
 
 impl BpfTables {
@@ -112,22 +123,10 @@ impl BpfTables {
             allocator,
             sizes: Default::default(),
             vdso: None,
+            extractor: Extractor::spawn()
+                .map_err(|e| crate::log::warn(&format!("tables are built on the maintainer: {e}")))
+                .ok(),
         }
-    }
-
-    fn extract(file: &FileInfo) -> Result<CompactTable, String> {
-        let table = if file.path == "[vdso]" {
-            let image = crate::symbolize::own_vdso_image().map_err(|e| e.to_string())?;
-            crate::unwind::extract_from_bytes(&image)
-        } else {
-            let handle = file.handle.as_ref().ok_or("not open")?;
-            let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(handle));
-            crate::unwind::extract(Path::new(&path))
-        };
-        table
-            .map_err(|e| e.to_string())?
-            .compact()
-            .map_err(|e| e.to_string())
     }
 
     fn write(&self, first: u32, table: &CompactTable) -> Result<(), String> {
@@ -150,12 +149,12 @@ impl BpfTables {
 
 impl BpfTables {
     /// Makes the file (and its table, if any) known to first sight.
-    fn publish_file(&mut self, file: &FileInfo, table: TableRef, stats: &Stats) {
+    fn publish_file(&mut self, file: &FileInfo, table: TableRef, pending: bool, stats: &Stats) {
         let (Some(map), false) = (&self.file_tables, file.key.inode == 0) else {
             return; // no map, or no inode ([vdso]): the mmap hook never names it
         };
         let key = FileTableKey::new(file.key.dev, file.key.inode);
-        let value = FileTableValue::new(file.id, table);
+        let value = FileTableValue::new(file.id, table, pending);
         match map.update(&key.to_bytes(), &value.to_bytes(), 0) {
             Ok(()) => {
                 self.published.insert(file.id, key);
@@ -185,13 +184,14 @@ impl BpfTables {
         }
     }
 
-    fn load_table(&mut self, file: &FileInfo, stats: &Stats) -> TableRef {
-        if file.path == "[vdso]" {
-            if let Some(table) = self.vdso {
-                return table; // one image for every process; never unloaded
-            }
-        }
-        let table = match Self::extract(file) {
+    /// Loads a built table into `unwind_buckets`.
+    fn install(
+        &mut self,
+        file: &FileInfo,
+        built: Result<CompactTable, String>,
+        stats: &Stats,
+    ) -> TableRef {
+        let table = match built {
             Ok(table) if table.direct_buckets() > 0 => table,
             Ok(_) => {
                 Stats::inc(&stats.unwind_tables_empty);
@@ -216,25 +216,46 @@ impl BpfTables {
         self.sizes.insert(first, n);
         Stats::inc(&stats.unwind_tables_loaded);
         Stats::set(&stats.unwind_buckets_used, u64::from(self.allocator.used()));
-        let table = TableRef {
+        TableRef {
             first,
             direct: table.direct_buckets(),
             base: table.base(),
-        };
-        if file.path == "[vdso]" {
-            self.vdso = Some(table);
         }
-        table
     }
 }
 
 impl TableStore for BpfTables {
-    fn load(&mut self, file: &FileInfo, stats: &Stats) -> TableRef {
-        self.load_table(file, stats)
+    fn request(&mut self, file: &SharedFile, stats: &Stats) -> Option<TableRef> {
+        if file.path == "[vdso]" {
+            if self.vdso.is_none() {
+                // Tiny, and shared by every process: built here, once, never unloaded.
+                let built = super::extractor::extract(file);
+                self.vdso = Some(self.install(file, built, stats));
+            }
+            return self.vdso;
+        }
+        if let Some(extractor) = &mut self.extractor {
+            if extractor.request(file.clone()) {
+                return None;
+            }
+        }
+        let built = super::extractor::extract(file);
+        Some(self.install(file, built, stats))
     }
 
-    fn publish(&mut self, file: &FileInfo, table: TableRef, stats: &Stats) {
-        self.publish_file(file, table, stats);
+    fn ready(&mut self, wait: Duration, stats: &Stats) -> Vec<(u32, TableRef)> {
+        let Some(extractor) = &mut self.extractor else {
+            return Vec::new();
+        };
+        let built = extractor.ready(wait);
+        built
+            .into_iter()
+            .map(|(file, table)| (file.id, self.install(&file, table, stats)))
+            .collect()
+    }
+
+    fn publish(&mut self, file: &FileInfo, table: TableRef, pending: bool, stats: &Stats) {
+        self.publish_file(file, table, pending, stats);
     }
 
     fn unload(&mut self, file_id: u32, table: TableRef, stats: &Stats) {

@@ -133,9 +133,10 @@ fn finish(
     let mut complete = false;
     while frames.len() < room {
         let lookup = regs.lookup();
+        let pending = consts::MAPPING_TABLE_PENDING as u32;
         let file = vma_of(&stack.vmas, lookup)
             .and_then(|v| Some((v, tables.file(v.dev, v.inode)?)))
-            .filter(|(_, f)| known(f.file_id));
+            .filter(|(_, f)| known(f.file_id) && f.flags & pending == 0);
         let Some((vma, file)) = file else {
             if !last && vma_of(&stack.vmas, lookup).is_some() {
                 return Finish::Wait; // its file is not published yet
@@ -206,7 +207,7 @@ impl Tables for MapTables {
             file_id: u32_at(0),
             table_first: u32_at(4),
             table_direct: u32_at(8),
-            _pad: 0,
+            flags: u32_at(12),
             table_base: u64::from_ne_bytes(b[16..24].try_into().ok()?),
         })
     }

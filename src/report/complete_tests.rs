@@ -21,7 +21,7 @@ impl Tables for Fake {
             file_id: 7,
             table_first: 0,
             table_direct: self.table.direct_buckets(),
-            _pad: 0,
+            flags: 0,
             table_base: self.table.base(),
         })
     }

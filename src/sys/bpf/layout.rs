@@ -260,19 +260,24 @@ pub struct FileTableValue {
     pub file_id: u32,
     pub table_first: u32,
     pub table_direct: u32,
-    pub _pad: u32,
+    /// `MAPPING_TABLE_PENDING`: the table is being built.
+    pub flags: u32,
     pub table_base: u64,
 }
 const _: () = assert!(size_of::<FileTableValue>() == 24);
 const _: () = assert!(offset_of!(FileTableValue, table_base) == 16);
 
 impl FileTableValue {
-    pub fn new(file_id: u32, table: TableRef) -> Self {
+    pub fn new(file_id: u32, table: TableRef, pending: bool) -> Self {
         Self {
             file_id,
             table_first: table.first,
             table_direct: table.direct,
-            _pad: 0,
+            flags: if pending {
+                consts::MAPPING_TABLE_PENDING as u32
+            } else {
+                0
+            },
             table_base: table.base,
         }
     }
@@ -282,6 +287,7 @@ impl FileTableValue {
         b[0..4].copy_from_slice(&self.file_id.to_ne_bytes());
         b[4..8].copy_from_slice(&self.table_first.to_ne_bytes());
         b[8..12].copy_from_slice(&self.table_direct.to_ne_bytes());
+        b[12..16].copy_from_slice(&self.flags.to_ne_bytes());
         b[16..24].copy_from_slice(&self.table_base.to_ne_bytes());
         b
     }

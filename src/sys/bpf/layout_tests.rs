@@ -231,10 +231,15 @@ fn file_table_keys_use_the_kernel_device_encoding() {
             direct: 20,
             base: 0x1000,
         },
+        true,
     )
     .to_bytes();
     assert_eq!(value[0..4], 5u32.to_ne_bytes());
     assert_eq!(value[8..12], 20u32.to_ne_bytes());
+    assert_eq!(
+        value[12..16],
+        (consts::MAPPING_TABLE_PENDING as u32).to_ne_bytes()
+    );
     assert_eq!(value[16..24], 0x1000u64.to_ne_bytes());
 }
 

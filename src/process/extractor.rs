@@ -1,0 +1,97 @@
+//! The table extractor thread: builds unwind tables from files' call-frame information off the
+//! maintainer thread, so a big file (libLLVM: ~0.1-0.5 s) never holds up the syncs of other
+//! processes. It only computes: the maintainer loads what it returns into the kernel, as the
+//! only writer of the maps. Requests are served in order.
+
+use std::path::Path;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::files::{FileInfo, SharedFile};
+use crate::unwind::compact::CompactTable;
+
+/// A built table (or why there is none), for the file with this ID.
+pub type Built = (SharedFile, Result<CompactTable, String>);
+
+/// The extractor as the maintainer sees it. Dropping it ends the thread once its queue is done.
+pub struct Extractor {
+    requests: Option<Sender<SharedFile>>,
+    results: Receiver<Built>,
+    thread: Option<JoinHandle<()>>,
+    outstanding: usize,
+}
+
+/// The table of one file: its `.eh_frame` (and `.debug_frame`), or our own vDSO image.
+pub fn extract(file: &FileInfo) -> Result<CompactTable, String> {
+    let table = if file.path == "[vdso]" {
+        let image = crate::symbolize::own_vdso_image().map_err(|e| e.to_string())?;
+        crate::unwind::extract_from_bytes(&image)
+    } else {
+        let handle = file.handle.as_ref().ok_or("not open")?;
+        let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(handle));
+        crate::unwind::extract(Path::new(&path))
+    };
+    table
+        .map_err(|e| e.to_string())?
+        .compact()
+        .map_err(|e| e.to_string())
+}
+
+impl Extractor {
+    pub fn spawn() -> std::io::Result<Self> {
+        let (requests, inbox) = channel::<SharedFile>();
+        let (outbox, results) = channel();
+        let thread = std::thread::Builder::new()
+            .name("extractor".into())
+            .spawn(move || {
+                for file in inbox {
+                    let table = extract(&file);
+                    if outbox.send((file, table)).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Self {
+            requests: Some(requests),
+            results,
+            thread: Some(thread),
+            outstanding: 0,
+        })
+    }
+
+    /// Queues a file; `false` when the thread is gone (the caller builds it itself).
+    pub fn request(&mut self, file: SharedFile) -> bool {
+        let sent = self.requests.as_ref().is_some_and(|r| r.send(file).is_ok());
+        self.outstanding += usize::from(sent);
+        sent
+    }
+
+    /// Tables requested and not handed over yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
+    /// What is built; waits up to `wait` for the first result when nothing is ready.
+    pub fn ready(&mut self, wait: Duration) -> Vec<Built> {
+        let mut out: Vec<Built> = self.results.try_iter().collect();
+        if out.is_empty() && self.outstanding > 0 && !wait.is_zero() {
+            match self.results.recv_timeout(wait) {
+                Ok(built) => out.push(built),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
+            }
+            out.extend(self.results.try_iter());
+        }
+        self.outstanding -= out.len().min(self.outstanding);
+        out
+    }
+}
+
+impl Drop for Extractor {
+    fn drop(&mut self) {
+        self.requests = None; // ends the thread's loop
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
