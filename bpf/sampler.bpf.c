@@ -999,6 +999,7 @@ int BPF_PROG(on_exit, struct task_struct *task)
 
 
 #define VM_EXEC 0x4
+#define PROT_EXEC 0x4
 #define MAX_ERRNO 4095
 
 /* Records the executable file mapping around `addr` in the process's first-sight list; in
@@ -1057,9 +1058,19 @@ int on_mmap(struct sys_exit_args *ctx)
 	unsigned long ret = ctx->ret;
 	if (ret >= (unsigned long)-MAX_ERRNO)
 		return 0;
+	/* mmap(addr, len, prot, flags, fd, off): the arguments are still in the registers saved
+	 * at entry. Only file mappings with PROT_EXEC are worth the VMA lookup (most mmaps are
+	 * anonymous memory or a library's data and read-only parts). */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	__u64 prot = 0, fd = 0;
+	bpf_probe_read_kernel(&prot, sizeof(prot), &regs->dx);
+	bpf_probe_read_kernel(&fd, sizeof(fd), &regs->r8);
+	if (!(prot & PROT_EXEC) || (int)fd < 0)
+		return 0;
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	if (!wanted(tgid))
 		return 0;
-	record_vma(bpf_get_current_task_btf(), tgid, ret);
+	record_vma(task, tgid, ret);
 	return 0;
 }
