@@ -24,6 +24,8 @@ pub enum MaintainerMsg {
     },
     /// The whole process exited.
     Exit { pid: u32, start_ns: u64 },
+    /// A binary was exec'd (as execve named it, and its device and inode).
+    Executed { path: String, dev: u64, inode: u64 },
     /// PIDs sampled recently (for least-recently-sampled eviction).
     Sampled(Vec<u32>),
     /// Files the samples named recently (kept registered while in use).

@@ -115,6 +115,11 @@ impl Router {
                     start_ns: exec.start_ns,
                     trigger: Trigger::Exec,
                 });
+                self.maintain(MaintainerMsg::Executed {
+                    path: exec.path.clone(),
+                    dev: exec.dev,
+                    inode: exec.inode,
+                });
                 self.report(ReportMsg::Exec(exec));
             }
             Record::Exit {

@@ -265,6 +265,30 @@ impl ProcessTable {
         self.sync(pid, start_ns, identity, trigger, src, stats, now);
     }
 
+    /// A binary was exec'd. It is registered (without a reference: samples naming it keep it)
+    /// so first sight can unwind the processes running it even when none of them lives long
+    /// enough to be synced (a shell loop's `true` or `date`).
+    pub fn on_executed(
+        &mut self,
+        path: &str,
+        dev: u64,
+        inode: u64,
+        src: &dyn ProcSource,
+        stats: &Stats,
+        now: Instant,
+    ) {
+        if self.files.find_by_inode(dev, inode).is_some() {
+            return;
+        }
+        let Some((key, file)) = src.open_executed(path, dev, inode) else {
+            return;
+        };
+        let acquired = self.files.acquire(key, path, (dev, inode), || Some(file));
+        self.register(acquired.new, stats);
+        self.files.release(acquired.id, now);
+        self.load_new_tables(stats);
+    }
+
     /// Whole-process exit of `(pid, start_ns)`: the entries go, once. Most exits are of
     /// processes never sampled, which own nothing: those are not worth a count.
     pub fn on_exit(&mut self, pid: u32, start_ns: u64, stats: &Stats, now: Instant) {

@@ -125,6 +125,10 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             }
             MaintainerMsg::Sampled(pids) => self.table.on_sampled(&pids, now),
             MaintainerMsg::FilesUsed(ids) => self.table.files.touch(&ids, now),
+            MaintainerMsg::Executed { path, dev, inode } => {
+                self.table
+                    .on_executed(&path, dev, inode, &self.source, &self.stats, now)
+            }
         }
     }
 

@@ -93,6 +93,26 @@ pub trait ProcSource {
     fn open(&self, pid: u32, mapping: &Mapping, path: &str) -> Option<(FileKey, File)>;
     /// The time of the PID's last exec as the sampler recorded it; `None`: no exec seen.
     fn exec_gen(&self, pid: u32) -> Option<u64>;
+    /// Opens an executable by the absolute path exec named, if it is still the file with
+    /// this (dev, inode).
+    fn open_executed(&self, path: &str, dev: u64, inode: u64) -> Option<(FileKey, File)> {
+        if !path.starts_with('/') {
+            return None;
+        }
+        let file = File::open(path).ok()?;
+        let meta = file.metadata().ok()?;
+        if (meta.dev(), meta.ino()) != (dev, inode) {
+            return None; // replaced since, or another mount namespace
+        }
+        let mtime_ns = meta.mtime() * 1_000_000_000 + meta.mtime_nsec();
+        let key = FileKey {
+            dev,
+            inode,
+            size: meta.size(),
+            mtime_ns,
+        };
+        Some((key, file))
+    }
     /// The process's executable, where readable.
     fn exe(&self, pid: u32) -> Option<String> {
         let path = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
