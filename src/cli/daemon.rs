@@ -333,12 +333,21 @@ fn log_counters(stats: &Stats) {
     let lost = get(&stats.samples_lost)
         + get(&stats.samples_send_failed)
         + get(&stats.samples_queue_dropped);
+    let later = get(&stats.samples_completed_later);
     crate::log::info(&format!(
-        "windows {}: samples {}, lost {}, processes synced {}, map entries {}, exports delivered {}, \
-         retried {}, rejected {}, dropped {}, bytes {}",
+        "windows {}: samples {}, lost {}, user stacks complete in the kernel {}, completed later \
+         {later}, cut {}, processes synced {}, map entries {}, exports delivered {}, retried {}, \
+         rejected {}, dropped {}, bytes {}",
         get(&stats.windows),
         get(&stats.samples),
         lost,
+        get(&stats.unwind_outermost) + get(&stats.unwind_fp_end),
+        (get(&stats.unwind_no_mapping).saturating_sub(later))
+            + get(&stats.unwind_no_info)
+            + get(&stats.unwind_bad_cfa)
+            + get(&stats.unwind_read_fault)
+            + get(&stats.unwind_depth_limit)
+            + get(&stats.unwind_unsupported),
         get(&stats.pids_seen),
         get(&stats.pid_map_entries),
         get(&stats.export_delivered),

@@ -82,6 +82,10 @@ pub struct ProcessTable {
     pending_tables: std::collections::HashSet<u32>,
     /// Files whose tables arrived: published again, with the table, at the next flush.
     republish: Vec<u32>,
+    /// The newest identity any event showed for each PID, and when: a newer one on the same
+    /// PID is a reuse (counted whether or not either process was ever synced; first sight
+    /// unwinds most short-lived processes without a sync).
+    identities: HashMap<u32, (u64, Instant)>,
     /// Processes synced for the first time since the last `take_new_processes`, with their
     /// executables.
     new_processes: Vec<(u32, String)>,
@@ -113,6 +117,7 @@ impl ProcessTable {
             tables_to_load: Vec::new(),
             pending_tables: Default::default(),
             republish: Vec::new(),
+            identities: HashMap::new(),
             new_processes: Vec::new(),
             live_deletes: false,
             tables,
@@ -211,6 +216,7 @@ impl ProcessTable {
             Trigger::UnknownMapping => inc(&stats.unknown_mapping_reports),
             Trigger::Exec => {}
         }
+        self.note_identity(pid, start_ns, stats, now);
         let known = self.procs.get(&pid).map(|p| (p.state, p.start_ns));
         let same_live = known == Some((State::Live, start_ns));
         match known {
@@ -258,7 +264,6 @@ impl ProcessTable {
                     self.exit(pid, stats, now);
                 }
                 self.procs.remove(&pid);
-                inc(&stats.pid_reuses);
             }
             None => {}
         }
@@ -292,6 +297,7 @@ impl ProcessTable {
     /// Whole-process exit of `(pid, start_ns)`: the entries go, once. Most exits are of
     /// processes never sampled, which own nothing: those are not worth a count.
     pub fn on_exit(&mut self, pid: u32, start_ns: u64, stats: &Stats, now: Instant) {
+        self.note_identity(pid, start_ns, stats, now);
         match self.procs.get(&pid).map(|p| (p.state, p.start_ns)) {
             Some((State::Live, start)) if start == start_ns => self.exit(pid, stats, now),
             // A newer process with this PID exited, so the tracked one is long gone.
@@ -299,6 +305,21 @@ impl ProcessTable {
             // A duplicate, or the exit of an earlier holder of the PID read late.
             Some(_) => inc(&stats.events_ignored),
             None => {}
+        }
+    }
+
+    /// Counts a PID seen with a newer identity than before (`pid_reuses`).
+    fn note_identity(&mut self, pid: u32, start_ns: u64, stats: &Stats, now: Instant) {
+        match self.identities.get_mut(&pid) {
+            Some((seen, at)) if *seen == start_ns => *at = now,
+            Some((seen, _)) if *seen > start_ns => {} // about an earlier holder, read late
+            Some(entry) => {
+                *entry = (start_ns, now);
+                inc(&stats.pid_reuses);
+            }
+            None => {
+                self.identities.insert(pid, (start_ns, now));
+            }
         }
     }
 
@@ -528,6 +549,8 @@ impl ProcessTable {
     /// Forgets exited processes and unused files after their grace periods; returns the IDs of
     /// the files released.
     pub fn expire(&mut self, stats: &Stats, now: Instant) -> Vec<u32> {
+        self.identities
+            .retain(|_, (_, at)| now.duration_since(*at) < EXIT_GRACE);
         self.procs.retain(|_, p| match p.state {
             State::Live => true,
             State::Exiting { since } => now.duration_since(since) < EXIT_GRACE,

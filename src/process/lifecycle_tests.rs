@@ -604,12 +604,24 @@ fn an_executed_binary_is_registered_once_without_a_reference() {
     use std::os::unix::fs::MetadataExt;
     let mut w = World::new();
     let meta = std::fs::metadata("/bin/sh").unwrap();
-    w.table
-        .on_executed("/bin/sh", meta.dev(), meta.ino() + 1, &w.src, &w.stats, w.now);
-    assert!(w.table.take_new_files().is_empty(), "another inode: not this file");
+    w.table.on_executed(
+        "/bin/sh",
+        meta.dev(),
+        meta.ino() + 1,
+        &w.src,
+        &w.stats,
+        w.now,
+    );
+    assert!(
+        w.table.take_new_files().is_empty(),
+        "another inode: not this file"
+    );
     w.table
         .on_executed("sh", meta.dev(), meta.ino(), &w.src, &w.stats, w.now);
-    assert!(w.table.take_new_files().is_empty(), "a relative path names nothing we can open");
+    assert!(
+        w.table.take_new_files().is_empty(),
+        "a relative path names nothing we can open"
+    );
     for _ in 0..2 {
         w.table
             .on_executed("/bin/sh", meta.dev(), meta.ino(), &w.src, &w.stats, w.now);
@@ -618,5 +630,9 @@ fn an_executed_binary_is_registered_once_without_a_reference() {
     assert_eq!(new.len(), 1, "registered once");
     assert_eq!(w.table.files.refs(new[0].id), Some(0), "held by no process");
     let later = w.now + FILE_GRACE;
-    assert_eq!(w.table.expire(&w.stats, later), vec![new[0].id], "released after the grace");
+    assert_eq!(
+        w.table.expire(&w.stats, later),
+        vec![new[0].id],
+        "released after the grace"
+    );
 }
