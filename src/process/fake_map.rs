@@ -43,6 +43,12 @@ impl FakeMap {
             .collect()
     }
 
+    /// The file IDs the entries name.
+    pub fn file_ids(&self) -> Vec<u32> {
+        let ids = self.entries.values().map(|v| v.file_id);
+        ids.filter(|&id| id != 0).collect()
+    }
+
     pub fn keys_of(&self, pid: u32) -> Vec<PidMappingKey> {
         self.entries
             .keys()

@@ -289,7 +289,7 @@ impl ProcessTable {
             return;
         };
         let acquired = self.files.acquire(key, path, (dev, inode), || Some(file));
-        self.register(acquired.new, stats);
+        self.register(acquired.new);
         self.files.release(acquired.id, now);
         self.load_new_tables(stats);
     }
@@ -378,7 +378,7 @@ impl ProcessTable {
         // with it); only then build the new files' tables, which can take a while.
         let opened: Vec<(u32, u16)> = maps
             .iter()
-            .map(|mapping| self.file_of(pid, mapping, src, stats))
+            .map(|mapping| self.file_of(pid, mapping, src))
             .collect();
         self.load_new_tables(stats);
         let mut files = Vec::new();
@@ -451,13 +451,7 @@ impl ProcessTable {
     }
 
     /// The file ID (0 for none) and mapping flags of one executable mapping.
-    fn file_of(
-        &mut self,
-        pid: u32,
-        mapping: &Mapping,
-        src: &dyn ProcSource,
-        stats: &Stats,
-    ) -> (u32, u16) {
+    fn file_of(&mut self, pid: u32, mapping: &Mapping, src: &dyn ProcSource) -> (u32, u16) {
         let anon = (0, consts::MAPPING_ANON as u16);
         let (path, key) = match &mapping.backing {
             Backing::File { path, .. } => {
@@ -476,7 +470,7 @@ impl ProcessTable {
                         let acquired =
                             self.files
                                 .acquire(key, path, (mapping.dev, mapping.inode), || Some(file));
-                        self.register(acquired.new, stats);
+                        self.register(acquired.new);
                         return (acquired.id, 0);
                     }
                     None => (path.clone(), fallback),
@@ -496,13 +490,13 @@ impl ProcessTable {
         let acquired = self
             .files
             .acquire(key, &path, (key.dev, key.inode), || None);
-        self.register(acquired.new, stats);
+        self.register(acquired.new);
         (acquired.id, 0)
     }
 
     /// A file seen for the first time: its table is loaded (`load_new_tables`) and it is
     /// announced.
-    fn register(&mut self, new: Option<SharedFile>, _stats: &Stats) {
+    fn register(&mut self, new: Option<SharedFile>) {
         if let Some(file) = new {
             self.tables_to_load.push(file.clone());
             self.new_files.push(file);

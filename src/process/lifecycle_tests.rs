@@ -541,13 +541,7 @@ fn entries_wait_for_their_table_then_get_it_without_a_resync() {
     w.src.spawn(10, 100, APP);
     w.report(10, Trigger::UnknownPid);
     let pending = consts::MAPPING_TABLE_PENDING as u16;
-    let files: Vec<u32> = w
-        .map
-        .entries
-        .values()
-        .map(|v| v.file_id)
-        .filter(|&id| id != 0)
-        .collect();
+    let files = w.map.file_ids();
     assert!(!files.is_empty() && w.table.tables_pending());
     assert!(
         w.map

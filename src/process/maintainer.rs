@@ -256,13 +256,7 @@ mod tests {
             })
             .collect();
         assert!(!announced.is_empty());
-        let named: std::collections::BTreeSet<u32> = m
-            .map
-            .entries
-            .values()
-            .map(|v| v.file_id)
-            .filter(|&id| id != 0)
-            .collect();
+        let named: std::collections::BTreeSet<u32> = m.map.file_ids().into_iter().collect();
         assert!(
             named.iter().all(|id| announced.contains(id)),
             "{named:?} vs {announced:?}"

@@ -199,17 +199,10 @@ impl Tables for MapTables {
             inode,
         };
         let mut b = [0u8; 24];
-        if !self.file_tables.lookup_into(&key.to_bytes(), &mut b).ok()? {
-            return None;
-        }
-        let u32_at = |at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        Some(FileTableValue {
-            file_id: u32_at(0),
-            table_first: u32_at(4),
-            table_direct: u32_at(8),
-            flags: u32_at(12),
-            table_base: u64::from_ne_bytes(b[16..24].try_into().ok()?),
-        })
+        self.file_tables
+            .lookup_into(&key.to_bytes(), &mut b)
+            .ok()?
+            .then(|| FileTableValue::from_bytes(&b))
     }
 
     fn bucket(&self, index: u32) -> Option<Bucket> {

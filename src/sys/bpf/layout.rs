@@ -291,6 +291,16 @@ impl FileTableValue {
         b[16..24].copy_from_slice(&self.table_base.to_ne_bytes());
         b
     }
+
+    pub fn from_bytes(b: &[u8; 24]) -> Self {
+        Self {
+            file_id: u32_at(b, 0),
+            table_first: u32_at(b, 4),
+            table_direct: u32_at(b, 8),
+            flags: u32_at(b, 12),
+            table_base: u64_at(b, 16),
+        }
+    }
 }
 
 /// Bytes of one `struct unwind_bucket`.

@@ -224,7 +224,7 @@ fn file_table_keys_use_the_kernel_device_encoding() {
         (8 << 20) | 1
     );
     assert_eq!(u64::from_ne_bytes(bytes[8..16].try_into().unwrap()), 0x1122);
-    let value = FileTableValue::new(
+    let original = FileTableValue::new(
         5,
         TableRef {
             first: 10,
@@ -232,8 +232,9 @@ fn file_table_keys_use_the_kernel_device_encoding() {
             base: 0x1000,
         },
         true,
-    )
-    .to_bytes();
+    );
+    let value = original.to_bytes();
+    assert_eq!(FileTableValue::from_bytes(&value), original);
     assert_eq!(value[0..4], 5u32.to_ne_bytes());
     assert_eq!(value[8..12], 20u32.to_ne_bytes());
     assert_eq!(
