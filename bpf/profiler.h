@@ -182,6 +182,7 @@ struct unwind_bucket {
 #define UNWIND_SIGNAL 7
 #define UNWIND_UNSUPPORTED 8
 #define UNWIND_REDIRECT 9
+#define UNWIND_RSP_WIDE 10 /* CFA = rsp + ((kind >> 6) << 16 | (u16)cfa) * 8: frames > 256 KiB */
 /* rbp kinds */
 #define UNWIND_RBP_UNCHANGED 0
 #define UNWIND_RBP_AT_CFA 1

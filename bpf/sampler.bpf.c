@@ -447,6 +447,9 @@ static __always_inline void step_rule(struct unwind_state *st, struct unwind_rul
 	case UNWIND_RBP:
 		cfa = st->bp + (__s64)rule->cfa * 8;
 		break;
+	case UNWIND_RSP_WIDE:
+		cfa = st->sp + (((__u64)(rule->kind >> 6) << 16) | (__u16)rule->cfa) * 8;
+		break;
 	case UNWIND_PLT:
 		cfa = st->sp + lo * 8 + ((off & 15) >= (__u8)hi ? 8 : 0);
 		break;

@@ -56,6 +56,9 @@
 //! - 8 `KIND_UNSUPPORTED`: CFI exists but cannot be followed (stop, count).
 //! - 9 `KIND_REDIRECT`: overflow; `(u8)rbp | (u16)cfa << 8` is a bucket index relative to
 //!   `first`; search that bucket the same way (it never redirects again).
+//! - 10 `KIND_RSP_WIDE`: CFA = rsp + ((kind >> 6) << 16 | (u16)cfa) * 8, for frames beyond
+//!   `KIND_RSP`'s 256 KiB (up to 2 MiB; rustc's and LLVM's largest are ~530 KiB). Bits 6-7 of
+//!   `kind` are zero for every other kind.
 //!
 //! rbp kinds (`(kind >> 4) & 3`), the caller's rbp: 0 `RBP_UNCHANGED`: rbp itself;
 //! 1 `RBP_AT_CFA`: *(u64 *)(CFA + rbp * 8); 2 `RBP_AT_RBP`: *(u64 *)(rbp + rbp * 8), the
@@ -101,6 +104,9 @@ pub const KIND_OUTERMOST: u8 = 6;
 pub const KIND_SIGNAL: u8 = 7;
 pub const KIND_UNSUPPORTED: u8 = 8;
 pub const KIND_REDIRECT: u8 = 9;
+pub const KIND_RSP_WIDE: u8 = 10;
+/// Where `KIND_RSP_WIDE` keeps bits 16-17 of its operand.
+pub const WIDE_SHIFT: u8 = 6;
 
 pub const RBP_SHIFT: u8 = 4;
 pub const RBP_UNCHANGED: u8 = 0;
@@ -200,8 +206,15 @@ impl Rule {
             RowKind::Frame => {}
         }
         let pair = |a: i32, b: Option<i8>| Some(bytes(eighths(a)?, b?));
+        let mut wide = 0;
         let cfa = match row.cfa {
-            CfaRule::RspOffset(o) => eighths(o).map(|c| (KIND_RSP, c)),
+            CfaRule::RspOffset(o) => match eighths::<i16>(o) {
+                Some(c) => Some((KIND_RSP, c)),
+                None => eighths::<u32>(o).filter(|&c| c < 1 << 18).map(|c| {
+                    wide = (c >> 16) as u8;
+                    (KIND_RSP_WIDE, c as u16 as i16)
+                }),
+            },
             CfaRule::RbpOffset(o) => eighths(o).map(|c| (KIND_RBP, c)),
             CfaRule::Plt {
                 rsp_offset,
@@ -225,7 +238,7 @@ impl Rule {
             RegRule::Unsupported => (RBP_UNKNOWN, 0),
         };
         Self {
-            kind: cfa_kind | rbp_kind << RBP_SHIFT,
+            kind: cfa_kind | rbp_kind << RBP_SHIFT | wide << WIDE_SHIFT,
             rbp,
             cfa,
         }
@@ -241,6 +254,10 @@ impl Rule {
             KIND_OUTERMOST => return Some(CompactRow::Outermost),
             KIND_SIGNAL => return Some(CompactRow::SignalFrame),
             KIND_RSP => CfaRule::RspOffset(i32::from(self.cfa) * 8),
+            KIND_RSP_WIDE => {
+                let units = u32::from(self.kind >> WIDE_SHIFT) << 16 | u32::from(self.cfa as u16);
+                CfaRule::RspOffset(units as i32 * 8)
+            }
             KIND_RBP => CfaRule::RbpOffset(i32::from(self.cfa) * 8),
             KIND_PLT => CfaRule::Plt {
                 rsp_offset: lo,
@@ -359,7 +376,7 @@ impl Bucket {
 fn lossy(row: &UnwindRow, rule: Rule) -> bool {
     row.kind() == RowKind::Frame
         && (rule.kind == KIND_UNSUPPORTED
-            || (rule.kind >> RBP_SHIFT == RBP_UNKNOWN && row.rbp != RegRule::Unsupported))
+            || ((rule.kind >> RBP_SHIFT) & 3 == RBP_UNKNOWN && row.rbp != RegRule::Unsupported))
 }
 
 /// Why a table could not be encoded.

@@ -83,10 +83,13 @@ fn unencodable_operands_degrade_safely() {
             })
         );
     }
-    // CFA offsets are stored in eighths: 16 bits for rsp/rbp, 8 bits in the two-operand kinds.
+    // CFA offsets are stored in eighths: 16 bits for rsp/rbp (18 for a large rsp frame), 8
+    // bits in the two-operand kinds.
     for cfa in [
         CfaRule::RspOffset(12),
-        CfaRule::RspOffset(300_000),
+        CfaRule::RspOffset(2_097_152),
+        CfaRule::RspOffset(300_004),
+        CfaRule::RbpOffset(300_000),
         CfaRule::DerefRsp {
             offset: 40_000,
             add: 8,
@@ -104,6 +107,34 @@ fn unencodable_operands_degrade_safely() {
             "{cfa:?}"
         );
     }
+}
+
+#[test]
+fn large_rsp_frames_use_the_wide_kind() {
+    // rustc's run_compiler closure: cfa=rsp+540080 with rbp at cfa-16 (beyond i16 eighths).
+    for (cfa, kind) in [
+        (262_136, KIND_RSP),
+        (262_144, KIND_RSP_WIDE),
+        (540_080, KIND_RSP_WIDE),
+        (2_097_144, KIND_RSP_WIDE),
+    ] {
+        let row = frame(0, CfaRule::RspOffset(cfa), RegRule::AtCfaOffset(-16));
+        let rule = Rule::encode(&row);
+        assert_eq!(rule.kind & 0xf, kind, "{cfa}");
+        assert_eq!((rule.kind >> RBP_SHIFT) & 3, RBP_AT_CFA, "{cfa}");
+        assert_eq!(
+            rule.decode(),
+            Some(CompactRow::Frame {
+                cfa: CfaRule::RspOffset(cfa),
+                rbp: RegRule::AtCfaOffset(-16)
+            }),
+            "{cfa}"
+        );
+    }
+    // The bits BPF reads: (kind >> 6) << 16 | (u16)cfa, in eighths.
+    let rule = Rule::encode(&frame(0, CfaRule::RspOffset(540_080), RegRule::Unchanged));
+    let units = u32::from(rule.kind >> 6) << 16 | u32::from(rule.cfa as u16);
+    assert_eq!(u64::from(units) * 8, 540_080);
 }
 
 #[test]
