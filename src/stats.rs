@@ -106,6 +106,12 @@ counters! {
     completion_cut,
     completion_stack_missing,
     completion_gave_up,
+    /// Full stack copies extended with the rest of the stack read from the live process, those
+    /// not extended because too many bytes were held already, and completed walks that reached
+    /// the outermost frame through those bytes.
+    stacks_read_live,
+    stacks_live_skipped,
+    completed_with_live_stack,
     /// VMA reports the sampler sent for addresses it could not resolve.
     vma_reports,
     /// User stacks dropped because their innermost address was in no VMA (inside execve).

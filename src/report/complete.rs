@@ -5,20 +5,32 @@
 //! its remaining frames need are published, then the walk is finished with the sampler's own
 //! rules (`unwind::step`) over the copied stack.
 //!
+//! A full copy is extended with the rest of the stack read from the live process
+//! (`live_stack.rs`); frames found through those bytes are kept only when the walk reaches the
+//! outermost frame.
+//!
 //! Owns the waiting traces, not the tables: those are read from the maps the maintainer writes
 //! (`file_tables`, `unwind_buckets`), through [`Tables`].
 
+use std::cell::Cell;
 use std::collections::HashMap;
+
+use super::live_stack::{LiveStack, Memory, PagePool};
 
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{
     consts, FileTableValue, ProcVma, RawTrace, StackRecord, TableRef, UserFrame, MAX_USER_FRAMES,
+    STACK_COPY_BYTES,
 };
 use crate::unwind::compact::Bucket;
 use crate::unwind::step::{find_row, step, Regs, Step};
 
 /// Traces waiting for tables, at most; past that the oldest go out as they are (counted).
 const MAX_WAITING: usize = 4096;
+/// How far above a full copy the live stack is read (never past the stack's mapping).
+const LIVE_STACK_BYTES: u64 = 2 << 20;
+/// Live stack bytes held by all records at most; past that, full copies are not extended.
+const MAX_LIVE_HELD: usize = 24 << 20;
 
 /// Where published files and their tables are read.
 pub trait Tables {
@@ -30,8 +42,10 @@ pub trait Tables {
 /// Stack records by (tid, ktime) until their trace arrives, and traces waiting for tables.
 #[derive(Default)]
 pub struct Completer {
-    stacks: HashMap<(u32, u64), StackRecord>,
-    waiting: Vec<(RawTrace, StackRecord)>,
+    stacks: HashMap<(u32, u64), (StackRecord, LiveStack)>,
+    waiting: Vec<(RawTrace, StackRecord, LiveStack)>,
+    /// The pages of the live stacks in `stacks` and `waiting`.
+    pages: PagePool,
 }
 
 /// What finishing one walk came to.
@@ -39,13 +53,26 @@ pub struct Completer {
 enum Finish {
     /// A file on the way has no table yet.
     Wait,
-    /// Frames appended; whether the walk reached the outermost frame.
-    Done { complete: bool },
+    /// Frames appended; whether the walk reached the outermost frame, and whether it kept
+    /// frames found through the live stack.
+    Done { complete: bool, used_live: bool },
 }
 
 impl Completer {
-    pub fn on_stack(&mut self, stack: StackRecord) {
-        self.stacks.insert((stack.tid, stack.ktime_ns), stack);
+    /// A stack record; a full copy is extended from the live process right away.
+    pub fn on_stack(&mut self, stack: StackRecord, memory: &mut dyn Memory, stats: &Stats) {
+        let end = stack.sp + stack.stack.len() as u64;
+        let live = if stack.stack.len() < STACK_COPY_BYTES {
+            LiveStack::default()
+        } else if self.pages.held() >= MAX_LIVE_HELD {
+            Stats::inc(&stats.stacks_live_skipped);
+            LiveStack::default()
+        } else {
+            Stats::inc(&stats.stacks_read_live);
+            LiveStack::read(memory, stack.pid, end, LIVE_STACK_BYTES, &mut self.pages)
+        };
+        self.stacks
+            .insert((stack.tid, stack.ktime_ns), (stack, live));
     }
 
     /// A trace from the sampler: handed back at once unless it waits for tables.
@@ -53,14 +80,16 @@ impl Completer {
         if u64::from(trace.flags) & consts::TRACE_HAS_STACK == 0 {
             return Some(trace);
         }
-        let Some(stack) = self.stacks.remove(&(trace.tid, trace.ktime_ns)) else {
+        let Some((stack, live)) = self.stacks.remove(&(trace.tid, trace.ktime_ns)) else {
             Stats::inc(&stats.completion_stack_missing);
             return Some(trace);
         };
-        self.waiting.push((trace, stack));
+        self.waiting.push((trace, stack, live));
         if self.waiting.len() > MAX_WAITING {
             Stats::inc(&stats.completion_gave_up);
-            return Some(self.waiting.remove(0).0);
+            let (trace, _, _) = self.waiting.remove(0);
+            self.pages.prune();
+            return Some(trace);
         }
         None
     }
@@ -81,16 +110,22 @@ impl Completer {
     ) -> Vec<RawTrace> {
         let mut out = Vec::new();
         let mut still = Vec::new();
-        for (mut trace, stack) in std::mem::take(&mut self.waiting) {
-            match finish(&mut trace, &stack, tables, known, last) {
-                Finish::Wait => still.push((trace, stack)),
-                Finish::Done { complete } => {
+        for (mut trace, stack, live) in std::mem::take(&mut self.waiting) {
+            match finish(&mut trace, &stack, &live, tables, known, last) {
+                Finish::Wait => still.push((trace, stack, live)),
+                Finish::Done {
+                    complete,
+                    used_live,
+                } => {
                     let counter = if complete {
                         &stats.samples_completed_later
                     } else {
                         &stats.completion_cut
                     };
                     Stats::inc(counter);
+                    if used_live {
+                        Stats::inc(&stats.completed_with_live_stack);
+                    }
                     out.push(trace);
                 }
             }
@@ -100,6 +135,7 @@ impl Completer {
             Stats::add(&stats.completion_stack_missing, self.stacks.len() as u64);
             self.stacks.clear();
         }
+        self.pages.prune();
         out
     }
 }
@@ -113,15 +149,26 @@ fn vma_of(vmas: &[ProcVma], addr: u64) -> Option<&ProcVma> {
 fn finish(
     trace: &mut RawTrace,
     stack: &StackRecord,
+    live: &LiveStack,
     tables: &dyn Tables,
     known: &dyn Fn(u32) -> bool,
     last: bool,
 ) -> Finish {
+    let live_read = Cell::new(false);
     let read = |addr: u64| -> Option<u64> {
-        let at = usize::try_from(addr.checked_sub(stack.sp)?).ok()?;
-        let bytes = stack.stack.get(at..at.checked_add(8)?)?;
-        Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+        let copied = || {
+            let at = usize::try_from(addr.checked_sub(stack.sp)?).ok()?;
+            let bytes = stack.stack.get(at..at.checked_add(8)?)?;
+            Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+        };
+        copied().or_else(|| {
+            let word = live.word(addr)?;
+            live_read.set(true);
+            Some(word)
+        })
     };
+    // Frames before this index were found without the live stack.
+    let mut trusted = None;
     let mut regs = Regs {
         pc: stack.pc,
         sp: stack.sp,
@@ -161,7 +208,11 @@ fn finish(
             base: file.table_base,
         };
         let row = find_row(table, offset, &|i| tables.bucket(i));
-        match step(row, regs, offset, &read) {
+        let stepped = step(row, regs, offset, &read);
+        if live_read.get() && trusted.is_none() {
+            trusted = Some(frames.len());
+        }
+        match stepped {
             Step::Caller(next) => regs = next,
             Step::Outermost => {
                 complete = true;
@@ -170,6 +221,10 @@ fn finish(
             Step::Stop(_) => break,
         }
     }
+    if let (false, Some(trusted)) = (complete, trusted) {
+        frames.truncate(trusted); // bytes read after the sample led nowhere: not evidence
+    }
+    let used_live = complete && trusted.is_some();
     trace.user.pop(); // the frame the sampler could not resolve, now the first of `frames`
     trace.user.extend(frames);
     trace.user.truncate(MAX_USER_FRAMES);
@@ -178,7 +233,10 @@ fn finish(
         trace.flags =
             (trace.flags & !(0xf << shift)) | ((consts::UNWIND_DONE_OUTERMOST as u32) << shift);
     }
-    Finish::Done { complete }
+    Finish::Done {
+        complete,
+        used_live,
+    }
 }
 
 #[cfg(test)]

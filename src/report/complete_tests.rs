@@ -44,10 +44,50 @@ fn fake() -> Fake {
             rbp: RegRule::Unchanged,
             ra: RaRule::Outermost,
         },
+        // A frame larger than the copy.
+        UnwindRow {
+            offset: 0x300,
+            cfa: CfaRule::RspOffset(40_000),
+            rbp: RegRule::Unchanged,
+            ra: RaRule::AtCfaMinus8,
+        },
     ];
     Fake {
         published: RefCell::new(false),
         table: CompactTable::encode(&rows).unwrap(),
+    }
+}
+
+/// A process whose memory cannot be read (gone).
+struct NoMemory;
+
+impl Memory for NoMemory {
+    fn read(&mut self, _: u32, _: u64, _: &mut [u8]) -> usize {
+        0
+    }
+    fn mapping_end(&mut self, _: u32, _: u64) -> Option<u64> {
+        None
+    }
+}
+
+/// A live stack holding one return address, `ra`, at `at`.
+struct OneWord {
+    at: u64,
+    ra: u64,
+}
+
+impl Memory for OneWord {
+    fn mapping_end(&mut self, _: u32, _: u64) -> Option<u64> {
+        Some(SP + (1 << 20))
+    }
+    fn read(&mut self, pid: u32, addr: u64, buf: &mut [u8]) -> usize {
+        assert_eq!(pid, 5);
+        let n = buf.len().min(64 * 1024);
+        buf[..n].fill(0);
+        if let Some(i) = self.at.checked_sub(addr).filter(|&i| i + 8 <= n as u64) {
+            buf[i as usize..i as usize + 8].copy_from_slice(&self.ra.to_ne_bytes());
+        }
+        n
     }
 }
 
@@ -97,7 +137,7 @@ fn a_cut_walk_waits_for_its_table_then_is_finished_with_it() {
     let (tables, stats) = (fake(), Stats::default());
     let mut c = Completer::default();
     let (trace, stack) = cut_sample();
-    c.on_stack(stack);
+    c.on_stack(stack, &mut NoMemory, &stats);
     assert!(c.on_trace(trace, &stats).is_none(), "it waits");
     assert!(
         c.retry(&tables, &|_| true, false, &stats).is_empty(),
@@ -127,7 +167,7 @@ fn at_the_end_a_walk_without_tables_goes_out_as_it_was() {
     let (tables, stats) = (fake(), Stats::default());
     let mut c = Completer::default();
     let (trace, stack) = cut_sample();
-    c.on_stack(stack);
+    c.on_stack(stack, &mut NoMemory, &stats);
     assert!(c.on_trace(trace, &stats).is_none());
     let done = c.retry(&tables, &|_| true, true, &stats);
     assert_eq!(done.len(), 1);
@@ -158,7 +198,7 @@ fn a_stack_copy_that_ends_early_keeps_the_frames_found() {
     let mut c = Completer::default();
     let (trace, mut stack) = cut_sample();
     stack.stack.truncate(8); // the return address is past the copy
-    c.on_stack(stack);
+    c.on_stack(stack, &mut NoMemory, &stats);
     assert!(c.on_trace(trace, &stats).is_none());
     let done = c.retry(&tables, &|_| true, true, &stats);
     assert_eq!(done[0].user.len(), 1);
@@ -167,4 +207,48 @@ fn a_stack_copy_that_ends_early_keeps_the_frames_found() {
         "the leaf is resolved even so"
     );
     assert_eq!(Stats::get(&stats.completion_cut), 1);
+}
+
+/// A full copy whose leaf (0x400350) has a 40,000-byte frame: its return address lies beyond
+/// the 32 KiB copy, where the live stack holds `ra`.
+fn deep_sample(ra: u64, stats: &Stats) -> (Completer, RawTrace) {
+    let (mut trace, mut stack) = cut_sample();
+    trace.user[0].address = 0x400350;
+    stack.pc = 0x400350;
+    stack.stack = vec![0; STACK_COPY_BYTES];
+    let mut c = Completer::default();
+    let mut memory = OneWord {
+        at: SP + 40_000 - 8,
+        ra,
+    };
+    c.on_stack(stack, &mut memory, stats);
+    assert_eq!(Stats::get(&stats.stacks_read_live), 1);
+    assert!(c.on_trace(trace.clone(), stats).is_none());
+    (c, trace)
+}
+
+#[test]
+fn a_full_copy_is_finished_through_the_live_stack_when_that_reaches_the_root() {
+    let (tables, stats) = (fake(), Stats::default());
+    *tables.published.borrow_mut() = true;
+    let (mut c, _) = deep_sample(0x400205, &stats);
+    let done = c.retry(&tables, &|_| true, false, &stats);
+    let frames: Vec<u64> = done[0].user.iter().map(|f| f.address).collect();
+    assert_eq!(frames, vec![0x350, 0x205]);
+    assert_eq!(done[0].unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
+    assert_eq!(Stats::get(&stats.samples_completed_later), 1);
+    assert_eq!(Stats::get(&stats.completed_with_live_stack), 1);
+}
+
+#[test]
+fn frames_from_a_live_stack_that_leads_nowhere_are_dropped() {
+    let (tables, stats) = (fake(), Stats::default());
+    *tables.published.borrow_mut() = true;
+    // The live stack has changed since the sample: its word points outside every mapping.
+    let (mut c, _) = deep_sample(0x900_000, &stats);
+    let done = c.retry(&tables, &|_| true, false, &stats);
+    let frames: Vec<u64> = done[0].user.iter().map(|f| f.address).collect();
+    assert_eq!(frames, vec![0x350], "only what the copy showed");
+    assert_eq!(Stats::get(&stats.completion_cut), 1);
+    assert_eq!(Stats::get(&stats.completed_with_live_stack), 0);
 }

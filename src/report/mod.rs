@@ -5,6 +5,7 @@
 
 pub mod aggregate;
 pub mod complete;
+pub mod live_stack;
 pub mod vmas;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -53,6 +54,8 @@ struct Reporter {
     stats: Arc<Stats>,
     windows: Windows,
     completer: Completer,
+    /// Where the completer reads the rest of deep stacks.
+    memory: live_stack::ProcessMemory,
     /// Where the completer reads tables; `None`: walks are never finished here.
     tables: Option<Box<dyn Tables + Send>>,
     /// Files were announced since the completer last tried.
@@ -67,7 +70,10 @@ impl Reporter {
                     self.aggregator.add(&trace, &self.vmas, &self.stats);
                 }
             }
-            ReportMsg::Stack(stack) => self.completer.on_stack(*stack),
+            ReportMsg::Stack(stack) => {
+                self.completer
+                    .on_stack(*stack, &mut self.memory, &self.stats)
+            }
             ReportMsg::Vma(record) => self.vmas.add(record),
             ReportMsg::File(file) => {
                 self.aggregator.on_file(file);
@@ -186,6 +192,7 @@ pub fn run(
         stats: stats.clone(),
         windows,
         completer: Completer::default(),
+        memory: Default::default(),
         tables,
         new_files: false,
     };

@@ -1,4 +1,5 @@
-//! Process-level system calls: sending signals and probing whether a PID exists.
+//! Process-level system calls: sending signals, probing whether a PID exists, and reading
+//! another process's memory.
 
 use std::io;
 
@@ -30,4 +31,46 @@ pub fn signal_name(signal: i32) -> String {
         libc::SIGKILL => "SIGKILL".into(),
         other => format!("signal {other}"),
     }
+}
+
+/// Reads `pid`'s memory at `addr` into `buf`, page by page; returns how many bytes from the
+/// start were read (fewer than asked where a mapping ends or the process is gone).
+pub fn read_memory(pid: u32, addr: u64, buf: &mut [u8]) -> usize {
+    const PAGE: usize = 4096;
+    const IOV_MAX: usize = 64;
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return 0;
+    };
+    let mut done = 0;
+    while done < buf.len() {
+        // One remote iovec per page: a partial transfer stops at the first unreadable one.
+        let mut remote = Vec::with_capacity(IOV_MAX);
+        let mut at = done;
+        while at < buf.len() && remote.len() < IOV_MAX {
+            let len = (PAGE - (addr as usize + at) % PAGE).min(buf.len() - at);
+            remote.push(libc::iovec {
+                iov_base: (addr as usize + at) as *mut libc::c_void,
+                iov_len: len,
+            });
+            at += len;
+        }
+        let local = libc::iovec {
+            iov_base: buf[done..at].as_mut_ptr().cast(),
+            iov_len: at - done,
+        };
+        // SAFETY: `local` covers `buf[done..at]`, which is valid for writes and outlives the
+        // call; the remote iovecs are only read by the kernel (another address space), and
+        // `remote` outlives the call.
+        let n = unsafe {
+            libc::process_vm_readv(pid, &local, 1, remote.as_ptr(), remote.len() as _, 0)
+        };
+        if n <= 0 {
+            break;
+        }
+        done += n as usize;
+        if done < at {
+            break;
+        }
+    }
+    done
 }
