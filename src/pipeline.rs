@@ -28,8 +28,9 @@ pub enum MaintainerMsg {
     Executed { path: String, dev: u64, inode: u64 },
     /// PIDs sampled recently (for least-recently-sampled eviction).
     Sampled(Vec<u32>),
-    /// Files the samples named recently (kept registered while in use).
-    FilesUsed(Vec<u32>),
+    /// Files the samples named recently, with how many samples named each (kept registered
+    /// while in use; their tables are built first and evicted last).
+    FilesUsed(Vec<(u32, u32)>),
 }
 
 /// To the reporter (T3).

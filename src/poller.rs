@@ -4,7 +4,7 @@
 //!
 //! It never blocks on a consumer: a full queue is a counted drop.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -34,7 +34,7 @@ pub struct Router {
     /// PIDs sampled since the last `Sampled` message to the maintainer.
     sampled: HashSet<u32>,
     /// Files the samples named since then.
-    files_used: HashSet<u32>,
+    files_used: HashMap<u32, u32>,
     last_sampled_sent: Instant,
     stats: Arc<Stats>,
 }
@@ -56,7 +56,7 @@ impl Router {
             for_reporter: Vec::new(),
             for_maintainer: Vec::new(),
             sampled: HashSet::new(),
-            files_used: HashSet::new(),
+            files_used: HashMap::new(),
             last_sampled_sent: Instant::now(),
             stats,
         }
@@ -106,7 +106,9 @@ impl Router {
                 Stats::inc(&self.stats.samples);
                 self.sampled.insert(trace.pid);
                 let resolved = trace.user.iter().filter(|f| f.is_resolved());
-                self.files_used.extend(resolved.map(|f| f.file_id));
+                for frame in resolved {
+                    *self.files_used.entry(frame.file_id).or_default() += 1;
+                }
                 self.report(ReportMsg::Trace(trace));
             }
             Record::Exec(exec) => {
@@ -150,7 +152,7 @@ impl Router {
         if self.last_sampled_sent.elapsed() >= SAMPLED_INTERVAL && !self.sampled.is_empty() {
             let pids = self.sampled.drain().collect();
             self.maintain(MaintainerMsg::Sampled(pids));
-            let files: Vec<u32> = self.files_used.drain().collect();
+            let files: Vec<(u32, u32)> = self.files_used.drain().collect();
             if !files.is_empty() {
                 self.maintain(MaintainerMsg::FilesUsed(files));
             }
@@ -284,7 +286,7 @@ mod tests {
                     start_ns: 77
                 },
                 MaintainerMsg::Sampled(vec![5]),
-                MaintainerMsg::FilesUsed(vec![9]),
+                MaintainerMsg::FilesUsed(vec![(9, 1)]),
             ]
         );
         assert_eq!(

@@ -122,6 +122,8 @@ counters! {
     unwind_tables_unloaded,
     unwind_tables_empty,
     unwind_tables_no_room,
+    /// Tables evicted (least recently sampled first) to make room for new ones.
+    unwind_tables_evicted,
     unwind_buckets_used,
     /// User frames stepped with an unwind table, and with frame pointers.
     frames_unwound_by_table,

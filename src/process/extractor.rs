@@ -1,7 +1,8 @@
 //! The table extractor thread: builds unwind tables from files' call-frame information off the
 //! maintainer thread, so a big file (libLLVM: ~0.1-0.5 s) never holds up the syncs of other
 //! processes. It only computes: the maintainer loads what it returns into the kernel, as the
-//! only writer of the maps. Requests are served in order.
+//! only writer of the maps. One file is handed over at a time, the most sampled first
+//! ([`BuildQueue`]).
 
 use std::path::Path;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -9,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::files::{FileInfo, SharedFile};
+use super::table_lru::BuildQueue;
 use crate::unwind::compact::CompactTable;
 
 /// A built table (or why there is none), for the file with this ID.
@@ -19,7 +21,10 @@ pub struct Extractor {
     requests: Option<Sender<SharedFile>>,
     results: Receiver<Built>,
     thread: Option<JoinHandle<()>>,
-    outstanding: usize,
+    /// Files not handed to the thread yet.
+    queue: BuildQueue,
+    /// Whether the thread is building one.
+    busy: bool,
 }
 
 /// The table of one file: its `.eh_frame` (and `.debug_frame`), or our own vDSO image.
@@ -56,33 +61,55 @@ impl Extractor {
             requests: Some(requests),
             results,
             thread: Some(thread),
-            outstanding: 0,
+            queue: BuildQueue::default(),
+            busy: false,
         })
     }
 
     /// Queues a file; `false` when the thread is gone (the caller builds it itself).
     pub fn request(&mut self, file: SharedFile) -> bool {
-        let sent = self.requests.as_ref().is_some_and(|r| r.send(file).is_ok());
-        self.outstanding += usize::from(sent);
-        sent
+        if self.requests.is_none() || self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            return false;
+        }
+        self.queue.push(file);
+        self.dispatch();
+        true
+    }
+
+    /// Samples named these files (`(file, samples)`): they move up the queue.
+    pub fn sampled(&mut self, files: &[(u32, u32)]) {
+        self.queue.sampled(files);
+    }
+
+    /// Hands the thread the next file when it is idle.
+    fn dispatch(&mut self) {
+        if self.busy {
+            return;
+        }
+        if let (Some(requests), Some(file)) = (&self.requests, self.queue.pop()) {
+            self.busy = requests.send(file).is_ok();
+        }
     }
 
     /// Tables requested and not handed over yet.
     pub fn outstanding(&self) -> usize {
-        self.outstanding
+        self.queue.len() + usize::from(self.busy)
     }
 
     /// What is built; waits up to `wait` for the first result when nothing is ready.
     pub fn ready(&mut self, wait: Duration) -> Vec<Built> {
         let mut out: Vec<Built> = self.results.try_iter().collect();
-        if out.is_empty() && self.outstanding > 0 && !wait.is_zero() {
+        if out.is_empty() && self.busy && !wait.is_zero() {
             match self.results.recv_timeout(wait) {
                 Ok(built) => out.push(built),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
             out.extend(self.results.try_iter());
         }
-        self.outstanding -= out.len().min(self.outstanding);
+        if !out.is_empty() {
+            self.busy = false;
+            self.dispatch();
+        }
         out
     }
 }

@@ -160,12 +160,10 @@ impl ProcessTable {
         !self.pending_tables.is_empty()
     }
 
-    /// Takes the tables built since the last call (waiting up to `wait` for one): every live
-    /// entry naming their files gets the table, and the files are published again.
+    /// Takes the tables built since the last call (waiting up to `wait` for one) and the files
+    /// whose tables were evicted: every live entry naming them gets the table (or none), and
+    /// the files are published again.
     pub fn tables_ready(&mut self, wait: std::time::Duration, stats: &Stats) {
-        if self.pending_tables.is_empty() {
-            return;
-        }
         for (id, table) in self.tables.ready(wait, stats) {
             self.pending_tables.remove(&id);
             if self.files.info(id).is_none() {
@@ -176,7 +174,8 @@ impl ProcessTable {
             self.files.set_table(id, table);
             for process in self.procs.values_mut() {
                 for (key, value) in process.entries.iter_mut() {
-                    if value.file_id == id && value.flags & PENDING != 0 {
+                    // Pending entries get the table; an evicted table's entries lose it.
+                    if value.file_id == id && (value.flags & PENDING != 0 || value.table != table) {
                         value.table = table;
                         value.flags &= !PENDING;
                         self.batcher.upsert(*key, *value);
@@ -512,6 +511,14 @@ impl ProcessTable {
                 }
             }
         }
+    }
+
+    /// Samples named these files (`(file, samples)`): they stay registered, and their tables
+    /// are built first and evicted last.
+    pub fn on_files_used(&mut self, files: &[(u32, u32)], now: Instant) {
+        let ids: Vec<u32> = files.iter().map(|&(id, _)| id).collect();
+        self.files.touch(&ids, now);
+        self.tables.sampled(files);
     }
 
     /// The sampler saw these processes: they are the last to be evicted when the map is full.

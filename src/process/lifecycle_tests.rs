@@ -508,6 +508,7 @@ fn a_report_within_the_exit_grace_starts_the_new_process() {
 #[derive(Clone, Default)]
 struct Deferred {
     built: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
+    evicted: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
     unloaded: std::sync::Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
 }
 
@@ -526,6 +527,13 @@ impl TableStore for Deferred {
                 };
                 (id, table)
             })
+            .chain(
+                self.evicted
+                    .lock()
+                    .unwrap()
+                    .drain(..)
+                    .map(|id| (id, TableRef::default())),
+            )
             .collect()
     }
     fn unload(&mut self, id: u32, table: TableRef, _: &Stats) {
@@ -566,6 +574,16 @@ fn entries_wait_for_their_table_then_get_it_without_a_resync() {
         w.table.take_live_deletes(),
         "the sampler's caches are dropped"
     );
+    assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
+    // One table evicted: its entries stop naming its buckets before they are reused.
+    tables.evicted.lock().unwrap().push(files[0]);
+    w.table.tables_ready(Duration::ZERO, &w.stats);
+    w.flush();
+    for v in w.map.entries.values().filter(|v| v.file_id != 0) {
+        let want = if v.file_id == files[0] { 0 } else { 1 };
+        assert_eq!(v.table.direct, want, "file {}", v.file_id);
+    }
+    assert!(w.table.take_live_deletes());
     assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
 }
 

@@ -11,4 +11,5 @@ pub mod maintainer;
 pub mod maps;
 pub mod prefixes;
 pub mod source;
+pub mod table_lru;
 pub mod tables;

@@ -4,12 +4,16 @@
 //! so the sampler can unwind processes it meets before they are synced (first sight). The
 //! maintainer thread is the only writer of both, like for `pid_mappings`. Tables are built on
 //! the extractor thread (`extractor.rs`): a file's table is pending until `ready` loads it.
+//! When bucket space runs out, the tables of the least recently sampled files are evicted
+//! (`table_lru.rs`): `ready` reports them with no table, so their entries stop naming the
+//! buckets, and only the next call frees the buckets and loads the new table there.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::extractor::Extractor;
 use super::files::{FileInfo, SharedFile};
+use super::table_lru::TableLru;
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{FileTableKey, FileTableValue, TableRef, UNWIND_BUCKET_BYTES};
 use crate::sys::bpf::Map;
@@ -22,11 +26,14 @@ pub trait TableStore: Send {
     /// buckets): the file has no usable call-frame information or there is no room, and frames
     /// in it are walked with frame pointers.
     fn request(&mut self, file: &SharedFile, stats: &Stats) -> Option<TableRef>;
-    /// Tables built since the last call, loaded into the kernel, by file ID. Waits up to `wait`
-    /// for one when some are on the way and none is ready.
+    /// Tables built since the last call, loaded into the kernel, by file ID, and files whose
+    /// tables were evicted to make room (no buckets). Waits up to `wait` for one when some are
+    /// on the way and none is ready.
     fn ready(&mut self, _wait: Duration, _stats: &Stats) -> Vec<(u32, TableRef)> {
         Vec::new()
     }
+    /// Samples named these files (`(file, samples)`): they are built first and evicted last.
+    fn sampled(&mut self, _files: &[(u32, u32)]) {}
     /// Makes a file known to first sight (once user space can name it), with its table or as
     /// pending.
     fn publish(&mut self, _file: &FileInfo, _table: TableRef, _pending: bool, _stats: &Stats) {}
@@ -45,7 +52,7 @@ impl TableStore for NoTables {
 }
 
 /// First-fit allocation of contiguous bucket ranges in a fixed array.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct BucketAllocator {
     /// Free ranges: start → length, never adjacent (merged on free).
     free: BTreeMap<u32, u32>,
@@ -71,6 +78,11 @@ impl BucketAllocator {
             self.free.insert(start + n, len - n);
         }
         Some(start)
+    }
+
+    /// Whether `n` contiguous buckets are free.
+    pub fn fits(&self, n: u32) -> bool {
+        n == 0 || self.free.values().any(|&len| len >= n)
     }
 
     pub fn free(&mut self, start: u32, n: u32) {
@@ -111,6 +123,18 @@ pub struct BpfTables {
     vdso: Option<TableRef>,
     /// `None`: the thread could not be started; tables are built here.
     extractor: Option<Extractor>,
+    lru: TableLru,
+    /// Buckets of evicted tables, freed at the next `ready` (once no entry names them).
+    evicted: Vec<(u32, u32)>,
+    /// Built tables waiting for the evicted buckets.
+    deferred: Vec<(SharedFile, CompactTable)>,
+}
+
+/// What became of a built table.
+enum Install {
+    Loaded(TableRef),
+    /// These files' tables make room for it at the next call.
+    Evicting(Vec<u32>, CompactTable),
 }
 
 impl BpfTables {
@@ -126,6 +150,9 @@ impl BpfTables {
             extractor: Extractor::spawn()
                 .map_err(|e| crate::log::warn(&format!("tables are built on the maintainer: {e}")))
                 .ok(),
+            lru: TableLru::default(),
+            evicted: Vec::new(),
+            deferred: Vec::new(),
         }
     }
 
@@ -184,43 +211,81 @@ impl BpfTables {
         }
     }
 
-    /// Loads a built table into `unwind_buckets`.
-    fn install(
-        &mut self,
+    /// The table a build produced, or none.
+    fn built(
         file: &FileInfo,
         built: Result<CompactTable, String>,
         stats: &Stats,
-    ) -> TableRef {
-        let table = match built {
-            Ok(table) if table.direct_buckets() > 0 => table,
+    ) -> Option<CompactTable> {
+        match built {
+            Ok(table) if table.direct_buckets() > 0 => Some(table),
             Ok(_) => {
                 Stats::inc(&stats.unwind_tables_empty);
-                return TableRef::default();
+                None
             }
             Err(err) => {
                 Stats::inc(&stats.unwind_tables_empty);
                 crate::log::debug(&format!("no unwind table for {}: {err}", file.path));
-                return TableRef::default();
+                None
             }
-        };
+        }
+    }
+
+    /// Loads a built table into `unwind_buckets`, or picks the tables to evict for it.
+    fn install(&mut self, file: &FileInfo, table: CompactTable, stats: &Stats) -> Install {
         let n = table.buckets().len() as u32;
         let Some(first) = self.allocator.alloc(n) else {
-            Stats::inc(&stats.unwind_tables_no_room);
-            return TableRef::default();
+            let victims = self.lru.victims(n, &self.allocator);
+            if victims.is_empty() {
+                Stats::inc(&stats.unwind_tables_no_room);
+                return Install::Loaded(TableRef::default());
+            }
+            return Install::Evicting(victims, table);
         };
         if let Err(err) = self.write(first, &table) {
             crate::log::warn(&format!("{}: {err}", file.path));
             self.allocator.free(first, n);
-            return TableRef::default();
+            return Install::Loaded(TableRef::default());
         }
         self.sizes.insert(first, n);
+        self.lru.loaded(file.id, first, n, Instant::now());
         Stats::inc(&stats.unwind_tables_loaded);
         Stats::set(&stats.unwind_buckets_used, u64::from(self.allocator.used()));
-        TableRef {
+        Install::Loaded(TableRef {
             first,
             direct: table.direct_buckets(),
             base: table.base(),
+        })
+    }
+
+    /// Loads what it can of `built`; evicted files come out with no table.
+    fn install_all(
+        &mut self,
+        built: Vec<(SharedFile, CompactTable)>,
+        stats: &Stats,
+    ) -> Vec<(u32, TableRef)> {
+        let mut out = Vec::new();
+        for (file, table) in built {
+            if !self.evicted.is_empty() {
+                self.deferred.push((file, table)); // after the evicted buckets are freed
+                continue;
+            }
+            match self.install(&file, table, stats) {
+                Install::Loaded(table) => out.push((file.id, table)),
+                Install::Evicting(victims, table) => {
+                    for victim in victims {
+                        if let Some((first, n)) = self.lru.remove(victim) {
+                            self.sizes.remove(&first);
+                            self.evicted.push((first, n));
+                            Stats::inc(&stats.unwind_tables_evicted);
+                            out.push((victim, TableRef::default()));
+                        }
+                    }
+                    self.deferred.push((file, table));
+                }
+            }
         }
+        out
     }
 }
 
@@ -229,29 +294,71 @@ impl TableStore for BpfTables {
         if file.path == "[vdso]" {
             if self.vdso.is_none() {
                 // Tiny, and shared by every process: built here, once, never unloaded.
-                let built = super::extractor::extract(file);
-                self.vdso = Some(self.install(file, built, stats));
+                let table = Self::built(file, super::extractor::extract(file), stats);
+                let table = table.and_then(|t| match self.install(file, t, stats) {
+                    Install::Loaded(table) => Some(table),
+                    Install::Evicting(..) => None,
+                });
+                if let Some(table) = table {
+                    self.lru.remove(file.id); // never evicted
+                    self.vdso = Some(table);
+                }
             }
-            return self.vdso;
+            return Some(self.vdso.unwrap_or_default());
         }
         if let Some(extractor) = &mut self.extractor {
             if extractor.request(file.clone()) {
                 return None;
             }
         }
-        let built = super::extractor::extract(file);
-        Some(self.install(file, built, stats))
+        let Some(table) = Self::built(file, super::extractor::extract(file), stats) else {
+            return Some(TableRef::default());
+        };
+        match self.install(file, table, stats) {
+            Install::Loaded(table) => Some(table),
+            Install::Evicting(..) => {
+                Stats::inc(&stats.unwind_tables_no_room);
+                Some(TableRef::default())
+            }
+        }
     }
 
     fn ready(&mut self, wait: Duration, stats: &Stats) -> Vec<(u32, TableRef)> {
-        let Some(extractor) = &mut self.extractor else {
-            return Vec::new();
+        // The entries that named the evicted buckets were rewritten since the last call.
+        for (first, n) in std::mem::take(&mut self.evicted) {
+            self.allocator.free(first, n);
+            Stats::set(&stats.unwind_buckets_used, u64::from(self.allocator.used()));
+        }
+        let mut built = std::mem::take(&mut self.deferred);
+        let wait = if built.is_empty() {
+            wait
+        } else {
+            Duration::ZERO
         };
-        let built = extractor.ready(wait);
-        built
+        if let Some(extractor) = &mut self.extractor {
+            for (file, table) in extractor.ready(wait) {
+                match Self::built(&file, table, stats) {
+                    Some(table) => built.push((file, table)),
+                    None => built.push((file, CompactTable::default())),
+                }
+            }
+        }
+        let (empty, built): (Vec<_>, Vec<_>) = built
             .into_iter()
-            .map(|(file, table)| (file.id, self.install(&file, table, stats)))
-            .collect()
+            .partition(|(_, t)| t.direct_buckets() == 0);
+        let mut out: Vec<(u32, TableRef)> = empty
+            .into_iter()
+            .map(|(f, _)| (f.id, TableRef::default()))
+            .collect();
+        out.extend(self.install_all(built, stats));
+        out
+    }
+
+    fn sampled(&mut self, files: &[(u32, u32)]) {
+        self.lru.used(files, Instant::now());
+        if let Some(extractor) = &mut self.extractor {
+            extractor.sampled(files);
+        }
     }
 
     fn publish(&mut self, file: &FileInfo, table: TableRef, pending: bool, stats: &Stats) {
@@ -264,6 +371,7 @@ impl TableStore for BpfTables {
             return;
         }
         if let Some(n) = self.sizes.remove(&table.first) {
+            self.lru.remove(file_id);
             self.allocator.free(table.first, n);
             Stats::inc(&stats.unwind_tables_unloaded);
             Stats::set(&stats.unwind_buckets_used, u64::from(self.allocator.used()));
