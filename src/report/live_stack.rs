@@ -221,31 +221,22 @@ mod tests {
         }
     }
 
+    /// Reads the 300,000-byte fake stack, up to `max` bytes.
+    fn read_fake(max: u64, pool: &mut PagePool) -> LiveStack {
+        let mut fake = Fake {
+            len: 300_000,
+            end: 1 << 40,
+        };
+        LiveStack::read(&mut fake, 9, 0x10_000, max, pool)
+    }
+
     #[test]
     fn reads_to_the_end_of_the_mapping_and_keeps_only_non_zero_pages() {
         let mut pool = PagePool::default();
-        let live = LiveStack::read(
-            &mut Fake {
-                len: 300_000,
-                end: 1 << 40,
-            },
-            9,
-            0x10_000,
-            1 << 20,
-            &mut pool,
-        );
+        let live = read_fake(1 << 20, &mut pool);
         assert_eq!(live.len(), 300_000);
         assert_eq!(pool.held(), 3 * PAGE, "pages at 0, 100 and 200 KiB");
-        let again = LiveStack::read(
-            &mut Fake {
-                len: 300_000,
-                end: 1 << 40,
-            },
-            9,
-            0x10_000,
-            1 << 20,
-            &mut pool,
-        );
+        let again = read_fake(1 << 20, &mut pool);
         assert_eq!(pool.held(), 3 * PAGE, "equal pages are stored once");
         drop(again);
         pool.prune();
@@ -255,16 +246,7 @@ mod tests {
         pool.prune();
         assert_eq!(pool.held(), 0);
         assert_eq!(word, Some(u64::from_ne_bytes([1; 8])));
-        let live = LiveStack::read(
-            &mut Fake {
-                len: 300_000,
-                end: 1 << 40,
-            },
-            9,
-            0x10_000,
-            1 << 20,
-            &mut pool,
-        );
+        let live = read_fake(1 << 20, &mut pool);
         assert_eq!(
             live.word(0x10_000 + 204_800),
             Some(u64::from_ne_bytes([3; 8]))
@@ -305,16 +287,7 @@ mod tests {
     #[test]
     fn stops_at_the_limit() {
         let mut pool = PagePool::default();
-        let live = LiveStack::read(
-            &mut Fake {
-                len: 300_000,
-                end: 1 << 40,
-            },
-            9,
-            0x10_000,
-            100_000,
-            &mut pool,
-        );
+        let live = read_fake(100_000, &mut pool);
         assert_eq!(live.len(), 100_000);
         assert_eq!(live.word(0x10_000 + 102_400), None);
     }
