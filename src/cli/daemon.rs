@@ -371,8 +371,8 @@ fn write_stats(path: Option<&Path>, stats: &Stats) {
 fn wait_for_stop(plan: &Plan, session: &Session) -> String {
     let mut last_counters = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(sig) = signal::received() {
+        // A signal ends the wait at once; the rest is checked a few times a second.
+        if let Some(sig) = signal::wait(Duration::from_millis(250)) {
             return format!("{} received", process::signal_name(sig));
         }
         if session.poller_failed() {

@@ -350,11 +350,15 @@ enum EndedBy {
     PollerFailed,
 }
 
+/// How often the main thread looks at the command, the targets and the poller: a signal and
+/// the end of the duration wake it at once.
+const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
 fn wait(plan: &Plan, session: &Session, mut child: Option<&mut Child>) -> EndedBy {
     let started = Instant::now();
     loop {
-        std::thread::sleep(Duration::from_millis(20));
-        if let Some(sig) = signal::received() {
+        let left = plan.duration.map(|d| d.saturating_sub(started.elapsed()));
+        if let Some(sig) = signal::wait(left.map_or(CHECK_INTERVAL, |l| l.min(CHECK_INTERVAL))) {
             if let Some(child) = child.as_deref_mut() {
                 // Ctrl-C reaches the command through the terminal; SIGTERM must be passed on.
                 let _ = process::send_signal(child.id(), sig);
