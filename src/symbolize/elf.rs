@@ -11,7 +11,6 @@
 use std::fs::File;
 use std::path::Path;
 
-use memmap2::Mmap;
 use object::elf::{
     FileHeader32, FileHeader64, EM_ARM, NT_GNU_BUILD_ID, PF_X, PT_LOAD, SHF_EXECINSTR, SHT_DYNSYM,
     SHT_SYMTAB, STB_GLOBAL, STB_WEAK, STT_FUNC, STT_GNU_IFUNC, STT_NOTYPE,
@@ -109,12 +108,8 @@ impl ElfSymbols {
                 path: path.to_path_buf(),
             });
         }
-        // SAFETY: the mapping is only read, and only until `parse` returns (the index copies
-        // what it keeps). The risk is the file being truncated under us, which would turn a read
-        // into SIGBUS; it is accepted because the files are executables and libraries that
-        // running processes map themselves, which package managers replace by rename (leaving
-        // this inode intact) rather than rewrite in place, and the window is milliseconds.
-        let map = unsafe { Mmap::map(file) }.map_err(io_err)?;
+        // Only until `parse` returns: the index copies what it keeps.
+        let map = crate::sys::mmap::map_readonly(file).map_err(io_err)?;
         Self::parse(&map, path)
     }
 

@@ -2,6 +2,7 @@
 //! profiler needs (`signal`, `process`, `poll`, `tracefs`). Everything outside `sys` is safe code.
 
 pub mod bpf;
+pub mod mmap;
 pub mod poll;
 pub mod process;
 pub mod signal;

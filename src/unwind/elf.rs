@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use crate::sys::mmap::Mmap;
 use object::elf::{
     FileHeader64, EM_X86_64, NT_GNU_BUILD_ID, PF_X, PT_LOAD, SHF_COMPRESSED, SHF_EXECINSTR,
     SHN_UNDEF, SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB,
@@ -319,12 +319,7 @@ pub(crate) fn find_debug_file(
 
 /// Maps a file read-only.
 pub(crate) fn map_file(path: &Path) -> std::io::Result<Mmap> {
-    let file = File::open(path)?;
-    // SAFETY: the mapping is only read, and only while extraction runs (rows are copied out).
-    // A file truncated under us would turn a read into SIGBUS; that risk is accepted because
-    // executables and libraries are replaced by rename (the mapped inode stays intact), not
-    // rewritten in place, and extraction takes milliseconds.
-    unsafe { Mmap::map(&file) }
+    crate::sys::mmap::map_readonly(&File::open(path)?)
 }
 
 /// CRC-32 (IEEE, as `.gnu_debuglink` uses), bitwise with a 256-entry table.

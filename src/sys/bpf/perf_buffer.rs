@@ -18,8 +18,9 @@ pub trait PerfHandler {
 /// The reader side of a `BPF_MAP_TYPE_PERF_EVENT_ARRAY`: one mmap'ed ring per CPU.
 pub struct PerfBuffer<H: PerfHandler> {
     pb: NonNull<libbpf_sys::perf_buffer>,
-    // Boxed so its address, handed to libbpf as the callback context, never moves.
-    handler: Box<H>,
+    // Leaked from a Box so its address, handed to libbpf as the callback context, never moves
+    // and is never retagged; freed in Drop.
+    handler: NonNull<H>,
 }
 
 unsafe extern "C" fn on_sample<H: PerfHandler>(
@@ -28,7 +29,7 @@ unsafe extern "C" fn on_sample<H: PerfHandler>(
     data: *mut c_void,
     size: u32,
 ) {
-    // SAFETY: `ctx` is the Box<H> pointer registered in `PerfBuffer::new`; libbpf calls back
+    // SAFETY: `ctx` is the leaked handler registered in `PerfBuffer::new`; libbpf calls back
     // only from poll/consume, which take `&mut self`, so no other reference to it is live.
     let handler = unsafe { &mut *ctx.cast::<H>() };
     // SAFETY: libbpf hands us `size` readable bytes of the record, valid during the callback.
@@ -52,13 +53,15 @@ impl<H: PerfHandler> PerfBuffer<H> {
         wakeup_events: u32,
         handler: H,
     ) -> io::Result<Self> {
-        let mut handler = Box::new(handler);
+        // Owned through a raw pointer from here on (freed in Drop): libbpf keeps a copy of it,
+        // so it must never be retagged by moving a Box.
+        let handler = NonNull::from(Box::leak(Box::new(handler)));
         let opts = libbpf_sys::perf_buffer_opts {
             sz: std::mem::size_of::<libbpf_sys::perf_buffer_opts>() as _,
             sample_period: wakeup_events.max(1),
             ..Default::default()
         };
-        let ctx: *mut H = &mut *handler;
+        let ctx: *mut H = handler.as_ptr();
         // SAFETY: the map fd is open for the call; the callbacks match libbpf's signatures and
         // `ctx` stays valid as long as `self` (the Box is never moved out while `pb` lives).
         let pb = unsafe {
@@ -71,12 +74,15 @@ impl<H: PerfHandler> PerfBuffer<H> {
                 &opts,
             )
         };
-        let pb = NonNull::new(pb).ok_or_else(|| {
-            context(
-                last_error(),
+        let Some(pb) = NonNull::new(pb) else {
+            let err = last_error();
+            // SAFETY: libbpf failed and kept no copy of `ctx`; the pointer came from Box::leak.
+            drop(unsafe { Box::from_raw(handler.as_ptr()) });
+            return Err(context(
+                err,
                 format!("cannot open perf buffer {}", map.name()),
-            )
-        })?;
+            ));
+        };
         Ok(Self { pb, handler })
     }
 
@@ -109,17 +115,24 @@ impl<H: PerfHandler> PerfBuffer<H> {
     }
 
     pub fn handler(&self) -> &H {
-        &self.handler
+        // SAFETY: the handler lives until Drop; callbacks (the only other users) run only
+        // inside `poll`/`consume`, which take `&mut self`, so none runs during this borrow.
+        unsafe { self.handler.as_ref() }
     }
 
     pub fn handler_mut(&mut self) -> &mut H {
-        &mut self.handler
+        // SAFETY: as in `handler`, and `&mut self` makes this the only reference.
+        unsafe { self.handler.as_mut() }
     }
 }
 
 impl<H: PerfHandler> Drop for PerfBuffer<H> {
     fn drop(&mut self) {
-        // SAFETY: we own `pb`; after this no callback can run, then the Box is dropped.
-        unsafe { libbpf_sys::perf_buffer__free(self.pb.as_ptr()) }
+        // SAFETY: we own `pb`; after this no callback can run, so the handler (from Box::leak
+        // in `new`) can be freed.
+        unsafe {
+            libbpf_sys::perf_buffer__free(self.pb.as_ptr());
+            drop(Box::from_raw(self.handler.as_ptr()));
+        }
     }
 }
