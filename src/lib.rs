@@ -16,4 +16,6 @@ pub mod stats;
 pub mod summary;
 pub mod symbolize;
 pub mod sys;
+#[doc(hidden)]
+pub mod testing;
 pub mod unwind;

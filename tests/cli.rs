@@ -162,7 +162,45 @@ fn a_missing_command_exits_127() {
     assert!(!out.exists(), "no output for a session that never ran");
 }
 
-/// Every flag shown by `--help` appears in the man page, and vice versa for the long ones.
+/// The flags in a text: whole words `-x` or `--word` (so `--pid` does not count as `-p`).
+fn flag_words(text: &str) -> std::collections::BTreeSet<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|w| {
+            let name = w.strip_prefix("--").or_else(|| w.strip_prefix('-'));
+            name.is_some_and(|n| n.starts_with(|c: char| c.is_ascii_alphabetic()))
+                && (w.starts_with("--") || w.len() == 2)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The flags of `--help`'s option list (`  -p, --pid   ...` lines, and `Commands:` names).
+fn help_flags(help: &str) -> std::collections::BTreeSet<String> {
+    let options = help.split("Options:").nth(1).unwrap_or("");
+    options
+        .lines()
+        .filter(|l| l.starts_with("  -"))
+        .flat_map(|l| flag_words(l.split("  ").find(|p| !p.is_empty()).unwrap_or("")))
+        .collect()
+}
+
+/// The flags a man page documents: the item headings (the line after `.TP`) of OPTIONS.
+fn man_flags(man: &str) -> std::collections::BTreeSet<String> {
+    let options = man.split(".SH OPTIONS").nth(1).unwrap_or("");
+    let options = options.split("\n.SH ").next().unwrap_or(options);
+    let lines: Vec<&str> = options
+        .lines()
+        .take_while(|l| !l.starts_with(".SH "))
+        .collect();
+    lines
+        .windows(2)
+        .filter(|pair| pair[0] == ".TP")
+        .flat_map(|pair| flag_words(&pair[1].replace("\\-", "-")))
+        .collect()
+}
+
+/// Every flag of `--help`, short and long, is an item of the man page's OPTIONS, and every
+/// item there is a flag of `--help`.
 #[test]
 fn man_pages_document_every_flag() {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -175,18 +213,35 @@ fn man_pages_document_every_flag() {
         let help = String::from_utf8_lossy(&profiler(args).stdout).into_owned();
         let man = std::fs::read_to_string(format!("{root}/{page}"))
             .unwrap_or_else(|e| panic!("{page}: {e}"));
-        let man_text = man
-            .replace("\\-", "-")
-            .replace("\\fB", "")
-            .replace("\\fR", "")
-            .replace("\\fI", "");
-        let flags: Vec<&str> = help
-            .split(|c: char| c.is_whitespace() || ",[]()".contains(c))
-            .filter(|w| w.starts_with('-') && w.len() > 1 && w != &"--")
-            .collect();
-        assert!(!flags.is_empty(), "no flags found in {args:?} --help");
-        for flag in flags {
-            assert!(man_text.contains(flag), "{page} does not mention {flag}");
-        }
+        let in_help = help_flags(&help);
+        let in_man = man_flags(&man);
+        assert!(!in_help.is_empty(), "no flags found in {args:?}");
+        let undocumented: Vec<_> = in_help.difference(&in_man).collect();
+        assert!(undocumented.is_empty(), "{page} lacks {undocumented:?}");
+        let unknown: Vec<_> = in_man.difference(&in_help).collect();
+        assert!(
+            unknown.is_empty(),
+            "{page} documents {unknown:?}, which --help does not show"
+        );
     }
+}
+
+#[test]
+fn flag_extraction_tells_short_flags_from_long_ones() {
+    let help = "Usage: x\n\nOptions:\n  -p, --pid         profile -a pid\n  --help, help  usage\n";
+    let want: Vec<&str> = vec!["--help", "--pid", "-p"];
+    assert_eq!(
+        help_flags(help)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        want
+    );
+    let man = ".SH OPTIONS\n.TP\n.BI \\-\\-pid \" pid\"\ntext -p\n.TP\n.B \\-\\-help\n.SH EXIT\n.TP\n.B \\-z\n";
+    let found: Vec<String> = man_flags(man).into_iter().collect();
+    assert_eq!(
+        found,
+        vec!["--help", "--pid"],
+        "-p only in prose, -z outside OPTIONS"
+    );
 }

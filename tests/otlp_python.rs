@@ -35,10 +35,7 @@ fn python_available(test: &str) -> bool {
         Ok(_) if !dump_tool().is_file() => format!("{} is missing", dump_tool().display()),
         Ok(_) => return true,
     };
-    if std::env::var("PROFILER_REQUIRE_BPF").as_deref() == Ok("1") {
-        panic!("{test}: {problem} (PROFILER_REQUIRE_BPF=1 is set)");
-    }
-    eprintln!("{test}: skipped, {problem}");
+    profiler::testing::skip(test, &problem);
     false
 }
 

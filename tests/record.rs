@@ -239,10 +239,10 @@ fn pprof_output_decodes_and_a_real_pprof_reads_it() {
                 String::from_utf8_lossy(&run.stdout)
             );
         }
-        Err(e) if std::env::var("PROFILER_REQUIRE_BPF").as_deref() == Ok("1") => {
-            panic!("no pprof reader ({pprof}: {e}); CI builds one, see .ci/run")
-        }
-        Err(e) => eprintln!("pprof reader not run: {pprof}: {e}"),
+        Err(e) => profiler::testing::skip(
+            "pprof reader",
+            &format!("no pprof reader ({pprof}: {e}); CI builds one, see .ci/run"),
+        ),
     }
 }
 

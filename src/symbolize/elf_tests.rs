@@ -58,10 +58,13 @@ impl Fixture {
             nm: HashMap::new(),
         };
         if !matches!(status, Ok(s) if s.success()) {
-            eprintln!("skipped: cannot build the C fixture with cc");
+            crate::testing::skip("symbolize::elf_tests", "cannot build the C fixture with cc");
             return None;
         }
-        let output = Command::new("nm").arg(&fixture.binary).output().ok()?;
+        let Ok(output) = Command::new("nm").arg(&fixture.binary).output() else {
+            crate::testing::skip("symbolize::elf_tests", "cannot run nm");
+            return None;
+        };
         for line in String::from_utf8_lossy(&output.stdout).lines() {
             let mut fields = line.split_whitespace();
             if let (Some(addr), Some(_), Some(name)) = (fields.next(), fields.next(), fields.next())
@@ -130,7 +133,7 @@ fn stripped_file_falls_back_to_dynsym() {
         .arg(&fx.binary)
         .status();
     if !matches!(ok, Ok(s) if s.success()) {
-        return eprintln!("skipped: strip failed");
+        return crate::testing::skip("stripped_file_falls_back_to_dynsym", "strip failed");
     }
     let elf = ElfSymbols::open(&stripped).unwrap();
     assert!(!elf.has_symtab());
