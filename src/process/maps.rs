@@ -46,12 +46,9 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// `makedev` as glibc encodes it, so it compares equal to `stat`'s `st_dev`.
+/// `makedev` as glibc encodes it (libc's), so it compares equal to `stat`'s `st_dev`.
 pub fn makedev(major: u64, minor: u64) -> u64 {
-    ((major & 0xffff_f000) << 32)
-        | ((major & 0x0000_0fff) << 8)
-        | ((minor & 0xffff_ff00) << 12)
-        | (minor & 0x0000_00ff)
+    libc::makedev(major as libc::c_uint, minor as libc::c_uint)
 }
 
 impl Mapping {

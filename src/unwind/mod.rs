@@ -20,6 +20,7 @@
 //! Layout: `elf.rs` reads ELF headers and finds debug files, `cfi.rs` evaluates CFI with gimli,
 //! `rows.rs` holds the row types and assembles the table, `compact.rs` encodes it for BPF.
 
+mod assemble;
 mod cfi;
 pub mod compact;
 mod elf;
@@ -222,8 +223,8 @@ fn extract_image(
         stats.debug_file = Some(file.path.clone());
     }
 
-    let mut assembled = rows::AssembleStats::default();
-    let rows = rows::assemble(image, [&eh, &debug], &mut assembled);
+    let mut assembled = assemble::AssembleStats::default();
+    let rows = assemble::assemble(image, [&eh, &debug], &mut assembled);
     stats.eh_frame_fdes = eh_stats.fdes;
     stats.debug_frame_fdes = debug_stats.fdes;
     stats.fdes_from_eh_frame_hdr = eh_stats.fdes_from_hdr;

@@ -6,8 +6,6 @@
 
 use std::mem::{offset_of, size_of};
 
-use crate::process::maps::makedev;
-
 /// Constants generated from `bpf/profiler.h`.
 pub mod consts {
     include!(concat!(env!("OUT_DIR"), "/bpf_constants.rs"));
@@ -470,7 +468,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// The kernel's `dev_t` (major << 20 | minor) in the `makedev` encoding user space uses.
 pub fn kernel_dev(dev: u32) -> u64 {
-    makedev(u64::from(dev >> 20), u64::from(dev & 0xf_ffff))
+    libc::makedev(dev >> 20, dev & 0xf_ffff)
 }
 
 fn need(bytes: &[u8], need: usize) -> Result<(), DecodeError> {

@@ -1,6 +1,7 @@
 //! Decoding tests for `layout`: records built byte by byte as the BPF side lays them out.
 
 use super::*;
+use libc::makedev;
 
 fn header(record_type: u64, n_kernel: u16, n_user: u16) -> Vec<u8> {
     let mut b = Vec::new();
@@ -216,7 +217,7 @@ fn file_table_keys_use_the_kernel_device_encoding() {
             makedev(major, minor),
             "{major}:{minor}"
         );
-        assert_eq!(key.dev, ((major as u32) << 20) | minor as u32);
+        assert_eq!(key.dev, (major << 20) | minor);
     }
     let bytes = FileTableKey::new(makedev(8, 1), 0x1122).to_bytes();
     assert_eq!(
