@@ -620,8 +620,7 @@ fn busy_pct() -> Option<f64> {
 }
 
 fn main() {
-    // SAFETY: a plain query.
-    if unsafe { libc::geteuid() } != 0 {
+    if !profiler::sys::process::is_root() {
         println!("maintainer bench: needs root (BPF maps, /proc/PID/map_files); skipped");
         return;
     }

@@ -1264,20 +1264,13 @@ fn bpf_objects(pid: u32) -> Vec<(&'static str, u32)> {
 
 /// Whether the kernel still has the BPF object `kind` `id`.
 fn bpf_object_exists(kind: &str, id: u32) -> bool {
-    // SAFETY: these take an ID and return a new fd or a negative error; no pointers.
-    let fd = unsafe {
-        match kind {
-            "prog_id" => libbpf_sys::bpf_prog_get_fd_by_id(id),
-            "map_id" => libbpf_sys::bpf_map_get_fd_by_id(id),
-            _ => libbpf_sys::bpf_link_get_fd_by_id(id),
-        }
+    use profiler::sys::bpf::{object_exists, ObjectKind};
+    let kind = match kind {
+        "prog_id" => ObjectKind::Prog,
+        "map_id" => ObjectKind::Map,
+        _ => ObjectKind::Link,
     };
-    if fd >= 0 {
-        // SAFETY: fd was just returned to us and is closed once.
-        unsafe { libc::close(fd) };
-        return true;
-    }
-    false
+    object_exists(kind, id)
 }
 
 #[test]

@@ -14,6 +14,12 @@ pub fn send_signal(pid: u32, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether this process runs as root (effective UID 0).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Whether a process with this PID exists (it may belong to another user).
 pub fn exists(pid: u32) -> bool {
     match send_signal(pid, 0) {

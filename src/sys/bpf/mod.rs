@@ -41,3 +41,30 @@ fn last_error() -> io::Error {
 pub(crate) fn context(err: io::Error, what: impl std::fmt::Display) -> io::Error {
     io::Error::new(err.kind(), format!("{what}: {err}"))
 }
+
+/// Kinds of BPF objects the kernel numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Prog,
+    Map,
+    Link,
+}
+
+/// Whether the kernel still has the BPF object `kind` number `id` (used to check that nothing
+/// outlives a session).
+pub fn object_exists(kind: ObjectKind, id: u32) -> bool {
+    // SAFETY: these take an ID and return a new fd or a negative error; no pointers.
+    let fd = unsafe {
+        match kind {
+            ObjectKind::Prog => libbpf_sys::bpf_prog_get_fd_by_id(id),
+            ObjectKind::Map => libbpf_sys::bpf_map_get_fd_by_id(id),
+            ObjectKind::Link => libbpf_sys::bpf_link_get_fd_by_id(id),
+        }
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: fd was just returned to us and is closed once.
+    unsafe { libc::close(fd) };
+    true
+}
