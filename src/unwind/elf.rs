@@ -307,7 +307,7 @@ pub(crate) fn find_debug_file(
         let map = map_file(&candidate).ok()?;
         let matches = match (build_id, link) {
             (Some(id), _) => ElfImage::parse(&map).ok()?.build_id() == Some(id),
-            (None, Some((_, crc))) => crc32(&map) == crc,
+            (None, Some((_, crc))) => crc32fast::hash(&map) == crc,
             (None, None) => false,
         };
         matches.then_some(DebugFile {
@@ -322,33 +322,14 @@ pub(crate) fn map_file(path: &Path) -> std::io::Result<Mmap> {
     crate::sys::mmap::map_readonly(&File::open(path)?)
 }
 
-/// CRC-32 (IEEE, as `.gnu_debuglink` uses), bitwise with a 256-entry table.
-fn crc32(data: &[u8]) -> u32 {
-    let mut table = [0u32; 256];
-    for (i, slot) in table.iter_mut().enumerate() {
-        let mut c = i as u32;
-        for _ in 0..8 {
-            c = if c & 1 != 0 {
-                0xedb8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-        }
-        *slot = c;
-    }
-    !data.iter().fold(!0u32, |crc, &b| {
-        table[((crc ^ u32::from(b)) & 0xff) as usize] ^ (crc >> 8)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn crc32_matches_the_reference_value() {
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-        assert_eq!(crc32(b""), 0);
+    fn debuglink_crc_is_the_ieee_crc32() {
+        // What .gnu_debuglink stores (objcopy's CRC-32): the IEEE check value.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
     }
 
     #[test]
