@@ -13,6 +13,7 @@ use super::{exit, Fatal};
 use crate::export::otlp::{self, OtlpContext};
 use crate::export::transport::{Exporter, TransportConfig};
 use crate::export::SERVICE_NAME;
+use crate::output_file::write_atomically;
 use crate::profile::Profile;
 use crate::sampler::Target;
 use crate::session::{Session, SessionConfig};
@@ -164,17 +165,6 @@ fn check_writable_dir(dir: &Path) -> Result<(), Fatal> {
         .map_err(|e| Fatal::usage(format!("cannot write in {}: {e}", dir.display())))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
-}
-
-/// Writes next to `path` and renames, so readers never see a partial file.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&temp, bytes)?;
-    std::fs::rename(&temp, path)
 }
 
 /// Writes windows into a directory and keeps it under a size cap.

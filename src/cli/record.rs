@@ -1,14 +1,15 @@
 //! `profiler record`: one profiling session of the whole system, some PIDs, or a command, written
 //! to a file, with a summary on stderr.
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use argh::FromArgs;
+
+use crate::output_file::PendingFile;
 
 use super::{exit, Fatal};
 use crate::export::otlp::{self, OtlpContext};
@@ -176,62 +177,17 @@ fn max_sample_rate() -> Option<u64> {
         .ok()
 }
 
-/// A file written under a temporary name and renamed into place at the end, so the target is
-/// never left half-written, and whose directory is checked for writability up front.
-struct PendingFile {
-    target: PathBuf,
-    temp: PathBuf,
-    file: Option<File>,
-}
-
-impl PendingFile {
-    fn create(target: &Path) -> Result<Self, Fatal> {
-        if target.is_dir() {
-            return Err(Fatal::usage(format!("{} is a directory", target.display())));
-        }
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let temp = target.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        let file = File::create(&temp)
-            .map_err(|e| Fatal::usage(format!("cannot write {}: {e}", target.display())))?;
-        Ok(Self {
-            target: target.to_path_buf(),
-            temp,
-            file: Some(file),
-        })
-    }
-
-    fn commit(mut self, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| io::Error::other("already written"))?;
-        let mut out = BufWriter::new(file);
-        write(&mut out)?;
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        std::fs::rename(&self.temp, &self.target)
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = std::fs::remove_file(&self.temp);
-        }
-    }
+/// Opens the temporary file of an output, or says why it cannot be written (before sampling).
+fn pending(target: &Path) -> Result<PendingFile, Fatal> {
+    PendingFile::create(target)
+        .map_err(|e| Fatal::usage(format!("cannot write {}: {e}", target.display())))
 }
 
 /// Runs `record`; returns the exit code (the command's own, when there is one).
 pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
     let plan = plan(args)?;
-    let output = PendingFile::create(&plan.output)?;
-    let stats_file = plan
-        .stats_json
-        .as_deref()
-        .map(PendingFile::create)
-        .transpose()?;
+    let output = pending(&plan.output)?;
+    let stats_file = plan.stats_json.as_deref().map(pending).transpose()?;
     super::prepare_to_profile()?;
 
     let stats = Arc::new(Stats::default());
@@ -527,21 +483,13 @@ mod tests {
     }
 
     #[test]
-    fn pending_files_are_atomic() {
-        let dir = std::env::temp_dir().join(format!("profiler-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let target = dir.join("out.folded");
-        let pending = PendingFile::create(&target).unwrap();
-        assert!(!target.exists());
-        pending.commit(|w| w.write_all(b"a 1\n")).unwrap();
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "a 1\n");
-        drop(PendingFile::create(&target).unwrap());
-        assert_eq!(
-            std::fs::read_dir(&dir).unwrap().count(),
-            1,
-            "an abandoned temp file is removed"
-        );
-        assert!(PendingFile::create(&dir.join("missing/x.folded")).is_err());
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn an_output_in_a_missing_directory_is_a_usage_error() {
+        let err = pending(Path::new("/nonexistent-dir/x.folded"))
+            .err()
+            .unwrap();
+        assert_eq!(err.code, exit::USAGE);
+        assert!(err
+            .message
+            .contains("cannot write /nonexistent-dir/x.folded"));
     }
 }
