@@ -717,8 +717,10 @@ struct {
 
 /*
  * Sends what user space needs to finish a walk that stopped at a file whose table it has not
- * built yet: the registers there, the process's mappings, and the stack above sp. Ahead of the
- * trace, on the same CPU's buffer, so it is read first. Only such samples pay for the copy.
+ * built yet: the registers there, the process's mappings, and the stack above sp. On the prompt
+ * `reports` buffer, which wakes the reader at once, so user space can read the rest of a deep
+ * stack while the thread is still inside it; its trace follows on `events` (user space matches
+ * them in either order). Only such samples pay for the copy.
  */
 static __always_inline bool send_stack(void *ctx, struct task_struct *task, struct unwind_state *st,
 				       struct trace *t)
@@ -736,9 +738,15 @@ static __always_inline bool send_stack(void *ctx, struct task_struct *task, stru
 	if (len > STACK_COPY_BYTES)
 		len = STACK_COPY_BYTES;
 	if (len < 8 || bpf_probe_read_user(rec->data, len, (void *)st->sp) != 0) {
-		len = 4096; /* a thread's stack may end sooner */
-		if (bpf_probe_read_user(rec->data, len, (void *)st->sp) != 0)
-			return false;
+		/* A thread's stack may end sooner (a read crossing its end fails whole): halve. */
+		len = STACK_COPY_BYTES;
+		for (int i = 0; i < 3; i++) {
+			len /= 2;
+			if (bpf_probe_read_user(rec->data, len, (void *)st->sp) == 0)
+				break;
+			if (i == 2)
+				return false;
+		}
 	}
 	bpf_probe_read_kernel(rec->vma, sizeof(rec->vma), list->vma);
 	rec->hdr.type = RECORD_STACK;
@@ -754,7 +762,7 @@ static __always_inline bool send_stack(void *ctx, struct task_struct *task, stru
 	__u64 size = sizeof(rec->hdr) + sizeof(rec->vma) + len;
 	if (size > sizeof(*rec))
 		size = sizeof(*rec);
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, rec, size) != 0)
+	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, rec, size) != 0)
 		return false;
 	count(COUNTER_STACKS_COPIED);
 	return true;

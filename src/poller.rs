@@ -177,6 +177,9 @@ impl PerfHandler for Router {
     }
 }
 
+/// Perf ring pages per CPU of the prompt buffer (reports, execs, exits, stack copies).
+const REPORT_PAGES: usize = 64;
+
 /// Perf ring pages per CPU for a sampling frequency: room for about half a second of the
 /// largest records, at least 256 KiB.
 pub fn pages_per_cpu(frequency_hz: u64) -> usize {
@@ -185,8 +188,9 @@ pub fn pages_per_cpu(frequency_hz: u64) -> usize {
 }
 
 /// Polls until `stop` is set, then drains what is left. Samples (and the VMA reports they need)
-/// arrive on `samples`, batched; reports, execs and exits on `reports`, each waking the poller,
-/// so the maintainer hears of a new process within a millisecond.
+/// arrive on `samples`, batched; reports, execs, exits and stack copies on `reports`, each
+/// waking the poller, so the maintainer hears of a new process within a millisecond and the
+/// reporter reads the rest of a copied stack while its thread is still there.
 pub fn run(
     samples: Map,
     reports: Map,
@@ -195,7 +199,8 @@ pub fn run(
     stop: Arc<AtomicBool>,
 ) -> io::Result<()> {
     let mut samples = PerfBuffer::new(&samples, pages, WAKEUP_EVENTS, routers.0)?;
-    let mut reports = PerfBuffer::new(&reports, 16, 1, routers.1)?;
+    // Room for several stack copies (up to 33 KiB each) per CPU between two reads.
+    let mut reports = PerfBuffer::new(&reports, REPORT_PAGES, 1, routers.1)?;
     while !stop.load(Ordering::Acquire) {
         crate::sys::poll::wait_readable(
             &[samples.epoll_fd(), reports.epoll_fd()],

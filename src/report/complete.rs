@@ -5,7 +5,7 @@
 //! its remaining frames need are published, then the walk is finished with the sampler's own
 //! rules (`unwind::step`) over the copied stack.
 //!
-//! A full copy is extended with the rest of the stack read from the live process
+//! Each copy is extended with the rest of the stack read from the live process
 //! (`live_stack.rs`); frames found through those bytes are kept only when the walk reaches the
 //! outermost frame.
 //!
@@ -14,13 +14,13 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use super::live_stack::{LiveStack, Memory, PagePool};
 
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{
     consts, FileTableValue, ProcVma, RawTrace, StackRecord, TableRef, UserFrame, MAX_USER_FRAMES,
-    STACK_COPY_BYTES,
 };
 use crate::unwind::compact::Bucket;
 use crate::unwind::step::{find_row, step, Regs, Step};
@@ -39,10 +39,15 @@ pub trait Tables {
     fn bucket(&self, index: u32) -> Option<Bucket>;
 }
 
-/// Stack records by (tid, ktime) until their trace arrives, and traces waiting for tables.
+/// How long a trace waits for its stack record (they travel on different buffers).
+const ORPHAN_WAIT: Duration = Duration::from_secs(1);
+
+/// Stack records by (tid, ktime) until their trace arrives (and traces until their stack
+/// record does), and traces waiting for tables.
 #[derive(Default)]
 pub struct Completer {
     stacks: HashMap<(u32, u64), (StackRecord, LiveStack)>,
+    orphans: HashMap<(u32, u64), (RawTrace, Instant)>,
     waiting: Vec<(RawTrace, StackRecord, LiveStack)>,
     /// The pages of the live stacks in `stacks` and `waiting`.
     pages: PagePool,
@@ -59,31 +64,82 @@ enum Finish {
 }
 
 impl Completer {
-    /// A stack record; a full copy is extended from the live process right away.
-    pub fn on_stack(&mut self, stack: StackRecord, memory: &mut dyn Memory, stats: &Stats) {
+    /// A stack record; the stack above the copy is read from the live process right away (up
+    /// to the end of its mapping: nothing when the copy reached it).
+    /// Returns traces that are done waiting (see [`Self::on_trace`]).
+    pub fn on_stack(
+        &mut self,
+        stack: StackRecord,
+        memory: &mut dyn Memory,
+        stats: &Stats,
+    ) -> Vec<RawTrace> {
         let end = stack.sp + stack.stack.len() as u64;
-        let live = if stack.stack.len() < STACK_COPY_BYTES {
-            LiveStack::default()
-        } else if self.pages.held() >= MAX_LIVE_HELD {
+        let live = if self.pages.held() >= MAX_LIVE_HELD {
             Stats::inc(&stats.stacks_live_skipped);
             LiveStack::default()
         } else {
             Stats::inc(&stats.stacks_read_live);
             LiveStack::read(memory, stack.pid, end, LIVE_STACK_BYTES, &mut self.pages)
         };
-        self.stacks
-            .insert((stack.tid, stack.ktime_ns), (stack, live));
+        let key = (stack.tid, stack.ktime_ns);
+        let mut out = self.expire_orphans(Instant::now(), stats);
+        match self.orphans.remove(&key) {
+            Some((trace, _)) => out.extend(self.admit(trace, stack, live, stats)),
+            None => {
+                self.stacks.insert(key, (stack, live));
+            }
+        }
+        out
     }
 
-    /// A trace from the sampler: handed back at once unless it waits for tables.
-    pub fn on_trace(&mut self, trace: RawTrace, stats: &Stats) -> Option<RawTrace> {
+    /// A trace from the sampler; returns the traces done waiting: this one at once unless it
+    /// waits for its stack record or for tables, and those whose stack never came.
+    pub fn on_trace(&mut self, trace: RawTrace, stats: &Stats) -> Vec<RawTrace> {
         if u64::from(trace.flags) & consts::TRACE_HAS_STACK == 0 {
-            return Some(trace);
+            return vec![trace];
         }
-        let Some((stack, live)) = self.stacks.remove(&(trace.tid, trace.ktime_ns)) else {
-            Stats::inc(&stats.completion_stack_missing);
-            return Some(trace);
-        };
+        let now = Instant::now();
+        let mut out = self.expire_orphans(now, stats);
+        let key = (trace.tid, trace.ktime_ns);
+        match self.stacks.remove(&key) {
+            Some((stack, live)) => out.extend(self.admit(trace, stack, live, stats)),
+            None if self.orphans.len() < MAX_WAITING => {
+                self.orphans.insert(key, (trace, now));
+            }
+            None => {
+                Stats::inc(&stats.completion_stack_missing);
+                out.push(trace);
+            }
+        }
+        out
+    }
+
+    /// Traces whose stack record has not come within `ORPHAN_WAIT` go out as they are.
+    fn expire_orphans(&mut self, now: Instant, stats: &Stats) -> Vec<RawTrace> {
+        if self.orphans.is_empty() {
+            return Vec::new();
+        }
+        let old: Vec<(u32, u64)> = self
+            .orphans
+            .iter()
+            .filter(|(_, (_, at))| now.duration_since(*at) >= ORPHAN_WAIT)
+            .map(|(&key, _)| key)
+            .collect();
+        Stats::add(&stats.completion_stack_missing, old.len() as u64);
+        old.iter()
+            .filter_map(|key| self.orphans.remove(key))
+            .map(|(trace, _)| trace)
+            .collect()
+    }
+
+    /// A trace with its stack waits for tables; past `MAX_WAITING` the oldest goes out.
+    fn admit(
+        &mut self,
+        trace: RawTrace,
+        stack: StackRecord,
+        live: LiveStack,
+        stats: &Stats,
+    ) -> Option<RawTrace> {
         self.waiting.push((trace, stack, live));
         if self.waiting.len() > MAX_WAITING {
             Stats::inc(&stats.completion_gave_up);
@@ -94,8 +150,9 @@ impl Completer {
         None
     }
 
+    /// Traces held: waiting for tables or for their stack record.
     pub fn waiting(&self) -> usize {
-        self.waiting.len()
+        self.waiting.len() + self.orphans.len()
     }
 
     /// Finishes what can be finished now. With `last` (the end of the session), every waiting
@@ -134,6 +191,8 @@ impl Completer {
         if last {
             Stats::add(&stats.completion_stack_missing, self.stacks.len() as u64);
             self.stacks.clear();
+            Stats::add(&stats.completion_stack_missing, self.orphans.len() as u64);
+            out.extend(self.orphans.drain().map(|(_, (trace, _))| trace));
         }
         self.pages.prune();
         out

@@ -3,6 +3,7 @@
 use std::cell::RefCell;
 
 use super::*;
+use crate::sys::bpf::layout::STACK_COPY_BYTES;
 use crate::unwind::compact::CompactTable;
 use crate::unwind::{CfaRule, RaRule, RegRule, UnwindRow};
 
@@ -138,7 +139,7 @@ fn a_cut_walk_waits_for_its_table_then_is_finished_with_it() {
     let mut c = Completer::default();
     let (trace, stack) = cut_sample();
     c.on_stack(stack, &mut NoMemory, &stats);
-    assert!(c.on_trace(trace, &stats).is_none(), "it waits");
+    assert!(c.on_trace(trace, &stats).is_empty(), "it waits");
     assert!(
         c.retry(&tables, &|_| true, false, &stats).is_empty(),
         "no table yet"
@@ -168,7 +169,7 @@ fn at_the_end_a_walk_without_tables_goes_out_as_it_was() {
     let mut c = Completer::default();
     let (trace, stack) = cut_sample();
     c.on_stack(stack, &mut NoMemory, &stats);
-    assert!(c.on_trace(trace, &stats).is_none());
+    assert!(c.on_trace(trace, &stats).is_empty());
     let done = c.retry(&tables, &|_| true, true, &stats);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].user.len(), 1);
@@ -179,16 +180,42 @@ fn at_the_end_a_walk_without_tables_goes_out_as_it_was() {
 #[test]
 fn traces_without_a_stack_pass_through_and_a_lost_stack_is_counted() {
     let stats = Stats::default();
-    let mut c = Completer::default();
+    let (tables, mut c) = (fake(), Completer::default());
     let (mut trace, _) = cut_sample();
     assert!(
-        c.on_trace(trace.clone(), &stats).is_some(),
-        "its stack never came"
+        c.on_trace(trace.clone(), &stats).is_empty(),
+        "it waits for its stack record"
+    );
+    assert_eq!(c.waiting(), 1);
+    let done = c.retry(&tables, &|_| true, true, &stats);
+    assert_eq!(
+        done.len(),
+        1,
+        "its stack never came: out as it was at the end"
     );
     assert_eq!(Stats::get(&stats.completion_stack_missing), 1);
     trace.flags = 0;
-    assert!(c.on_trace(trace, &stats).is_some());
+    assert_eq!(
+        c.on_trace(trace, &stats).len(),
+        1,
+        "no stack: passes at once"
+    );
     assert_eq!(c.waiting(), 0);
+}
+
+#[test]
+fn a_trace_that_arrives_before_its_stack_record_waits_for_it() {
+    let (tables, stats) = (fake(), Stats::default());
+    *tables.published.borrow_mut() = true;
+    let mut c = Completer::default();
+    let (trace, stack) = cut_sample();
+    assert!(c.on_trace(trace, &stats).is_empty());
+    assert!(c.on_stack(stack, &mut NoMemory, &stats).is_empty());
+    let done = c.retry(&tables, &|_| true, false, &stats);
+    let frames: Vec<u64> = done[0].user.iter().map(|f| f.address).collect();
+    assert_eq!(frames, vec![0x150, 0x205]);
+    assert_eq!(Stats::get(&stats.samples_completed_later), 1);
+    assert_eq!(Stats::get(&stats.completion_stack_missing), 0);
 }
 
 #[test]
@@ -199,7 +226,7 @@ fn a_stack_copy_that_ends_early_keeps_the_frames_found() {
     let (trace, mut stack) = cut_sample();
     stack.stack.truncate(8); // the return address is past the copy
     c.on_stack(stack, &mut NoMemory, &stats);
-    assert!(c.on_trace(trace, &stats).is_none());
+    assert!(c.on_trace(trace, &stats).is_empty());
     let done = c.retry(&tables, &|_| true, true, &stats);
     assert_eq!(done[0].user.len(), 1);
     assert!(
@@ -223,7 +250,7 @@ fn deep_sample(ra: u64, stats: &Stats) -> (Completer, RawTrace) {
     };
     c.on_stack(stack, &mut memory, stats);
     assert_eq!(Stats::get(&stats.stacks_read_live), 1);
-    assert!(c.on_trace(trace.clone(), stats).is_none());
+    assert!(c.on_trace(trace.clone(), stats).is_empty());
     (c, trace)
 }
 

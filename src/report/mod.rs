@@ -66,13 +66,17 @@ impl Reporter {
     fn handle(&mut self, msg: ReportMsg) {
         match msg {
             ReportMsg::Trace(trace) => {
-                if let Some(trace) = self.completer.on_trace(trace, &self.stats) {
+                for trace in self.completer.on_trace(trace, &self.stats) {
                     self.aggregator.add(&trace, &self.vmas, &self.stats);
                 }
             }
             ReportMsg::Stack(stack) => {
-                self.completer
-                    .on_stack(*stack, &mut self.memory, &self.stats)
+                let done = self
+                    .completer
+                    .on_stack(*stack, &mut self.memory, &self.stats);
+                for trace in done {
+                    self.aggregator.add(&trace, &self.vmas, &self.stats);
+                }
             }
             ReportMsg::Vma(record) => self.vmas.add(record),
             ReportMsg::File(file) => {
