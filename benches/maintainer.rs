@@ -22,10 +22,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use profiler::process::batcher::{Batcher, MapBackend, BATCH_SIZE};
-use profiler::process::lifecycle::{ProcessTable, Trigger};
+use profiler::maintainer::batcher::{Batcher, MapBackend, BATCH_SIZE};
+use profiler::maintainer::lifecycle::{ProcessTable, Trigger};
+use profiler::maintainer::prefixes::{cover, marker_key};
 use profiler::process::maps::{parse_maps, Mapping};
-use profiler::process::prefixes::{cover, marker_key};
 use profiler::process::source::{read_identity, ProcSource, Procfs, NS_PER_TICK};
 use profiler::stats::Stats;
 use profiler::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod export;
 pub mod log;
+pub mod maintainer;
 pub mod output_file;
 pub mod pipeline;
 pub mod poller;

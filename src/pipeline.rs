@@ -9,8 +9,8 @@
 //! maintainer announces a file (blocking send) before it writes any map entry naming it, so in
 //! the reporter's single queue the announcement always comes before the first sample using it.
 
+use crate::maintainer::lifecycle::Trigger;
 use crate::process::files::SharedFile;
-use crate::process::lifecycle::Trigger;
 use crate::sys::bpf::layout::{ExecRecord, RawTrace, StackRecord, VmaRecord};
 
 /// To the maintainer (T2).

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
+use crate::maintainer::lifecycle::Trigger;
 use crate::pipeline::{MaintainerMsg, ReportMsg};
-use crate::process::lifecycle::Trigger;
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{decode, Record};
 use crate::sys::bpf::{Map, PerfBuffer, PerfHandler};

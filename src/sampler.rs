@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::process::maintainer::CacheInvalidator;
+use crate::maintainer::CacheInvalidator;
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{consts, SAMPLER_BSS_SIZE, SAMPLER_RODATA_SIZE};
 use crate::sys::bpf::{online_cpus, open_cpu_clock, Link, LoadedObject, Map, OpenObject};

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::maintainer::tables::BpfTables;
+use crate::maintainer::Maintainer;
 use crate::pipeline::{ReportMsg, MAINTAINER_QUEUE, REPORT_QUEUE};
 use crate::poller::{self, Router};
-use crate::process::maintainer::Maintainer;
 use crate::process::source::Procfs;
-use crate::process::tables::BpfTables;
 use crate::profile::Profile;
 use crate::report::{self, unix_now_ns, Windows};
 use crate::sampler::{Sampler, Target};

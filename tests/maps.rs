@@ -5,8 +5,8 @@
 mod common;
 
 use common::bpf_available;
-use profiler::process::batcher::{Batcher, MapBackend};
-use profiler::process::prefixes::{cover, marker_key};
+use profiler::maintainer::batcher::{Batcher, MapBackend};
+use profiler::maintainer::prefixes::{cover, marker_key};
 use profiler::stats::Stats;
 use profiler::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::sys::bpf::{Map, MapKind};

@@ -1,15 +1,7 @@
-//! Processes: reading `/proc`, the process table with its lifecycle, and the maintenance of the
-//! per-PID BPF map (`pid_mappings`) that it owns (DESIGN.md, "T2").
+//! Processes as the system shows them: `/proc/PID/maps` parsing (`maps.rs`), process identity
+//! and reading through `/proc` (`source.rs`), and the registry of executable files shared by
+//! processes (`files.rs`). Leaf concepts: the maintainer (`crate::maintainer`) builds on them.
 
-pub mod batcher;
-pub mod extractor;
-#[cfg(test)]
-mod fake_map;
 pub mod files;
-pub mod lifecycle;
-pub mod maintainer;
 pub mod maps;
-pub mod prefixes;
 pub mod source;
-pub mod table_lru;
-pub mod tables;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::extractor::Extractor;
-use super::files::{FileInfo, SharedFile};
 use super::table_lru::TableLru;
+use crate::process::files::{FileInfo, SharedFile};
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{FileTableKey, FileTableValue, TableRef, UNWIND_BUCKET_BYTES};
 use crate::sys::bpf::Map;

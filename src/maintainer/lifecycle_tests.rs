@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fs::File;
 
 use super::*;
-use crate::process::fake_map::{FakeMap, Op};
+use crate::maintainer::fake_map::{FakeMap, Op};
 use crate::process::maps::parse_maps;
 use crate::process::source::NS_PER_TICK;
 use crate::sys::bpf::layout::TableRef;

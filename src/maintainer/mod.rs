@@ -2,17 +2,31 @@
 //! It applies the poller's messages to the table, announces new files to the reporter, flushes
 //! the batched map writes (evicting when the map is full), and periodically sweeps for missed
 //! exits, expires what is past its grace period, and audits the map against the table.
+//!
+//! Below it: the process table and its lifecycle (`lifecycle.rs`), the batched map writes
+//! (`batcher.rs`, `prefixes.rs`), and the unwind tables it loads (`tables.rs`, built on the
+//! extractor thread, `extractor.rs`, in the order and with the eviction of `table_lru.rs`). It
+//! reads processes through `crate::process` (maps, identity, the file registry).
+
+pub mod batcher;
+pub mod extractor;
+#[cfg(test)]
+mod fake_map;
+pub mod lifecycle;
+pub mod prefixes;
+pub mod table_lru;
+pub mod tables;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::batcher::MapBackend;
-use super::lifecycle::ProcessTable;
-use super::source::ProcSource;
-use super::tables::TableStore;
 use crate::pipeline::{MaintainerMsg, ReportMsg};
+use crate::process::source::ProcSource;
 use crate::stats::Stats;
+use batcher::MapBackend;
+use lifecycle::ProcessTable;
+use tables::TableStore;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// How often built tables are picked up while some are due.
@@ -217,8 +231,8 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::fake_map::FakeMap;
-    use crate::process::lifecycle::Trigger;
+    use crate::maintainer::fake_map::FakeMap;
+    use crate::maintainer::lifecycle::Trigger;
     use crate::process::source::{ProcSource, Procfs, NS_PER_TICK};
     use std::sync::mpsc::sync_channel;
 

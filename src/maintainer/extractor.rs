@@ -9,8 +9,8 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::files::{FileInfo, SharedFile};
 use super::table_lru::BuildQueue;
+use crate::process::files::{FileInfo, SharedFile};
 use crate::unwind::compact::CompactTable;
 
 /// A built table (or why there is none), for the file with this ID.

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::files::SharedFile;
 use super::tables::BucketAllocator;
+use crate::process::files::SharedFile;
 
 #[derive(Clone, Copy, Debug)]
 struct Loaded {

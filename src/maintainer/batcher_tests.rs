@@ -2,7 +2,7 @@
 //! missing key, and a full map.
 
 use super::*;
-use crate::process::fake_map::{FakeMap, Op};
+use crate::maintainer::fake_map::{FakeMap, Op};
 
 fn key(pid: u32, addr: u64) -> PidMappingKey {
     PidMappingKey::new(pid, addr, 84)

@@ -17,11 +17,11 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::batcher::{Batcher, MapBackend};
-use super::files::{FileKey, FileTable, SharedFile};
-use super::maps::{Backing, Mapping};
 use super::prefixes::{cover, marker_key};
-use super::source::{Identity, ProcError, ProcSource};
 use super::tables::{NoTables, TableStore};
+use crate::process::files::{FileKey, FileTable, SharedFile};
+use crate::process::maps::{Backing, Mapping};
+use crate::process::source::{Identity, ProcError, ProcSource};
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 
