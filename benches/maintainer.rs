@@ -23,8 +23,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use profiler::maintainer::batcher::{Batcher, MapBackend, BATCH_SIZE};
-use profiler::maintainer::lifecycle::{ProcessTable, Trigger};
+use profiler::maintainer::lifecycle::ProcessTable;
 use profiler::maintainer::prefixes::{cover, marker_key};
+use profiler::pipeline::Trigger;
 use profiler::process::maps::{parse_maps, Mapping};
 use profiler::process::source::{read_identity, ProcSource, Procfs, NS_PER_TICK};
 use profiler::stats::Stats;

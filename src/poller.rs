@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use crate::maintainer::lifecycle::Trigger;
+use crate::pipeline::Trigger;
 use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{decode, Record};

@@ -14,6 +14,9 @@ pub enum FrameKind {
     Native,
 }
 
+/// The module name of core kernel frames (perf's name for them).
+pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
+
 /// The file a frame's code was loaded from, shared by every frame of that file.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Module {

@@ -3,7 +3,6 @@
 
 use std::io;
 
-use crate::maintainer::CacheInvalidator;
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{consts, SAMPLER_BSS_SIZE, SAMPLER_RODATA_SIZE};
 use crate::sys::bpf::{online_cpus, open_cpu_clock, Link, LoadedObject, Map, OpenObject};
@@ -272,6 +271,11 @@ fn pid_mappings_capacity() -> u32 {
 /// machine one of its two libraries found no room.
 fn unwind_buckets_capacity() -> u32 {
     (ram_kib() * 1024 / 256 / 256).clamp(1 << 14, 1 << 19) as u32
+}
+
+/// Where the maintainer tells the sampler to drop its per-CPU mapping caches.
+pub trait CacheInvalidator {
+    fn invalidate(&mut self);
 }
 
 /// Bumps the sampler's `mappings_generation`, which every CPU's cache compares against.

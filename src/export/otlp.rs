@@ -27,8 +27,8 @@ use prost::Message;
 
 use super::otlp_proto::{self as proto, any_value::Value};
 use crate::profile::is_symbolized;
+use crate::profile::KERNEL_MODULE;
 use crate::profile::{Frame, FrameKind, Profile, StackSample};
-use crate::symbolize::KERNEL_MODULE;
 
 pub use self::check::{check_dictionary, check_request};
 

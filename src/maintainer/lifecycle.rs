@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use super::batcher::{Batcher, MapBackend};
 use super::prefixes::{cover, marker_key};
 use super::tables::{NoTables, TableStore};
+use crate::pipeline::Trigger;
 use crate::process::files::{FileKey, FileTable, SharedFile};
 use crate::process::maps::{Backing, Mapping};
 use crate::process::source::{Identity, ProcError, ProcSource};
@@ -59,14 +60,6 @@ pub struct Process {
     /// The last sync was at exec time, before the dynamic loader mapped the libraries: the
     /// next unknown-mapping report is expected and re-syncs at once.
     synced_at_exec: bool,
-}
-
-/// Why the maintainer looks at a process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Trigger {
-    UnknownPid,
-    UnknownMapping,
-    Exec,
 }
 
 /// The table plus the batcher, file registry and unwind tables it drives.

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::process::source::ProcSource;
+pub use crate::sampler::CacheInvalidator;
 use crate::stats::Stats;
 use batcher::MapBackend;
 use lifecycle::ProcessTable;
@@ -34,11 +35,6 @@ const TABLE_POLL: Duration = Duration::from_millis(5);
 /// How long the end of a session waits for tables still being built.
 const TABLE_DEADLINE: Duration = Duration::from_secs(10);
 const AUDIT_INTERVAL: Duration = Duration::from_secs(30);
-
-/// Where the maintainer tells the sampler to drop its per-CPU mapping caches.
-pub trait CacheInvalidator {
-    fn invalidate(&mut self);
-}
 
 pub struct Maintainer<M: MapBackend, S: ProcSource, C: CacheInvalidator> {
     pub table: ProcessTable,
@@ -232,7 +228,7 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
 mod tests {
     use super::*;
     use crate::maintainer::fake_map::FakeMap;
-    use crate::maintainer::lifecycle::Trigger;
+    use crate::pipeline::Trigger;
     use crate::process::source::{ProcSource, Procfs, NS_PER_TICK};
     use std::sync::mpsc::sync_channel;
 

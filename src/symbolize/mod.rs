@@ -34,8 +34,7 @@ use self::kallsyms::CORE_ID;
 
 use crate::profile::{Frame, FrameKind, Module};
 
-/// The module name of core kernel frames.
-pub const KERNEL_MODULE: &str = "[kernel.kallsyms]";
+pub use crate::profile::KERNEL_MODULE;
 
 /// The function name of a frame nothing is known about.
 pub const UNKNOWN: &str = "[unknown]";
