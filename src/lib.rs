@@ -2,7 +2,8 @@
 //! this library; the modules are laid out as the architecture in DESIGN.md.
 
 pub mod cli;
-pub mod export;
+pub mod encode;
+pub mod exporter;
 pub mod log;
 pub mod maintainer;
 pub mod output_file;
@@ -11,7 +12,8 @@ pub mod poller;
 pub mod privileges;
 pub mod process;
 pub mod profile;
-pub mod report;
+pub mod proto;
+pub mod reporter;
 pub mod sampler;
 pub mod session;
 pub mod stats;

@@ -1,7 +1,7 @@
 //! The symbolized, aggregated profile: what the reporter hands to every exporter.
 //!
 //! This module owns only the data model. Building it (aggregation and symbolization) lives in
-//! `crate::report`; turning it into bytes lives in `crate::export`.
+//! `crate::reporter`; turning it into bytes lives in `crate::encode`.
 
 use std::sync::Arc;
 

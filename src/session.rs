@@ -15,7 +15,7 @@ use crate::pipeline::{ReportMsg, MAINTAINER_QUEUE, REPORT_QUEUE};
 use crate::poller::{self, Router};
 use crate::process::source::Procfs;
 use crate::profile::Profile;
-use crate::report::{self, unix_now_ns, Windows};
+use crate::reporter::{self, unix_now_ns, Windows};
 use crate::sampler::{Sampler, Target};
 use crate::stats::Stats;
 
@@ -68,13 +68,13 @@ impl Session {
             period_ns: 1_000_000_000 / config.frequency_hz.max(1),
         };
         let reporter_stats = stats.clone();
-        let tables: Box<dyn report::complete::Tables + Send> =
-            Box::new(report::complete::MapTables {
+        let tables: Box<dyn reporter::complete::Tables + Send> =
+            Box::new(reporter::complete::MapTables {
                 file_tables: sampler.file_tables()?,
                 buckets: sampler.unwind_buckets()?,
             });
         let reporter = spawn("reporter", move || {
-            report::run(report_rx, reporter_stats, windows, Some(tables), sink)
+            reporter::run(report_rx, reporter_stats, windows, Some(tables), sink)
         })?;
         let source = Procfs {
             exec_gen: Some(sampler.exec_gen()?),

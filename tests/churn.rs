@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use profiler::export::pprof_proto;
+use profiler::proto::pprof as pprof_proto;
 use prost::Message;
 
 /// Short-lived processes to start: /bin/true runs plus two per `true | true` pipeline.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prost::Message;
 
 use common::*;
-use profiler::export::otlp;
-use profiler::export::otlp_proto::{
+use profiler::encode::otlp;
+use profiler::proto::otlp::{
     any_value::Value, AnyValue, ProfilesData, ProfilesDictionary, ResourceProfiles,
 };
 use profiler::sys::process::send_signal;

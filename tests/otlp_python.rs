@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use profiler::export::otlp::{self, OtlpContext};
-use profiler::export::otlp_proto as proto;
+use profiler::encode::otlp::{self, OtlpContext};
 use profiler::profile::{Frame, FrameKind, Module, Profile, StackSample};
+use profiler::proto::otlp as proto;
 use prost::Message;
 
 /// The version CI installs; it is generated from opentelemetry-proto v1.10.0, wire-identical to

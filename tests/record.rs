@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use profiler::export::pprof_proto;
+use profiler::proto::pprof as pprof_proto;
 use prost::Message;
 
 const FP_FLAGS: &[&str] = &["-O1", "-fno-omit-frame-pointer"];

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 
-use profiler::export::otlp_proto::{ExportProfilesServiceRequest, ProfilesDictionary};
-use profiler::export::transport::{Exporter, TransportConfig};
+use profiler::exporter::{Exporter, TransportConfig};
+use profiler::proto::otlp::{ExportProfilesServiceRequest, ProfilesDictionary};
 use profiler::stats::Stats;
 use receiver::{Receiver, Reply};
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use argh::FromArgs;
 
 use super::{exit, Fatal};
-use crate::export::otlp::{self, OtlpContext};
-use crate::export::transport::{Exporter, TransportConfig};
-use crate::export::SERVICE_NAME;
+use crate::encode::otlp::{self, OtlpContext};
+use crate::encode::SERVICE_NAME;
+use crate::exporter::{Exporter, TransportConfig};
 use crate::output_file::write_atomically;
 use crate::profile::Profile;
 use crate::sampler::Target;

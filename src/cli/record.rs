@@ -12,9 +12,9 @@ use argh::FromArgs;
 use crate::output_file::PendingFile;
 
 use super::{exit, Fatal};
-use crate::export::otlp::{self, OtlpContext};
-use crate::export::transport::{Exporter, TransportConfig};
-use crate::export::{write_profile, OutputFormat};
+use crate::encode::otlp::{self, OtlpContext};
+use crate::encode::{write_profile, OutputFormat};
+use crate::exporter::{Exporter, TransportConfig};
 use crate::profile::Profile;
 use crate::sampler::Target;
 use crate::session::{Session, SessionConfig};
@@ -248,7 +248,7 @@ fn send(config: TransportConfig, profile: &Profile, stats: &Arc<Stats>) -> Resul
     let url = config.url();
     let exporter = Exporter::start(config, stats.clone())
         .map_err(|e| format!("cannot export to {url}: {e}"))?;
-    let ctx = OtlpContext::for_profile(profile, crate::export::SERVICE_NAME);
+    let ctx = OtlpContext::for_profile(profile, crate::encode::SERVICE_NAME);
     exporter.submit(otlp::encode_request(profile, &ctx));
     let report = exporter.shutdown(Duration::from_secs(30));
     if report.delivered == 1 {

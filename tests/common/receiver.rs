@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use flate2::read::GzDecoder;
 use prost::Message;
 
-use profiler::export::otlp_proto::{
+use profiler::proto::otlp::{
     ExportProfilesPartialSuccess, ExportProfilesServiceRequest, ExportProfilesServiceResponse,
 };
 

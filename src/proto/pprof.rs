@@ -3,7 +3,7 @@
 //! This module owns only the wire layout: field numbers and types mirror pprof's
 //! `profile.proto` (github.com/google/pprof, `proto/profile.proto`) exactly, so any pprof reader
 //! decodes what we write.
-//! Filling the messages in is `super::pprof`'s job. The types are public so integration tests can
+//! Filling the messages in is `crate::encode::pprof`'s job. The types are public so integration tests can
 //! decode our output.
 //!
 //! Every `i64` documented as "index" refers to `Profile::string_table`; `0` means "none" (the

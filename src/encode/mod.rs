@@ -1,18 +1,13 @@
-//! Exporters: turning a symbolized [`Profile`] into bytes, one file per format, and sending
-//! OTLP to a collector (`transport`).
+//! Encoders: turning a symbolized [`Profile`] into bytes, one format each (folded, pprof,
+//! OTLP); the wire messages are `crate::proto`'s.
 //!
 //! This module owns the choice of format (by name or by output path) and the dispatch to the
-//! encoders. It does not build profiles (that is `crate::report`); encoders write to a
-//! caller-supplied [`Write`], and only `transport` does network I/O.
+//! encoders. It does not build profiles (that is `crate::reporter`); encoders write to a
+//! caller-supplied [`Write`]. Sending is the exporter thread's (`crate::exporter`).
 
 pub mod folded;
 pub mod otlp;
-pub mod otlp_proto;
 pub mod pprof;
-pub mod pprof_proto;
-pub mod transport;
-mod transport_config;
-mod transport_policy;
 
 use std::io::{self, Write};
 use std::path::Path;

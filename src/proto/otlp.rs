@@ -4,7 +4,7 @@
 //! v1.11.0's `profiles.proto`, `profiles_service.proto`, `common.proto` and `resource.proto`
 //! exactly. v1.10.0 and v1.11.0 are wire-identical; v1.9.0 and older are not (the `Sample`
 //! fields were renumbered), so do not "fix" a tag to match an older copy.
-//! Filling the messages in is `super::otlp`'s job. The types are public so tests and receivers
+//! Filling the messages in is `crate::encode::otlp`'s job. The types are public so tests and receivers
 //! can decode what we send.
 //!
 //! Every `i32` named `*_strindex` or `*_index` refers to a table of the one

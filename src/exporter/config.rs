@@ -1,7 +1,7 @@
 //! The OTLP/HTTP transport's configuration: [`TransportConfig`], the URL it posts to
 //! ([`profiles_url`], [`PROFILES_PATH`]) and [`TransportConfig::validate`], which catches a bad
 //! endpoint, header or limit before the export thread starts. It does no I/O; sending is
-//! [`super::transport`].
+//! [`super`] (the exporter thread).
 
 use std::time::Duration;
 

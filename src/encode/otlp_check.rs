@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use crate::export::otlp_proto::{self as proto, any_value::Value};
+use crate::proto::otlp::{self as proto, any_value::Value};
 
 /// Checks the dictionary rules of `profiles.proto` on a decoded message: every table present
 /// with its zero value at index 0, no duplicate entries, every index in range, every entry past

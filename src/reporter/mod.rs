@@ -1,7 +1,7 @@
 //! The reporter thread (T3): receives samples, file and process news and the kernel's VMA
 //! reports, aggregates stacks, and at the end of each window (or of the session) symbolizes
 //! them into a `Profile` handed to a sink (a file writer, the OTLP exporter). Windows never wait
-//! on the sink's I/O: network export runs on its own thread (`export::transport`).
+//! on the sink's I/O: network export runs on its own thread (`crate::exporter`).
 
 pub mod aggregate;
 pub mod complete;

@@ -1,17 +1,20 @@
-//! OTLP/HTTP transport: ships encoded `ExportProfilesServiceRequest`s to a collector from a
+//! The exporter thread (OTLP/HTTP transport): ships encoded `ExportProfilesServiceRequest`s to a collector from a
 //! thread of its own, so a slow or unreachable collector never stalls aggregation.
 //!
 //! This module owns the export thread, the HTTP exchange (`POST {endpoint}/v1development/profiles`,
 //! protobuf, optional gzip, extra headers, HTTPS through ureq's rustls) and the retry decision:
 //! 429/502/503/504 and connection failures are retried with exponential backoff and jitter,
 //! honouring `Retry-After`; every other failure status is final. The pure helpers (delays, log
-//! throttling, the window queue) are in `transport_policy`, [`TransportConfig`] and its validation
-//! in `transport_config`. It does not build payloads (that is [`super::otlp`]).
+//! throttling, the window queue) are in `policy.rs`, [`TransportConfig`] and its validation
+//! in `config.rs`. It does not build payloads (that is [`crate::encode::otlp`]).
 //!
 //! The queue holds at most `queue_capacity` windows, counting the one being sent or retried; when
 //! a new window arrives at a full queue the oldest goes, even if it is the one being retried, so
 //! that recent data wins after an outage. Every window ends exactly once in one of the counters
 //! `export_delivered`, `export_rejected` or `export_dropped`.
+
+mod config;
+mod policy;
 
 use std::borrow::Cow;
 use std::io::{self, Write};
@@ -23,14 +26,12 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
-use super::otlp_proto::ExportProfilesServiceResponse;
-use super::transport_policy::{
-    backoff, jittered, parse_retry_after, Evicted, Rng, Throttle, WindowQueue,
-};
 use crate::log;
+use crate::proto::otlp::ExportProfilesServiceResponse;
 use crate::stats::Stats;
+use policy::{backoff, jittered, parse_retry_after, Evicted, Rng, Throttle, WindowQueue};
 
-pub use super::transport_config::{profiles_url, TransportConfig, PROFILES_PATH};
+pub use config::{profiles_url, TransportConfig, PROFILES_PATH};
 
 /// How much of a rejected request's response body a warning quotes.
 const BODY_EXCERPT: usize = 200;
@@ -596,5 +597,4 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-#[path = "transport_tests.rs"]
 mod tests;

@@ -3,7 +3,7 @@
 //! This module owns the mapping from our data model onto pprof's deduplicated tables: one
 //! `Mapping` per distinct [`Module`], one `Function` per distinct (name, module), one `Location`
 //! per distinct (module, address, function), every string once in the string table. The wire
-//! layout itself lives in [`super::pprof_proto`].
+//! layout itself lives in [`crate::proto::pprof`].
 //!
 //! Addresses: a native frame's address is already a file offset, so its mapping starts at 0 with
 //! file offset 0, which makes pprof's `address - memory_start + file_offset` the file offset
@@ -17,8 +17,8 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
-use super::pprof_proto as proto;
 use crate::profile::{is_symbolized, Frame, Module, Profile};
+use crate::proto::pprof as proto;
 
 /// The profile, serialized and gzip-compressed, as `go tool pprof` reads it.
 pub fn encode(profile: &Profile) -> Vec<u8> {

@@ -3,7 +3,7 @@
 //!
 //! This module owns the mapping from our data model onto OTLP's resources and dictionary tables,
 //! and [`check_dictionary`], which verifies the dictionary rules of `profiles.proto` on any
-//! decoded message. The wire layout lives in [`super::otlp_proto`]; sending is the transport's
+//! decoded message. The wire layout lives in [`crate::proto::otlp`]; sending is the transport's
 //! job, not this module's.
 //!
 //! Layout: one `ResourceProfiles` per process (sorted by pid), each with one `ScopeProfiles`
@@ -25,10 +25,10 @@ use std::io::{self, Write};
 
 use prost::Message;
 
-use super::otlp_proto::{self as proto, any_value::Value};
 use crate::profile::is_symbolized;
 use crate::profile::KERNEL_MODULE;
 use crate::profile::{Frame, FrameKind, Profile, StackSample};
+use crate::proto::otlp::{self as proto, any_value::Value};
 
 pub use self::check::{check_dictionary, check_request};
 

@@ -1,7 +1,7 @@
 //! The OTLP/HTTP transport's pure policy pieces: the retry delay (exponential backoff, jitter, a
 //! small PRNG to draw it, `Retry-After` parsing), throttling of repeated log lines, and the
 //! bounded drop-oldest queue of windows. Nothing here blocks, sleeps or touches the network; the
-//! export thread that uses them is [`super::transport`].
+//! export thread that uses them is [`super`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
