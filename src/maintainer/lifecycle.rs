@@ -24,7 +24,7 @@ use crate::process::files::{FileKey, FileTable, SharedFile};
 use crate::process::maps::{Backing, Mapping};
 use crate::process::source::{Identity, ProcError, ProcSource};
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
+use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue, TableRef};
 
 const PENDING: u16 = consts::MAPPING_TABLE_PENDING as u16;
 
@@ -37,6 +37,8 @@ pub const FILE_GRACE: Duration = Duration::from_secs(60);
 /// through code without frame pointers produce addresses in no mapping, and each would
 /// otherwise cost a read of the maps.
 pub const UNKNOWN_MAPPING_RESYNC: Duration = Duration::from_secs(1);
+/// How long after its eviction a sampled file's table is built again.
+pub const REBUILD_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
@@ -84,6 +86,8 @@ pub struct ProcessTable {
     new_processes: Vec<(u32, String)>,
     /// Entries of a live process were deleted: the sampler's per-CPU caches must be dropped.
     live_deletes: bool,
+    /// Files whose tables were evicted, with when: built again once sampled after a while.
+    evicted: HashMap<u32, Instant>,
     tables: Box<dyn TableStore>,
     /// Sync a process at its exec even before it is sampled: when only a few processes are
     /// profiled (-p, a command), so their first samples already unwind fully.
@@ -113,6 +117,7 @@ impl ProcessTable {
             identities: HashMap::new(),
             new_processes: Vec::new(),
             live_deletes: false,
+            evicted: HashMap::new(),
             tables,
             sync_on_exec: false,
         }
@@ -164,21 +169,29 @@ impl ProcessTable {
                 self.tables.unload(id, table, stats);
                 continue;
             }
-            self.files.set_table(id, table);
-            for process in self.procs.values_mut() {
-                for (key, value) in process.entries.iter_mut() {
-                    // Pending entries get the table; an evicted table's entries lose it.
-                    if value.file_id == id && (value.flags & PENDING != 0 || value.table != table) {
-                        value.table = table;
-                        value.flags &= !PENDING;
-                        self.batcher.upsert(*key, *value);
-                    }
+            if table.direct == 0 && self.files.table(id).direct > 0 {
+                self.evicted.insert(id, Instant::now());
+            }
+            self.retable(id, table, false);
+        }
+    }
+
+    /// Gives every live entry naming file `id` its table (none: evicted), or marks them
+    /// pending; the sampler's per-CPU caches are dropped and the file is published again.
+    fn retable(&mut self, id: u32, table: TableRef, pending: bool) {
+        self.files.set_table(id, table);
+        let flag = if pending { PENDING } else { 0 };
+        for process in self.procs.values_mut() {
+            for (key, value) in process.entries.iter_mut() {
+                if value.file_id == id && (value.flags & PENDING != flag || value.table != table) {
+                    value.table = table;
+                    value.flags = (value.flags & !PENDING) | flag;
+                    self.batcher.upsert(*key, *value);
                 }
             }
-            // The sampler's per-CPU caches hold the pending entries: drop them.
-            self.live_deletes = true;
-            self.republish.push(id);
         }
+        self.live_deletes = true;
+        self.republish.push(id);
     }
 
     pub fn take_new_processes(&mut self) -> Vec<(u32, String)> {
@@ -508,10 +521,30 @@ impl ProcessTable {
 
     /// Samples named these files (`(file, samples)`): they stay registered, and their tables
     /// are built first and evicted last.
-    pub fn on_files_used(&mut self, files: &[(u32, u32)], now: Instant) {
+    /// A file whose table was evicted is built again when it is sampled after `REBUILD_AFTER`
+    /// (not at once: two hot files that do not fit together would evict each other forever).
+    pub fn on_files_used(&mut self, files: &[(u32, u32)], stats: &Stats, now: Instant) {
         let ids: Vec<u32> = files.iter().map(|&(id, _)| id).collect();
         self.files.touch(&ids, now);
         self.tables.sampled(files);
+        self.evicted.retain(|&id, _| self.files.info(id).is_some());
+        for id in ids {
+            let due = self
+                .evicted
+                .get(&id)
+                .is_some_and(|&at| now >= at + REBUILD_AFTER);
+            let Some(file) = self.files.info(id).filter(|_| due) else {
+                continue;
+            };
+            self.evicted.remove(&id);
+            match self.tables.request(&file, stats) {
+                None => {
+                    self.pending_tables.insert(id);
+                    self.retable(id, TableRef::default(), true);
+                }
+                Some(table) => self.retable(id, table, false),
+            }
+        }
     }
 
     /// The sampler saw these processes: they are the last to be evicted when the map is full.

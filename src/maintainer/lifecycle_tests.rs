@@ -576,14 +576,41 @@ fn entries_wait_for_their_table_then_get_it_without_a_resync() {
     );
     assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
     // One table evicted: its entries stop naming its buckets before they are reused.
-    tables.evicted.lock().unwrap().push(files[0]);
+    let evicted = files[0];
+    tables.evicted.lock().unwrap().push(evicted);
     w.table.tables_ready(Duration::ZERO, &w.stats);
     w.flush();
     for v in w.map.entries.values().filter(|v| v.file_id != 0) {
-        let want = if v.file_id == files[0] { 0 } else { 1 };
+        let want = if v.file_id == evicted { 0 } else { 1 };
         assert_eq!(v.table.direct, want, "file {}", v.file_id);
     }
     assert!(w.table.take_live_deletes());
+    assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
+    // Sampled again: soon after the eviction nothing happens, later it is built again.
+    w.table.on_files_used(&[(evicted, 3)], &w.stats, w.now);
+    assert!(
+        !w.table.tables_pending(),
+        "not rebuilt right after its eviction"
+    );
+    let later = w.now + REBUILD_AFTER + Duration::from_secs(1);
+    w.table.on_files_used(&[(evicted, 3)], &w.stats, later);
+    assert!(w.table.tables_pending());
+    w.flush();
+    let of_evicted = || w.map.entries.values().filter(|v| v.file_id == evicted);
+    assert!(
+        of_evicted().all(|v| v.flags & pending != 0),
+        "pending while it is built"
+    );
+    tables.built.lock().unwrap().push(evicted);
+    w.table.tables_ready(Duration::ZERO, &w.stats);
+    w.flush();
+    for v in w.map.entries.values().filter(|v| v.file_id == evicted) {
+        assert_eq!(
+            (v.flags & pending, v.table.direct),
+            (0, 1),
+            "its table is back"
+        );
+    }
     assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
 }
 

@@ -134,7 +134,7 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
                 self.table.on_exit(pid, start_ns, &self.stats, now)
             }
             MaintainerMsg::Sampled(pids) => self.table.on_sampled(&pids, now),
-            MaintainerMsg::FilesUsed(files) => self.table.on_files_used(&files, now),
+            MaintainerMsg::FilesUsed(files) => self.table.on_files_used(&files, &self.stats, now),
             MaintainerMsg::Executed { path, dev, inode } => {
                 self.table
                     .on_executed(&path, dev, inode, &self.source, &self.stats, now)
