@@ -28,13 +28,12 @@ pub struct TableLru {
 impl TableLru {
     /// A table was loaded for `file` (it counts as used now).
     pub fn loaded(&mut self, file: u32, first: u32, buckets: u32, now: Instant) {
-        let last_used = now;
         self.loaded.insert(
             file,
             Loaded {
                 first,
                 buckets,
-                last_used,
+                last_used: now,
             },
         );
     }

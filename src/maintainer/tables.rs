@@ -118,8 +118,6 @@ pub struct BpfTables {
     /// The `file_tables` key of each published file, by file ID.
     published: std::collections::HashMap<u32, FileTableKey>,
     allocator: BucketAllocator,
-    /// Buckets (direct and overflow) of each loaded table, by first bucket.
-    sizes: std::collections::HashMap<u32, u32>,
     vdso: Option<TableRef>,
     /// `None`: the thread could not be started; tables are built here.
     extractor: Option<Extractor>,
@@ -145,7 +143,6 @@ impl BpfTables {
             file_tables,
             published: Default::default(),
             allocator,
-            sizes: Default::default(),
             vdso: None,
             extractor: Extractor::spawn()
                 .map_err(|e| crate::log::warn(&format!("tables are built on the maintainer: {e}")))
@@ -247,7 +244,6 @@ impl BpfTables {
             self.allocator.free(first, n);
             return Install::Loaded(TableRef::default());
         }
-        self.sizes.insert(first, n);
         self.lru.loaded(file.id, first, n, Instant::now());
         Stats::inc(&stats.unwind_tables_loaded);
         Stats::set(&stats.unwind_buckets_used, u64::from(self.allocator.used()));
@@ -275,7 +271,6 @@ impl BpfTables {
                 Install::Evicting(victims, table) => {
                     for victim in victims {
                         if let Some((first, n)) = self.lru.remove(victim) {
-                            self.sizes.remove(&first);
                             self.evicted.push((first, n));
                             Stats::inc(&stats.unwind_tables_evicted);
                             out.push((victim, TableRef::default()));
@@ -335,21 +330,15 @@ impl TableStore for BpfTables {
         } else {
             Duration::ZERO
         };
+        let mut out = Vec::new();
         if let Some(extractor) = &mut self.extractor {
             for (file, table) in extractor.ready(wait) {
                 match Self::built(&file, table, stats) {
                     Some(table) => built.push((file, table)),
-                    None => built.push((file, CompactTable::default())),
+                    None => out.push((file.id, TableRef::default())),
                 }
             }
         }
-        let (empty, built): (Vec<_>, Vec<_>) = built
-            .into_iter()
-            .partition(|(_, t)| t.direct_buckets() == 0);
-        let mut out: Vec<(u32, TableRef)> = empty
-            .into_iter()
-            .map(|(f, _)| (f.id, TableRef::default()))
-            .collect();
         out.extend(self.install_all(built, stats));
         out
     }
@@ -370,9 +359,9 @@ impl TableStore for BpfTables {
         if table.direct == 0 || Some(table) == self.vdso {
             return;
         }
-        if let Some(n) = self.sizes.remove(&table.first) {
-            self.lru.remove(file_id);
-            self.allocator.free(table.first, n);
+        // The LRU knows every loaded table but the vDSO's (never unloaded).
+        if let Some((first, n)) = self.lru.remove(file_id) {
+            self.allocator.free(first, n);
             Stats::inc(&stats.unwind_tables_unloaded);
             Stats::set(&stats.unwind_buckets_used, u64::from(self.allocator.used()));
         }

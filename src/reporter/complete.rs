@@ -29,7 +29,7 @@ use crate::unwind::step::{find_row, step, Regs, Step};
 const MAX_WAITING: usize = 4096;
 /// How far above a full copy the live stack is read (never past the stack's mapping).
 const LIVE_STACK_BYTES: u64 = 2 << 20;
-/// Live stack bytes held by all records at most; past that, full copies are not extended.
+/// Live stack bytes held by all records at most; past that, copies are not extended.
 const MAX_LIVE_HELD: usize = 24 << 20;
 
 /// Where published files and their tables are read.
@@ -39,14 +39,15 @@ pub trait Tables {
     fn bucket(&self, index: u32) -> Option<Bucket>;
 }
 
-/// How long a trace waits for its stack record (they travel on different buffers).
+/// How long a trace waits for its stack record and a stack record for its trace (they travel
+/// on different buffers; one whose partner was lost is dropped after this).
 const ORPHAN_WAIT: Duration = Duration::from_secs(1);
 
 /// Stack records by (tid, ktime) until their trace arrives (and traces until their stack
 /// record does), and traces waiting for tables.
 #[derive(Default)]
 pub struct Completer {
-    stacks: HashMap<(u32, u64), (StackRecord, LiveStack)>,
+    stacks: HashMap<(u32, u64), (StackRecord, LiveStack, Instant)>,
     orphans: HashMap<(u32, u64), (RawTrace, Instant)>,
     waiting: Vec<(RawTrace, StackRecord, LiveStack)>,
     /// The pages of the live stacks in `stacks` and `waiting`.
@@ -82,11 +83,12 @@ impl Completer {
             LiveStack::read(memory, stack.pid, end, LIVE_STACK_BYTES, &mut self.pages)
         };
         let key = (stack.tid, stack.ktime_ns);
-        let mut out = self.expire_orphans(Instant::now(), stats);
+        let now = Instant::now();
+        let mut out = self.expire_orphans(now, stats);
         match self.orphans.remove(&key) {
             Some((trace, _)) => out.extend(self.admit(trace, stack, live, stats)),
             None => {
-                self.stacks.insert(key, (stack, live));
+                self.stacks.insert(key, (stack, live, now));
             }
         }
         out
@@ -102,7 +104,7 @@ impl Completer {
         let mut out = self.expire_orphans(now, stats);
         let key = (trace.tid, trace.ktime_ns);
         match self.stacks.remove(&key) {
-            Some((stack, live)) => out.extend(self.admit(trace, stack, live, stats)),
+            Some((stack, live, _)) => out.extend(self.admit(trace, stack, live, stats)),
             None if self.orphans.len() < MAX_WAITING => {
                 self.orphans.insert(key, (trace, now));
             }
@@ -114,8 +116,19 @@ impl Completer {
         out
     }
 
-    /// Traces whose stack record has not come within `ORPHAN_WAIT` go out as they are.
+    /// Traces whose stack record has not come within `ORPHAN_WAIT` go out as they are; stack
+    /// records whose trace has not come are dropped (with their live pages).
     fn expire_orphans(&mut self, now: Instant, stats: &Stats) -> Vec<RawTrace> {
+        let stacks = self.stacks.len();
+        self.stacks
+            .retain(|_, (_, _, at)| now.duration_since(*at) < ORPHAN_WAIT);
+        if self.stacks.len() < stacks {
+            Stats::add(
+                &stats.completion_stack_missing,
+                (stacks - self.stacks.len()) as u64,
+            );
+            self.pages.prune();
+        }
         if self.orphans.is_empty() {
             return Vec::new();
         }

@@ -279,3 +279,18 @@ fn frames_from_a_live_stack_that_leads_nowhere_are_dropped() {
     assert_eq!(Stats::get(&stats.completion_cut), 1);
     assert_eq!(Stats::get(&stats.completed_with_live_stack), 0);
 }
+
+#[test]
+fn a_stack_record_whose_trace_never_comes_is_dropped_with_its_pages() {
+    let stats = Stats::default();
+    let mut c = Completer::default();
+    let (_, stack) = cut_sample();
+    let mut memory = OneWord { at: SP + 64, ra: 1 };
+    assert!(c.on_stack(stack, &mut memory, &stats).is_empty());
+    assert!(c.pages.held() > 0, "its live pages are held");
+    let later = Instant::now() + ORPHAN_WAIT;
+    assert!(c.expire_orphans(later, &stats).is_empty());
+    assert_eq!(c.pages.held(), 0);
+    assert_eq!(Stats::get(&stats.completion_stack_missing), 1);
+    assert_eq!(c.waiting(), 0);
+}
