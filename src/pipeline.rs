@@ -1,4 +1,4 @@
-//! The messages that wire the threads together (DESIGN.md, "Data flow"):
+//! The messages that wire the threads together (docs/architecture.md, "Threads and data flow"):
 //!
 //! ```text
 //! poller (T1) ──ReportMsg: Trace, Stack, Vma, Exec, Exit───────▶ reporter (T3)

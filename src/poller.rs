@@ -19,7 +19,7 @@ use crate::sys::bpf::layout::{decode, Record};
 use crate::sys::bpf::{Map, PerfBuffer, PerfHandler};
 
 /// Records per CPU between wakeups: waking the reader for each record costs the sampled
-/// program ~5 µs (PERFORMANCE.md); the poll timeout picks up the remainder.
+/// program ~5 µs (docs/performance.md, "Wakeups"); the poll timeout picks up the remainder.
 const WAKEUP_EVENTS: u32 = 32;
 const POLL_TIMEOUT_MS: i32 = 100;
 

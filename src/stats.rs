@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! counters {
     ($($(#[doc = $doc:literal])* $name:ident,)*) => {
-        /// Counters named as in DESIGN.md ("Counters").
+        /// The session's counters (docs/architecture.md, "Counters").
         #[derive(Debug, Default)]
         pub struct Stats {
             $($(#[doc = $doc])* pub $name: AtomicU64,)*

@@ -5,7 +5,7 @@
 //! (so it can be tested against the generic rows). It does not load maps.
 //!
 //! # Why this layout
-//! PERFORMANCE.md measured that a frame's lookup costs dependent cache misses, not
+//! docs/performance.md: measurements showed that a frame's lookup costs dependent cache misses, not
 //! instructions: the cheapest layout kept each lookup inside one 256-byte bucket per KiB of
 //! text, found by index arithmetic from a base stored in the mapping entry (no hash lookup, no
 //! page index). Real CFI is denser than its synthetic tables: libc, python3.11, libstdc++,
@@ -17,7 +17,7 @@
 //! adjacent-line prefetcher fetches together), the rule in one more line, one page. A KiB with
 //! more than 64 rows or 32 distinct rules (3-17% of KiBs) spills into overflow buckets through
 //! one redirect, so a lookup reads at most two buckets with 2 x 6 comparisons and never loses a
-//! row. See the owner's note for the per-library figures.
+//! row.
 //!
 //! # Byte layout (all little-endian; mirror exactly in C)
 //! A file's table is `direct + overflow` buckets, stored consecutively from the file's first
