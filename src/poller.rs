@@ -6,7 +6,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -17,11 +16,16 @@ use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{decode, Record};
 use crate::sys::bpf::{Map, PerfBuffer, PerfHandler};
+use crate::sys::poll::Waker;
 
 /// Records per CPU between wakeups: waking the reader for each record costs the sampled
 /// program ~5 µs (docs/performance.md, "Wakeups"); the poll timeout picks up the remainder.
 const WAKEUP_EVENTS: u32 = 32;
-const POLL_TIMEOUT_MS: i32 = 100;
+/// Nothing on the batched buffer is urgent (what is goes on the prompt one), and each wakeup
+/// of this thread also wakes the reporter and the maintainer: on a VM a wakeup costs tens of
+/// µs, which at 10 a second was most of the profiler's user-space cost. The end of a session
+/// does not wait for this: the stop [`Waker`] ends the wait at once.
+const POLL_TIMEOUT_MS: i32 = 500;
 
 /// Decodes and routes records. Messages are collected during one poll cycle and sent as one
 /// batch per consumer: a consumer then wakes once per cycle, not once per record (which, with
@@ -196,14 +200,14 @@ pub fn run(
     reports: Map,
     pages: usize,
     routers: (Router, Router),
-    stop: Arc<AtomicBool>,
+    stop: Arc<Waker>,
 ) -> io::Result<()> {
     let mut samples = PerfBuffer::new(&samples, pages, WAKEUP_EVENTS, routers.0)?;
     // Room for several stack copies (up to 33 KiB each) per CPU between two reads.
     let mut reports = PerfBuffer::new(&reports, REPORT_PAGES, 1, routers.1)?;
-    while !stop.load(Ordering::Acquire) {
+    while !stop.is_raised() {
         crate::sys::poll::wait_readable(
-            &[samples.epoll_fd(), reports.epoll_fd()],
+            &[samples.epoll_fd(), reports.epoll_fd(), stop.fd()],
             POLL_TIMEOUT_MS,
         )?;
         reports.consume()?;

@@ -3,7 +3,6 @@
 //! final window). `record` drives one with a single window; the daemon with periodic ones.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -18,6 +17,7 @@ use crate::profile::Profile;
 use crate::reporter::{self, unix_now_ns, Windows};
 use crate::sampler::{Sampler, Target};
 use crate::stats::Stats;
+use crate::sys::poll::Waker;
 
 /// What to profile and how.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ pub struct SessionConfig {
 /// A running session.
 pub struct Session {
     sampler: Sampler,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Waker>,
     poller: JoinHandle<io::Result<()>>,
     maintainer: JoinHandle<()>,
     reporter: JoinHandle<()>,
@@ -61,7 +61,7 @@ impl Session {
         let events = sampler.events()?;
         let (report_tx, report_rx) = sync_channel(REPORT_QUEUE);
         let (maintain_tx, maintain_rx) = sync_channel(MAINTAINER_QUEUE);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Waker::new()?);
 
         let windows = Windows {
             interval: config.window,
@@ -105,7 +105,10 @@ impl Session {
         let poll_stop = stop.clone();
         let (samples, reports) = events;
         let poller = spawn("poller", move || {
-            poller::run(samples, reports, pages, routers, poll_stop)
+            let polled = poller::run(samples, reports, pages, routers, poll_stop);
+            // The main thread sleeps long: tell it at once that the poller has stopped.
+            crate::sys::signal::wake();
+            polled
         })?;
 
         Ok(Self {
@@ -147,7 +150,7 @@ impl Session {
     pub fn finish(mut self) -> io::Result<()> {
         self.sampler.stop();
         self.starter = None;
-        self.stop.store(true, Ordering::Release);
+        self.stop.raise();
         let polled = self
             .poller
             .join()

@@ -361,8 +361,13 @@ fn write_stats(path: Option<&Path>, stats: &Stats) {
 fn wait_for_stop(plan: &Plan, session: &Session) -> String {
     let mut last_counters = Instant::now();
     loop {
-        // A signal ends the wait at once; the rest is checked a few times a second.
-        if let Some(sig) = signal::wait(Duration::from_millis(250)) {
+        // A signal or the poller stopping ends the wait at once; target processes are looked
+        // at a few times a second, nothing else needs the main thread sooner.
+        let check = match plan.target {
+            Target::Pids(_) => Duration::from_millis(250),
+            _ => Duration::from_secs(1),
+        };
+        if let Some(sig) = signal::wait(check) {
             return format!("{} received", process::signal_name(sig));
         }
         if session.poller_failed() {

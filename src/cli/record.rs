@@ -278,6 +278,7 @@ fn start_command(session: &Session, command: &[String]) -> Result<Child, Fatal> 
         .sampler()
         .follow_children_of(me)
         .map_err(|e| Fatal::failure(e.to_string()))?;
+    signal::install_child_wakeup().map_err(|e| Fatal::failure(e.to_string()))?;
     let spawned = Command::new(&command[0]).args(&command[1..]).spawn();
     let _ = session.sampler().unfollow(me);
     spawned.map_err(|e| match e.kind() {
@@ -306,15 +307,21 @@ enum EndedBy {
     PollerFailed,
 }
 
-/// How often the main thread looks at the command, the targets and the poller: a signal and
-/// the end of the duration wake it at once.
-const CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the main thread looks at the target processes (nothing tells it when they exit).
+const TARGETS_CHECK: Duration = Duration::from_millis(250);
+/// Otherwise it sleeps until something wakes it: a signal, the command's exit (SIGCHLD), the
+/// poller stopping, or the end of the duration; this only bounds the sleep.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 fn wait(plan: &Plan, session: &Session, mut child: Option<&mut Child>) -> EndedBy {
     let started = Instant::now();
+    let check = match &plan.target {
+        Target::Pids(pids) if child.is_none() && !pids.is_empty() => TARGETS_CHECK,
+        _ => IDLE_CHECK,
+    };
     loop {
         let left = plan.duration.map(|d| d.saturating_sub(started.elapsed()));
-        if let Some(sig) = signal::wait(left.map_or(CHECK_INTERVAL, |l| l.min(CHECK_INTERVAL))) {
+        if let Some(sig) = signal::wait(left.map_or(check, |l| l.min(check))) {
             if let Some(child) = child.as_deref_mut() {
                 // Ctrl-C reaches the command through the terminal; SIGTERM must be passed on.
                 let _ = process::send_signal(child.id(), sig);

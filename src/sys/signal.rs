@@ -2,7 +2,7 @@
 //! ends at once whichever thread it was delivered to (a self-pipe), so the main thread can
 //! sleep for long stretches instead of polling.
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -16,12 +16,19 @@ static WAKE_READER: OnceLock<OwnedFd> = OnceLock::new();
 extern "C" fn on_signal(signal: libc::c_int) {
     // An atomic store and a write(2): both async-signal-safe.
     RECEIVED.store(signal, Ordering::SeqCst);
+    wake();
+}
+
+extern "C" fn on_child(_signal: libc::c_int) {
+    wake();
+}
+
+/// Ends a [`wait`] in progress (or the next one) at once, from any thread or a signal handler:
+/// for news the waiter must look at, such as a thread that stopped. Async-signal-safe.
+pub fn wake() {
     let fd = WAKE_FD.load(Ordering::SeqCst);
     if fd >= 0 {
-        let byte = 1u8;
-        // SAFETY: writes one byte from a live stack variable to a pipe we own; the result is
-        // ignored (a full pipe already wakes the reader).
-        let _ = unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+        super::poll::poke(fd);
     }
 }
 
@@ -30,15 +37,13 @@ fn make_wake_pipe() -> std::io::Result<()> {
     if WAKE_READER.get().is_some() {
         return Ok(());
     }
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 just returned this descriptor, owned by nobody else.
-    let reader = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+    let (reader, writer) = super::poll::pipe()?;
     let _ = WAKE_READER.set(reader);
-    WAKE_FD.store(fds[1], Ordering::SeqCst); // kept open for the process's life
+    // Kept open for the process's life.
+    WAKE_FD.store(
+        std::os::fd::IntoRawFd::into_raw_fd(writer),
+        Ordering::SeqCst,
+    );
     Ok(())
 }
 
@@ -49,7 +54,10 @@ pub fn wait(timeout: Duration) -> Option<i32> {
         match WAKE_READER.get() {
             Some(reader) => {
                 let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-                let _ = super::poll::wait_readable(&[std::os::fd::AsFd::as_fd(reader)], ms);
+                let woken = super::poll::wait_readable(&[std::os::fd::AsFd::as_fd(reader)], ms);
+                if woken.is_ok_and(|w| w[0]) {
+                    drain(reader);
+                }
             }
             None => std::thread::sleep(timeout),
         }
@@ -57,22 +65,62 @@ pub fn wait(timeout: Duration) -> Option<i32> {
     received()
 }
 
+/// Empties the self-pipe, so the next wait sleeps until the next wake.
+fn drain(reader: &OwnedFd) {
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: reads into a live stack buffer of the given length from a non-blocking pipe
+        // we own; returns at once when it is empty.
+        let n = unsafe {
+            libc::read(
+                std::os::fd::AsRawFd::as_raw_fd(reader),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < buf.len() as isize {
+            return;
+        }
+    }
+}
+
 /// Installs handlers for SIGINT, SIGTERM and SIGHUP that record the signal instead of dying.
 /// SA_RESTART is left off so a blocking wait in the main thread returns with EINTR.
 pub fn install_termination_handlers() -> std::io::Result<()> {
     make_wake_pipe()?;
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-        // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we then set a
-        // handler that is async-signal-safe (one atomic store).
-        let ret = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut())
-        };
-        if ret != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        set_handler(signal, on_signal, 0)?;
+    }
+    Ok(())
+}
+
+/// Makes the end of a child process (SIGCHLD) end a [`wait`] at once, so the main thread need
+/// not poll for its command's exit. SA_RESTART: other threads' system calls carry on.
+pub fn install_child_wakeup() -> std::io::Result<()> {
+    make_wake_pipe()?;
+    set_handler(
+        libc::SIGCHLD,
+        on_child,
+        libc::SA_RESTART | libc::SA_NOCLDSTOP,
+    )
+}
+
+fn set_handler(
+    signal: libc::c_int,
+    handler: extern "C" fn(libc::c_int),
+    flags: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value; we then set a
+    // handler that is async-signal-safe (an atomic store and a write(2)).
+    let ret = unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as usize;
+        action.sa_flags = flags;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(signal, &action, std::ptr::null_mut())
+    };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
