@@ -105,6 +105,7 @@ bench_setup() {
 }
 bench_cleanup() {
     local p
+    set +e   # every step, whatever fails: under -e, bash may leave a trap early after a signal
     if [[ -n $tool ]]; then kill "$TOOL_PID" "$tool" 2>/dev/null || true; fi
     stop_workload
     for p in "${AUX_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
