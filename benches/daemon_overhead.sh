@@ -178,8 +178,9 @@ bpf_stats_helper
 # copy STATS_JSON to STATS_JSON.before (the counters of the windows cut so far) and return.
 # Keeps its last reading (read_pid in lib.sh: HWM_KB, NS, RUN_NS / RUN_CNT of on_sample and
 # ALL_NS of all its BPF programs). The steady state: from the first reading WARMUP s after the
-# first one at which on_sample's run_cnt was > 0 (mark 0) to the last reading (mark 1). Its BPF program fds are looked for until the steady state starts (the hooks and
-# on_sample load together, before sampling starts). Only builtins in the loop (and nap).
+# first one at which on_sample's run_cnt was > 0 (mark 0) to the last reading (mark 1). Its BPF
+# program fds are looked for until the steady state starts (the hooks and on_sample load
+# together, before sampling starts). Only builtins in the loop (and nap).
 warmup_us=$(awk -v w="$WARMUP" 'BEGIN { printf "%d", w * 1e6 }')
 poll() {
     local pid=$1 end_at scan=scan warm_at=""

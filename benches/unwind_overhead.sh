@@ -136,7 +136,7 @@ thread_ms() {
     by_comm TASK_NS0 n0
     by_comm TASK_NS1 n1
     for t in "${!n1[@]}"; do
-        out+=$(awk -v c="$t" -v n="$((n1[$t] - ${n0[$t]:-0}))" -v st="$STEADY" \
+        out+=$(awk -v c="$t" -v n="$((${n1[$t]} - ${n0[$t]:-0}))" -v st="$STEADY" \
             'BEGIN { if (st > 0) printf "%s %.2f, ", c, n / 1e6 / st }')
     done
     echo "${out%, }"
