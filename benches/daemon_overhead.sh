@@ -50,73 +50,23 @@ WARMUP=${WARMUP:-10}          # seconds after the first sample before the steady
 POLL=${POLL:-1}               # seconds between /proc readings
 QUIET_WAIT=${QUIET_WAIT:-300} # seconds to wait for a quiet machine before an idle case
 CASES=${CASES:-idle idle-gzip busy busy-gzip}
-PYTHON=${PYTHON:-/usr/bin/python3.11}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PROFILER=${PROFILER:-$here/../target/release/profiler}
+# shellcheck source=benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-die() { echo "daemon_overhead: $*" >&2; exit 1; }
-[[ $EUID -eq 0 ]] || die "run as root"
-[[ -x $PROFILER ]] || die "no profiler at $PROFILER (cargo build --release)"
-((BASH_VERSINFO[0] >= 5)) || die "needs bash 5 (EPOCHREALTIME)"
+bench_checks
 command -v python3 >/dev/null || die "python3 not found (the collector)"
 for c in $CASES; do
     case $c in
     idle | idle-gzip) ;;
     busy | busy-gzip)
-        XZ=$(command -v xz) || die "xz not found"
-        [[ -x $PYTHON ]] || die "no $PYTHON (set PYTHON=)"
+        need_w1
         ;;
     *) die "unknown case '$c' (idle, idle-gzip, busy, busy-gzip)" ;;
     esac
 done
-
-tmp=$(mktemp -d /tmp/daemon_overhead.XXXXXX)
-old_bpf_stats=$(cat /proc/sys/kernel/bpf_stats_enabled)
-stats_pid=""      # the helper holding BPF run-time stats on
-stats_sysctl=""   # set while we hold kernel.bpf_stats_enabled at 1 instead
-collector_pid=""
-pids=()   # workload processes and loops, stopped by stop_workload / cleanup
-tool=""   # the daemon (or /usr/bin/time around it) while it runs
-stop_workload() {
-    local p c kids
-    for p in "${pids[@]}"; do
-        kids=$(pgrep -P "$p" || true)   # a loop's xz: stop the loop first, then it
-        kill "$p" 2>/dev/null || true
-        for c in $kids; do kill "$c" 2>/dev/null || true; done
-    done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    pids=()
-}
-cleanup() {
-    if [[ -n $tool ]]; then   # the daemon itself (time's child), then time
-        local d
-        d=$(pgrep -o -P "$tool" || true)
-        [[ -n $d ]] && kill "$d" 2>/dev/null || true
-        kill "$tool" 2>/dev/null || true
-    fi
-    stop_workload
-    [[ -n $collector_pid ]] && kill "$collector_pid" 2>/dev/null || true
-    [[ -n $stats_pid ]] && kill "$stats_pid" 2>/dev/null || true
-    wait 2>/dev/null || true
-    [[ -n $stats_sysctl ]] && sysctl -qw kernel.bpf_stats_enabled="$old_bpf_stats" || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup
 
 # --- helpers ----------------------------------------------------------------------------------
-mkfifo "$tmp/never"
-exec 4<>"$tmp/never"   # sleep without forking: read -t S -u 4
-nap() { read -r -t "$1" -u 4 _ || true; }
-
-cpu_times() { local -a a; read -ra a </proc/stat; echo "${a[*]:1}"; }
-# busy_between "A" "B": % of all CPUs' time spent busy between two cpu_times readings.
-busy_between() {
-    awk -v a="$1" -v b="$2" 'BEGIN { n = split(a, x); split(b, y)
-        for (i = 1; i <= n; i++) t += y[i] - x[i]
-        printf "%.0f", t ? 100 * (1 - (y[4] - x[4] + y[5] - x[5]) / t) : 0 }'
-}
-busy_pct() { local a; a=$(cpu_times); sleep 1; busy_between "$a" "$(cpu_times)"; }
 # wait_quiet: up to QUIET_WAIT s for the CPUs to be <= 10% busy (over 2 s); sets BUSY_BEFORE.
 wait_quiet() {
     local t0=$SECONDS a warned=""
@@ -151,7 +101,6 @@ busiest() {
             for (k in d) if (d[k] > 0) printf "%s %.1f%%\n", k, 100 * d[k] / hz / s }' "$1" "$2" |
         sort -k2 -rn | head -4 | paste -sd, - | sed 's/,/, /g'
 }
-json_num() { sed -n "s/.*\"$1\": *\\([0-9.]*\\).*/\\1/p" "$2" | head -1; }
 
 # --- the collector ------------------------------------------------------------------------------
 cat >"$tmp/collector.py" <<'EOF'
@@ -211,7 +160,7 @@ print(server.server_address[1], flush=True)
 server.serve_forever()
 EOF
 python3 "$tmp/collector.py" "$tmp/collector.counts" >"$tmp/collector.port" 2>"$tmp/collector.err" &
-collector_pid=$!
+AUX_PIDS+=("$!")
 for _ in $(seq 100); do [[ -s $tmp/collector.port ]] && break; nap 0.05; done
 PORT=$(<"$tmp/collector.port") || true
 [[ $PORT =~ ^[0-9]+$ ]] || { cat "$tmp/collector.err" >&2; die "the collector did not start"; }
@@ -219,118 +168,31 @@ ENDPOINT=http://127.0.0.1:$PORT
 collector_counts() { cat "$tmp/collector.counts"; }   # requests bytes gzip_requests gzip_plain
 
 # --- BPF run-time stats -------------------------------------------------------------------------
-# A small helper holds them on through a BPF_ENABLE_STATS fd, which counts apart from
+# Held on by the helper of lib.sh (a BPF_ENABLE_STATS fd), which counts apart from
 # kernel.bpf_stats_enabled: another script restoring that sysctl meanwhile cannot turn them off
 # under us. Without the helper (no gcc, old kernel), the sysctl is used (and checked afterwards).
-cat >"$tmp/bpfstats.c" <<'EOF'
-#include <linux/bpf.h>
-#include <stdio.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int main(void)
-{
-	union bpf_attr attr = { .enable_stats = { .type = BPF_STATS_RUN_TIME } };
-	if (syscall(__NR_bpf, BPF_ENABLE_STATS, &attr, sizeof(attr)) < 0) {
-		perror("BPF_ENABLE_STATS");
-		return 1;
-	}
-	puts("on");
-	fflush(stdout);
-	pause(); /* the stats stay on until this process ends */
-	return 0;
-}
-EOF
-command -v gcc >/dev/null && gcc -O2 -o "$tmp/bpfstats" "$tmp/bpfstats.c" 2>/dev/null || rm -f "$tmp/bpfstats"
-stats_on() {
-    if [[ -x $tmp/bpfstats ]]; then
-        "$tmp/bpfstats" >"$tmp/bpfstats.out" 2>&1 & stats_pid=$!
-        until [[ -s $tmp/bpfstats.out ]]; do kill -0 "$stats_pid" 2>/dev/null || break; nap 0.01; done
-        [[ $(<"$tmp/bpfstats.out") == on ]] && return
-        stats_pid=""
-    fi
-    sysctl -qw kernel.bpf_stats_enabled=1
-    stats_sysctl=1
-}
-stats_off() {
-    if [[ -n $stats_pid ]]; then
-        kill "$stats_pid" 2>/dev/null || true
-        wait "$stats_pid" 2>/dev/null || true
-        stats_pid=""
-        return
-    fi
-    [[ $(cat /proc/sys/kernel/bpf_stats_enabled) == 1 ]] ||
-        echo "warning: kernel.bpf_stats_enabled was turned off during the run: BPF figures too low" >&2
-    sysctl -qw kernel.bpf_stats_enabled="$old_bpf_stats"
-    stats_sysctl=""
-}
+bpf_stats_helper
 
 # --- polling ------------------------------------------------------------------------------------
 # poll PID SECONDS STATS_JSON: read the daemon every POLL s until SECONDS after the start, then
 # copy STATS_JSON to STATS_JSON.before (the counters of the windows cut so far) and return.
-# Keeps: HWM_KB (VmHWM), NS (on-CPU ns of all its threads, schedstat; the last reading of every
-# thread seen), RUN_NS/RUN_CNT of on_sample (prog_type 7) and ALL_NS (run_time_ns of all its
-# BPF programs), T_SAMPLING (when on_sample's run_cnt was first > 0). The steady state: from the
-# first reading WARMUP s after T_SAMPLING to the last reading; its ends: NS0/NS1, RUN_NS0/1,
-# RUN_CNT0/1, ALL_NS0/1, T0/T1. Only builtins in the loop (and nap).
+# Keeps its last reading (read_pid in lib.sh: HWM_KB, NS, RUN_NS / RUN_CNT of on_sample and
+# ALL_NS of all its BPF programs). The steady state: from the first reading WARMUP s after the
+# first one at which on_sample's run_cnt was > 0 (mark 0) to the last reading (mark 1). Its BPF
+# program fds are looked for until the steady state starts (the hooks and on_sample load
+# together, before sampling starts). Only builtins in the loop (and nap).
 warmup_us=$(awk -v w="$WARMUP" 'BEGIN { printf "%d", w * 1e6 }')
 poll() {
-    local pid=$1 end_at k v f t ns hwm now warm_at="" all
-    local -a fs prog_fds=()
-    local -A thread_ns=() seen=()
-    end_at=$((${EPOCHREALTIME/./} + $2 * 1000000))
-    HWM_KB=0 NS=0 RUN_NS=0 RUN_CNT=0 ALL_NS=0 T_START=$EPOCHREALTIME T_LAST=$EPOCHREALTIME
-    T_SAMPLING="" NS0=0 RUN_NS0=0 RUN_CNT0=0 ALL_NS0=0 T0="" NS1=0 RUN_NS1=0 RUN_CNT1=0
-    ALL_NS1=0 T1="" PROG7_FD=""
-    while [[ -r /proc/$pid/stat ]]; do
-        read -r v 2>/dev/null </proc/$pid/stat || break
-        read -ra fs <<<"${v##*) }"
-        [[ ${fs[0]} == Z ]] && break
-        hwm=""
-        while read -r k v _; do [[ $k == VmHWM: ]] && hwm=$v; done 2>/dev/null </proc/$pid/status || true
-        [[ -n $hwm ]] || break                      # exiting: mm already gone
-        for t in /proc/$pid/task/*; do
-            read -r v _ 2>/dev/null <"$t/schedstat" || continue
-            thread_ns[${t##*/}]=$v
-        done
-        ns=0
-        for v in "${thread_ns[@]}"; do ns=$((ns + v)); done
-        HWM_KB=$hwm NS=$ns T_LAST=$EPOCHREALTIME now=${EPOCHREALTIME/./}
-        # its BPF program fds (prog_type present); looked for until on_sample is seen, and a
-        # few polls more (the hooks and on_sample load together, before sampling starts)
-        if [[ -z $T0 ]]; then
-            for f in /proc/$pid/fdinfo/*; do
-                [[ -n ${seen[$f]:-} ]] && continue
-                while IFS=$': \t' read -r k v; do
-                    if [[ $k == prog_type ]]; then
-                        seen[$f]=1 prog_fds+=("${f##*/}")
-                        [[ $v == 7 ]] && PROG7_FD=${f##*/}
-                    fi
-                done 2>/dev/null <"$f" || true
-            done
-        fi
-        all=0
-        for f in "${prog_fds[@]}"; do
-            while IFS=$': \t' read -r k v; do
-                case $k in
-                run_time_ns)
-                    all=$((all + v))
-                    [[ $f == "$PROG7_FD" ]] && RUN_NS=$v
-                    ;;
-                run_cnt) [[ $f == "$PROG7_FD" ]] && RUN_CNT=$v ;;
-                esac
-            done 2>/dev/null </proc/$pid/fdinfo/$f || true
-        done
-        ALL_NS=$all
+    local pid=$1 end_at scan=scan warm_at=""
+    poll_reset
+    end_at=$((NOW_US + $2 * 1000000))
+    while read_pid "$pid" "$scan"; do
         if [[ -z $warm_at && $RUN_CNT -gt 0 ]]; then
-            T_SAMPLING=$T_LAST warm_at=$((now + warmup_us))
+            warm_at=$((NOW_US + warmup_us))
         fi
-        if [[ -z $T0 && -n $warm_at && $now -ge $warm_at ]]; then
-            NS0=$NS RUN_NS0=$RUN_NS RUN_CNT0=$RUN_CNT ALL_NS0=$ALL_NS T0=$T_LAST
-        fi
-        if [[ -n $T0 ]]; then
-            NS1=$NS RUN_NS1=$RUN_NS RUN_CNT1=$RUN_CNT ALL_NS1=$ALL_NS T1=$T_LAST
-        fi
-        ((now < end_at)) || break
+        if [[ -z $T0 && -n $warm_at && $NOW_US -ge $warm_at ]]; then mark 0; scan=""; fi
+        [[ -z $T0 ]] || mark 1
+        ((NOW_US < end_at)) || break
         nap "$POLL"
     done
     cp "$3" "$3.before" 2>/dev/null || true
@@ -342,29 +204,12 @@ poll() {
 # programs, % of one core, steady), RSS (MB). Its stderr is in $tmp/NAME.err, its counters in
 # $tmp/NAME.json (at exit) and $tmp/NAME.json.before (last written before SIGTERM).
 measure() {
-    local name=$1 seconds=$2 w pid e u s m; shift 2
-    local -a wrap=()
-    [[ -x /usr/bin/time ]] && wrap=(/usr/bin/time -f '%e %U %S %M' -o "$tmp/$name.time")
-    "${wrap[@]}" "$PROFILER" daemon "$@" --stats-json "$tmp/$name.json" \
-        >/dev/null 2>"$tmp/$name.err" &
-    w=$! pid=$!; tool=$w
-    if ((${#wrap[@]})); then   # the daemon is time's child
-        until pid=$(pgrep -o -P "$w"); do kill -0 "$w" 2>/dev/null || break; nap 0.01; done
-        pid=${pid:-$w}
-    fi
-    poll "$pid" "$seconds" "$tmp/$name.json"
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$w" || { tail -20 "$tmp/$name.err" >&2; die "$name: the daemon failed"; }
-    tool=""
-    WALL=$(awk -v a="$T_START" -v b="$T_LAST" 'BEGIN { print b - a }')
-    CPU=$(awk -v n="$NS" -v w="$WALL" 'BEGIN { printf "%.4f", 100 * n / 1e9 / w }')
-    RSS=$(awk -v k="$HWM_KB" 'BEGIN { printf "%.1f", k / 1024 }')
-    if ((${#wrap[@]})); then
-        read -r e u s m <"$tmp/$name.time"
-        WALL=$e RSS=$(awk -v k="$m" 'BEGIN { printf "%.1f", k / 1024 }')
-        CPU=$(awk -v u="$u" -v s="$s" -v e="$e" 'BEGIN { printf "%.4f", 100 * (u + s) / e }')
-    fi
-    STEADY=$(awk -v a="${T0:-0}" -v b="${T1:-0}" 'BEGIN { print (a > 0 && b > a) ? b - a : 0 }')
+    local name=$1 seconds=$2; shift 2
+    tool_start "$name" "$PROFILER" daemon "$@" --stats-json "$tmp/$name.json"
+    poll "$TOOL_PID" "$seconds" "$tmp/$name.json"
+    kill -TERM "$TOOL_PID" 2>/dev/null || true
+    tool_wait "$name: the daemon failed"
+    run_figures 4
     read -r CPU_STEADY BPF_US BPF_PCT < <(awk -v n0="$NS0" -v n1="$NS1" -v r0="$RUN_NS0" \
         -v r1="$RUN_NS1" -v c0="$RUN_CNT0" -v c1="$RUN_CNT1" -v a0="$ALL_NS0" -v a1="$ALL_NS1" \
         -v st="$STEADY" 'BEGIN {
@@ -373,21 +218,7 @@ measure() {
             if (c1 > c0) us = sprintf("%.2f", (r1 - r0) / (c1 - c0) / 1000)
             if (st > 0) pct = sprintf("%.4f", 100 * (a1 - a0) / 1e9 / st)
             print cpu, us, pct }')
-    [[ -n $PROG7_FD ]] || echo "warning: $name: no perf_event BPF program fd found" >&2
-}
-
-# --- workload -----------------------------------------------------------------------------------
-start_busy() {
-    # ~100 MB of data that keeps xz busy for minutes (it restarts if it ever ends).
-    [[ -f $tmp/data ]] || head -c 75M /dev/urandom | base64 -w 76 >"$tmp/data"
-    (while :; do "$XZ" -9 -T1 -c "$tmp/data" >/dev/null; done) & pids+=($!)
-    "$PYTHON" -c '
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-while True:
-    fib(27)
-' & pids+=($!)
-    sleep 2   # both on a CPU
+    [[ -n $BPF_SAMPLE_FD ]] || echo "warning: $name: no perf_event BPF program fd found" >&2
 }
 
 # --- runs ---------------------------------------------------------------------------------------
@@ -398,11 +229,11 @@ run_case() {
     [[ -n $FREQ ]] && args+=(-F "$FREQ")
     [[ $c == *-gzip ]] && { args+=(--gzip); secs=$GZIP_DURATION; }
     echo "== $c: profiler daemon ${args[*]} for ${secs}s ..." >&2
-    if [[ $c == idle* ]]; then wait_quiet; busy0=$BUSY_BEFORE; else start_busy; fi
+    if [[ $c == idle* ]]; then wait_quiet; busy0=$BUSY_BEFORE; else start_w1; fi
     cc0=$(collector_counts); proc_ticks "$tmp/ticks0"; a=$(cpu_times)
-    stats_on
+    bpf_stats_on
     measure "$c" "$secs" "${args[@]}"
-    stats_off
+    bpf_stats_off
     d=$(busy_between "$a" "$(cpu_times)"); cc1=$(collector_counts); proc_ticks "$tmp/ticks1"
     local others
     others=$(busiest "$tmp/ticks0" "$tmp/ticks1" "$WALL")

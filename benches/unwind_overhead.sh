@@ -52,130 +52,49 @@ POLL=${POLL:-0.1}            # seconds between /proc readings
 PARTS=${PARTS:-ab}
 W1_SCOPE=${W1_SCOPE:-all}    # b: all (-a, like the peers' figures) or pids (-p xz, python)
 [[ $W1_SCOPE == all || $W1_SCOPE == pids ]] || { echo "W1_SCOPE: all or pids" >&2; exit 1; }
-PYTHON=${PYTHON:-/usr/bin/python3.11}
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PROFILER=${PROFILER:-$here/../target/release/profiler}
+# shellcheck source=benches/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-die() { echo "unwind_overhead: $*" >&2; exit 1; }
-[[ $EUID -eq 0 ]] || die "run as root"
-[[ -x $PROFILER ]] || die "no profiler at $PROFILER (cargo build --release)"
-((BASH_VERSINFO[0] >= 5)) || die "needs bash 5 (EPOCHREALTIME)"
-command -v gcc >/dev/null || die "gcc not found"
+bench_checks
+need_cmd gcc
 if [[ $PARTS == *b* ]]; then
-    XZ=$(command -v xz) || die "xz not found"
-    [[ -x $PYTHON ]] || die "no $PYTHON (set PYTHON=)"
+    need_w1
     command -v perf >/dev/null || echo "note: perf not found: no perf comparison" >&2
 fi
-
-tmp=$(mktemp -d /tmp/unwind_overhead.XXXXXX)
-old_bpf_stats=$(cat /proc/sys/kernel/bpf_stats_enabled)
-stats_pid=""      # the helper holding BPF run-time stats on
-stats_sysctl=""   # set while we hold kernel.bpf_stats_enabled at 1 instead
-pids=()   # workload processes and loops, stopped by stop_workload / cleanup
-tool=""   # the tool being measured (or /usr/bin/time around it)
-stop_workload() {
-    local p c kids
-    for p in "${pids[@]}"; do
-        kids=$(pgrep -P "$p" || true)   # a loop's xz: stop the loop first, then it
-        kill "$p" 2>/dev/null || true
-        for c in $kids; do kill "$c" 2>/dev/null || true; done
-    done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    pids=()
-}
-cleanup() {
-    [[ -n $tool ]] && kill "$tool" 2>/dev/null || true
-    stop_workload
-    [[ -n $stats_pid ]] && kill "$stats_pid" 2>/dev/null || true
-    wait 2>/dev/null || true
-    [[ -n $stats_sysctl ]] && sysctl -qw kernel.bpf_stats_enabled="$old_bpf_stats" || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-busy_pct() { # % of all CPUs' time spent busy over the next second, from /proc/stat
-    local -a a b
-    read -ra a </proc/stat; sleep 1; read -ra b </proc/stat
-    awk -v a="${a[*]:1}" -v b="${b[*]:1}" 'BEGIN { n = split(a, x); split(b, y)
-        for (i = 1; i <= n; i++) t += y[i] - x[i]
-        printf "%.0f", 100 * (1 - (y[4] - x[4] + y[5] - x[5]) / t) }'
-}
-busy0=$(busy_pct)
-((busy0 <= 10)) ||
-    echo "warning: CPUs ${busy0}% busy before start; other work on the machine skews the figures" >&2
+bench_setup
+check_idle
 
 # --- polling ---------------------------------------------------------------------------------
-mkfifo "$tmp/never"
-exec 4<>"$tmp/never"   # sleep without forking: read -t S -u 4
-# poll PID [bpf] [SECONDS]: until PID exits (or turns zombie), keep the last readings: HWM_KB
-# (VmHWM), NS (the on-CPU time of all its threads in ns, from schedstat: the last reading of
-# every thread seen, so threads that have exited still count), with "bpf" RUN_NS / RUN_CNT of its
-# perf_event BPF program (prog_type 7, on_sample), T_LAST. The steady state: from the first
-# reading WARMUP s after the first sample ("bpf"; T_SAMPLING: when run_cnt was first > 0) or
-# after the start, to the last reading at which run_cnt still grew ("bpf": sampling has stopped
-# after it, the rest is end-of-run work) or before SECONDS after the start; its readings at
-# either end: NS0/NS1, RUN_NS0/RUN_NS1, RUN_CNT0/RUN_CNT1, T0/T1, THREAD_NS0/THREAD_NS1 (by
-# thread id; THREAD_COMM: their names). Only builtins in the loop.
+# poll PID [bpf] [SECONDS]: until PID exits (or turns zombie), keep its last reading (read_pid in
+# lib.sh: HWM_KB, NS — the on-CPU time of all its threads, threads that have exited still
+# count — TASK_NS by thread, with "bpf" RUN_NS / RUN_CNT of on_sample, T_LAST). The steady state:
+# from the first reading WARMUP s after the first sample ("bpf"; T_SAMPLING: when run_cnt was
+# first > 0) or after the start (mark 0), to the last reading at which run_cnt still grew
+# ("bpf": sampling has stopped after it, the rest is end-of-run work) or before SECONDS after
+# the start (mark 1). Only builtins in the loop.
 warmup_us=$(awk -v w="$WARMUP" 'BEGIN { printf "%d", w * 1e6 }')
-declare -A THREAD_NS=() THREAD_NS0=() THREAD_NS1=() THREAD_COMM=()
 poll() {
-    local pid=$1 want_bpf=${2:-} k v f t ns hwm prog_fd="" warm_at="" end_at="" last_cnt=0 now
-    local in_window
-    local -a fs
-    THREAD_NS=() THREAD_NS0=() THREAD_NS1=() THREAD_COMM=()
-    HWM_KB=0 NS=0 RUN_NS=0 RUN_CNT=0 T_START=$EPOCHREALTIME T_LAST=$EPOCHREALTIME T_SAMPLING=""
-    NS0=0 RUN_NS0=0 RUN_CNT0=0 T0="" NS1=0 RUN_NS1=0 RUN_CNT1=0 T1=""
+    local pid=$1 want_bpf=${2:-} scan=${2:+scan} warm_at="" end_at="" last_cnt=0 in_window
+    poll_reset
+    T_SAMPLING=""
     if [[ -z $want_bpf ]]; then
-        warm_at=$((${T_START/./} + warmup_us))
-        [[ -n ${3:-} ]] && end_at=$((${T_START/./} + ${3} * 1000000))
+        warm_at=$((NOW_US + warmup_us))
+        [[ -n ${3:-} ]] && end_at=$((NOW_US + ${3} * 1000000))
     fi
-    while [[ -r /proc/$pid/stat ]]; do
-        read -r v 2>/dev/null </proc/$pid/stat || break
-        read -ra fs <<<"${v##*) }"
-        [[ ${fs[0]} == Z ]] && break
-        hwm=""
-        while read -r k v _; do [[ $k == VmHWM: ]] && hwm=$v; done 2>/dev/null </proc/$pid/status || true
-        [[ -n $hwm ]] || break                      # exiting: mm already gone
-        for t in /proc/$pid/task/*; do
-            read -r v _ 2>/dev/null <"$t/schedstat" || continue
-            THREAD_NS[${t##*/}]=$v
-            [[ -n ${THREAD_COMM[${t##*/}]:-} ]] || read -r "THREAD_COMM[${t##*/}]" 2>/dev/null <"$t/comm" || true
-        done
-        ns=0
-        for v in "${THREAD_NS[@]}"; do ns=$((ns + v)); done
-        HWM_KB=$hwm NS=$ns T_LAST=$EPOCHREALTIME now=${EPOCHREALTIME/./}
-        if [[ -n $want_bpf && -z $prog_fd ]]; then  # locate on_sample's fd once it is loaded
-            for f in /proc/$pid/fdinfo/*; do
-                while IFS=$': \t' read -r k v; do
-                    [[ $k == prog_type && $v == 7 ]] && prog_fd=${f##*/}
-                done 2>/dev/null <"$f" || true
-                [[ -n $prog_fd ]] && break
-            done
-        fi
-        if [[ -n $prog_fd ]]; then
-            while IFS=$': \t' read -r k v; do
-                case $k in run_time_ns) RUN_NS=$v ;; run_cnt) RUN_CNT=$v ;; esac
-            done 2>/dev/null </proc/$pid/fdinfo/$prog_fd || true
-        fi
+    while read_pid "$pid" "$scan"; do
+        [[ -z $BPF_SAMPLE_FD ]] || scan=""          # on_sample found: no more looking
         if [[ -z $warm_at && $RUN_CNT -gt 0 ]]; then
-            T_SAMPLING=$T_LAST warm_at=$((now + warmup_us))
+            T_SAMPLING=$T_LAST warm_at=$((NOW_US + warmup_us))
         fi
-        if [[ -z $T0 && -n $warm_at && $now -ge $warm_at ]]; then
-            NS0=$NS RUN_NS0=$RUN_NS RUN_CNT0=$RUN_CNT T0=$T_LAST
-            for t in "${!THREAD_NS[@]}"; do THREAD_NS0[$t]=${THREAD_NS[$t]}; done
-        fi
+        if [[ -z $T0 && -n $warm_at && $NOW_US -ge $warm_at ]]; then mark 0; fi
         if [[ -n $want_bpf ]]; then                 # still sampling?
             in_window=$((RUN_CNT > last_cnt))
         else
-            in_window=$((${end_at:-$now} >= now))
+            in_window=$((${end_at:-$NOW_US} >= NOW_US))
         fi
-        if [[ -n $T0 ]] && ((in_window)); then
-            NS1=$NS RUN_NS1=$RUN_NS RUN_CNT1=$RUN_CNT T1=$T_LAST
-            for t in "${!THREAD_NS[@]}"; do THREAD_NS1[$t]=${THREAD_NS[$t]}; done
-        fi
+        if [[ -n $T0 ]] && ((in_window)); then mark 1; fi
         last_cnt=$RUN_CNT
-        read -r -t "$POLL" -u 4 _ || true
+        nap "$POLL"
     done
 }
 
@@ -186,28 +105,13 @@ poll() {
 # START_S (s from start to the first on_sample run, to the poll's resolution). The tool's
 # stderr is in $tmp/NAME.err.
 measure() {
-    local name=$1 bpf=$2 seconds=$3 w pid e u s m; shift 3
-    local -a wrap=()
-    [[ -x /usr/bin/time ]] && wrap=(/usr/bin/time -f '%e %U %S %M' -o "$tmp/$name.time")
-    "${wrap[@]}" "$@" >/dev/null 2>"$tmp/$name.err" &
-    w=$! pid=$!; tool=$w
-    if ((${#wrap[@]})); then   # the tool is time's child
-        until pid=$(pgrep -o -P "$w"); do kill -0 "$w" 2>/dev/null || break; sleep 0.01; done
-        pid=${pid:-$w}
-    fi
-    poll "$pid" "$bpf" "$seconds"
-    wait "$w" || { cat "$tmp/$name.err" >&2; die "$name failed"; }
-    tool=""
-    WALL=$(awk -v a="$T_START" -v b="$T_LAST" 'BEGIN { print b - a }')
-    CPU=$(awk -v n="$NS" -v w="$WALL" 'BEGIN { printf "%.3f", 100 * n / 1e9 / w }')
-    RSS=$(awk -v k="$HWM_KB" 'BEGIN { printf "%.1f", k / 1024 }')
-    if ((${#wrap[@]})); then
-        read -r e u s m <"$tmp/$name.time"
-        WALL=$e RSS=$(awk -v k="$m" 'BEGIN { printf "%.1f", k / 1024 }')
-        CPU=$(awk -v u="$u" -v s="$s" -v e="$e" 'BEGIN { printf "%.3f", 100 * (u + s) / e }')
-    fi
-    STEADY=$(awk -v a="${T0:-0}" -v b="${T1:-0}" 'BEGIN { print (a > 0 && b > a) ? b - a : 0 }')
+    local name=$1 bpf=$2 seconds=$3; shift 3
+    tool_start "$name" "$@"
+    poll "$TOOL_PID" "$bpf" "$seconds"
+    tool_wait "$name failed"
+    run_figures 3
     START_S=$(awk -v a="$T_START" -v b="${T_SAMPLING:-0}" 'BEGIN { if (b > 0) printf "%.1f", b - a; else print "?" }')
+    # shellcheck disable=SC2034  # BPF_PCT (whole run): one of the figures measure sets
     read -r CPU_STEADY BPF_US BPF_US_STEADY BPF_PCT BPF_PCT_STEADY < <(awk \
         -v n0="$NS0" -v n1="$NS1" -v r="$RUN_NS" -v r0="$RUN_NS0" -v r1="$RUN_NS1" \
         -v c="$RUN_CNT" -v c0="$RUN_CNT0" -v c1="$RUN_CNT1" -v st="$STEADY" -v w="$WALL" 'BEGIN {
@@ -219,67 +123,24 @@ measure() {
             printf "%s %s %s %.4f %s\n", cpu, us, us_st, 100 * r / 1e9 / w, pct_st }')
 }
 
-# BPF run-time stats (run_time_ns, run_cnt in a program's fdinfo). A small helper holds them on
-# through a BPF_ENABLE_STATS fd, which counts apart from kernel.bpf_stats_enabled: another script
-# restoring that sysctl meanwhile cannot turn them off under us. Without the helper, the sysctl
-# is used (and checked afterwards).
-cat >"$tmp/bpfstats.c" <<'EOF'
-#include <linux/bpf.h>
-#include <stdio.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int main(void)
-{
-	union bpf_attr attr = { .enable_stats = { .type = BPF_STATS_RUN_TIME } };
-	if (syscall(__NR_bpf, BPF_ENABLE_STATS, &attr, sizeof(attr)) < 0) {
-		perror("BPF_ENABLE_STATS");
-		return 1;
-	}
-	puts("on");
-	fflush(stdout);
-	pause(); /* the stats stay on until this process ends */
-	return 0;
-}
-EOF
-gcc -O2 -o "$tmp/bpfstats" "$tmp/bpfstats.c" 2>/dev/null || rm -f "$tmp/bpfstats"
-stats_on() {
-    if [[ -x $tmp/bpfstats ]]; then
-        "$tmp/bpfstats" >"$tmp/bpfstats.out" 2>&1 & stats_pid=$!
-        until [[ -s $tmp/bpfstats.out ]]; do kill -0 "$stats_pid" 2>/dev/null || break; sleep 0.01; done
-        [[ $(<"$tmp/bpfstats.out") == on ]] && return
-        stats_pid=""
-    fi
-    sysctl -qw kernel.bpf_stats_enabled=1
-    stats_sysctl=1
-}
-stats_off() {
-    if [[ -n $stats_pid ]]; then
-        kill "$stats_pid" 2>/dev/null || true
-        wait "$stats_pid" 2>/dev/null || true
-        stats_pid=""
-        return
-    fi
-    [[ $(cat /proc/sys/kernel/bpf_stats_enabled) == 1 ]] ||
-        echo "warning: kernel.bpf_stats_enabled was turned off during the run: BPF figures too low" >&2
-    sysctl -qw kernel.bpf_stats_enabled="$old_bpf_stats"
-    stats_sysctl=""
-}
+# BPF run-time stats (run_time_ns, run_cnt in a program's fdinfo): held on by the helper of
+# lib.sh (a BPF_ENABLE_STATS fd), which counts apart from kernel.bpf_stats_enabled: another
+# script restoring that sysctl meanwhile cannot turn them off under us. Without the helper, the
+# sysctl is used (and checked afterwards).
+bpf_stats_helper
 
 # thread_ms: the steady-state CPU of the last measured tool's threads, by name, in ms per second.
 thread_ms() {
     local t out=""
-    local -A by=()
-    for t in "${!THREAD_NS[@]}"; do
-        by[${THREAD_COMM[$t]:-?}]=$((${by[${THREAD_COMM[$t]:-?}]:-0} + ${THREAD_NS1[$t]:-0} - ${THREAD_NS0[$t]:-0}))
-    done
-    for t in "${!by[@]}"; do
-        out+=$(awk -v c="$t" -v n="${by[$t]}" -v st="$STEADY" \
+    local -A n0=() n1=()
+    by_comm TASK_NS0 n0
+    by_comm TASK_NS1 n1
+    for t in "${!n1[@]}"; do
+        out+=$(awk -v c="$t" -v n="$((${n1[$t]} - ${n0[$t]:-0}))" -v st="$STEADY" \
             'BEGIN { if (st > 0) printf "%s %.2f, ", c, n / 1e6 / st }')
     done
     echo "${out%, }"
 }
-json_num() { sed -n "s/.*\"$1\": *\\([0-9.]*\\).*/\\1/p" "$2" | head -1; }
-size_h() { numfmt --to=iec --suffix=B "$(stat -c %s "$1")"; }
 # walks JSON: "complete% (outermost + fp_end of all walks) detail"
 walks() {
     local j=$1 k list="" total=0 n
@@ -393,7 +254,7 @@ start_deep() {
 part_a() {
     local frames base complete per_walk j
     gcc -O2 -fomit-frame-pointer -o "$tmp/deep" "$tmp/deep.c"
-    stats_on
+    bpf_stats_on
     echo "== a. baseline: -p on a sleeping process while the fixture spins ..." >&2
     sleep 1000 & pids+=($!)
     local sleeper=$!
@@ -421,7 +282,7 @@ part_a() {
         ((RUN_CNT >= $(json_num bpf_samples "$j"))) ||
             A_NOTES+=("    (run_cnt read before the last samples: the per-walk figure is approximate)")
     done
-    stats_off
+    bpf_stats_off
     echo
     echo "a. BPF time of on_sample by user stack depth: fixture without frame pointers, one copy per"
     echo "   CPU ($(nproc)), profiler record -F $FREQ_A -d $DURATION_A -p <copies>, warm caches"
@@ -440,21 +301,7 @@ part_a() {
 }
 
 # --- b. W1: xz + python3.11 at 19 Hz, profiler vs perf --call-graph dwarf ---------------------------
-# start_w1: the workload, started afresh for each tool; sets W1_PIDS (xz, python) and W1_LOOP.
-start_w1() {
-    # ~100 MB of data that keeps xz busy for minutes (it restarts if it ever ends).
-    [[ -f $tmp/data ]] || head -c 75M /dev/urandom | base64 -w 76 >"$tmp/data"
-    (while :; do "$XZ" -9 -T1 -c "$tmp/data" >/dev/null; done) & W1_LOOP=$!; pids+=("$W1_LOOP")
-    "$PYTHON" -c '
-def fib(n):
-    return n if n < 2 else fib(n - 1) + fib(n - 2)
-while True:
-    fib(27)
-' & pids+=($!)
-    sleep 2
-    W1_PIDS=("$(pgrep -P "$W1_LOOP")" "$!")
-}
-
+# The workload, started afresh for each tool: start_w1 (lib.sh).
 part_b() {
     local ours=() theirs=() ps_wall="-" ps_user="-" ps_sys="-" j=$tmp/w1.json pycomm
     local ps_ni_wall="-" ps_ni_user="-" ps_ni_sys="-"
@@ -467,10 +314,10 @@ part_b() {
     else
         scope_ours=(-a)
     fi
-    stats_on
+    bpf_stats_on
     measure w1 bpf "" "$PROFILER" record "${scope_ours[@]}" -F "$FREQ_W1" -d "$DURATION_W1" \
         -o "$tmp/w1.folded" --stats-json "$j"
-    stats_off
+    bpf_stats_off
     stop_workload
     ours=("$CPU" "$CPU_STEADY" "$BPF_PCT_STEADY"
         "$(awk -v a="$CPU_STEADY" -v b="$BPF_PCT_STEADY" 'BEGIN { printf "%.3f", a + b }')"
@@ -479,7 +326,8 @@ part_b() {
     ours_threads=$(thread_ms)
     ours_samples=$(json_num samples "$j")
     ours_frames="xz $(mean_frames "$tmp/w1.folded" xz), $pycomm $(mean_frames "$tmp/w1.folded" "$pycomm")"
-    local ours_root="xz $(root_share "$tmp/w1.folded" xz "$XZ");"
+    local ours_root
+    ours_root="xz $(root_share "$tmp/w1.folded" xz "$XZ");"
     ours_root+=" $pycomm $(root_share "$tmp/w1.folded" "$pycomm" "$PYTHON")"
 
     local perf_root="-" perf_samples="-"
@@ -542,7 +390,7 @@ part_b() {
 }
 
 echo
-echo "unwind overhead: kernel $(uname -r), $(nproc) CPUs, CPUs ${busy0}% busy before start"
+echo "unwind overhead: kernel $(uname -r), $(nproc) CPUs, CPUs ${BUSY0}% busy before start"
 [[ $PARTS == *a* ]] && part_a
 [[ $PARTS == *b* ]] && part_b
 exit 0
