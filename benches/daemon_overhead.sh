@@ -9,7 +9,7 @@
 #                   (default -F 19, or $FREQ) for DURATION s, nothing else started by us;
 #   2. idle --gzip: the same with --gzip, for GZIP_DURATION s;
 #   3. busy:        1. while `xz -9 -T1` (compressing generated data, in a loop) and python3.11
-#                   (a recursive pure-Python function) keep both CPUs busy (W1, PERFORMANCE.md);
+#                   (a recursive pure-Python function) keep both CPUs busy (W1, docs/performance.md);
 #   4. busy --gzip: 2. on the same workload.
 # Each run has --stats-json and BPF run-time stats on (a BPF_ENABLE_STATS fd held by a helper
 # compiled here, else kernel.bpf_stats_enabled=1, restored after), and ends with SIGTERM (the
@@ -21,7 +21,7 @@
 #   - BPF us/smp: run_time_ns / run_cnt of on_sample (the perf_event program, prog_type 7) over
 #     the steady state; BPF %: the run time of all its BPF programs (on_sample and the
 #     fork/exec/exit hooks) as % of one core over the steady state;
-#   - total %: steady CPU % + BPF % (how PERFORMANCE.md counts a profiler's cost);
+#   - total %: steady CPU % + BPF % (how docs/performance.md counts a profiler's cost);
 #   - peak RSS (VmHWM; /usr/bin/time's max RSS when it is installed), samples and lost samples,
 #     windows (counters of --stats-json at exit);
 #   - bytes/window: export_bytes / export_delivered from the last --stats-json written before
@@ -300,4 +300,4 @@ echo "run (= per sample) and BPF% = all its BPF programs' run time as % of one c
 echo "(bpf_stats adds two clock reads per run). total% = CPU% + BPF%. RSS MB = peak RSS. samples, lost,"
 echo "windows: --stats-json at exit. B/window = export_bytes / export_delivered (complete windows, after"
 echo "gzip). busy% = all CPUs' busy time during the run (everything on the machine, the workload too)."
-echo "Targets (PERFORMANCE.md): total <= 0.05% of one core at 19 Hz on a busy machine; RSS <= 30 MB."
+echo "Targets (docs/performance.md): total <= 0.05% of one core at 19 Hz on a busy machine; RSS <= 30 MB."
