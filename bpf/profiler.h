@@ -303,7 +303,9 @@ enum counter {
 	COUNTER_VMA_SLOTS_FULL = 27,   /* executable mappings the mmap hook had no slot for */
 	COUNTER_STACKS_COPIED = 28,    /* RECORD_STACKs sent */
 	COUNTER_STACK_COPY_FAILED = 29,/* cut walks whose stack could not be copied or sent */
-	COUNTER_MAX = 30,
+	/* Exits not sent: of processes never reported to user space (nothing there to clean up). */
+	COUNTER_EXITS_QUIET = 30,
+	COUNTER_MAX = 31,
 };
 
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");

@@ -213,10 +213,22 @@ static __always_inline struct report_value *recent_report(struct report_key *key
 	return last && now - last->time < REPORT_INTERVAL_NS ? last : NULL;
 }
 
+/* Processes user space has heard about from a sample (a report of an unknown PID or mapping,
+ * or a VMA), by PID, with their start time. Only their exits are sent: user space holds
+ * nothing for any other process, and under churn most processes are never sampled. An entry
+ * lost to the LRU costs only an exit found later by the maintainer's sweep. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, __u64);
+} tracked SEC(".maps");
+
 static __always_inline void mark_reported(struct report_key *key, __u64 now, bool unmapped)
 {
 	struct report_value value = { .time = now, .unmapped = unmapped };
 	bpf_map_update_elem(&reported, key, &value, BPF_ANY);
+	bpf_map_update_elem(&tracked, &key->pid, &key->start_ns, BPF_ANY);
 }
 
 /* The walk of one user stack, shared with the bpf_loop callback. */
@@ -1000,7 +1012,11 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	__u32 tgid = task->tgid;
 	if (!wanted(tgid))
 		return 0;
-	send_proc_event(ctx, RECORD_EXIT, task);
+	/* With a PID filter every profiled process is synced at exec, so every exit matters. */
+	if (filter_pids || bpf_map_delete_elem(&tracked, &tgid) == 0)
+		send_proc_event(ctx, RECORD_EXIT, task);
+	else
+		count(COUNTER_EXITS_QUIET);
 	bpf_map_delete_elem(&exec_gen, &tgid);
 	bpf_map_delete_elem(&proc_vmas, &tgid);
 	if (filter_pids)

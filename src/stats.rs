@@ -39,6 +39,9 @@ counters! {
     user_stack_errors,
     /// Process events (exec/exit) the BPF side could not send.
     process_events_lost,
+    /// Exits the BPF side did not send because user space never heard of the process (no
+    /// sample of it was reported): nothing to clean up, so nothing to wake a thread for.
+    exits_quiet,
     /// Forked children that could not be added to the PID filter (map full).
     pid_filter_full,
     /// Distinct processes seen, and whole-process exits observed.

@@ -6,9 +6,10 @@
 //! process is gone or the file deleted) or, for processes too short-lived for it, from the
 //! kernel's VMA reports, named after the exec that loaded them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::vmas::{VmaHit, Vmas};
 use crate::process::files::SharedFile;
@@ -62,6 +63,11 @@ pub struct Aggregator {
     /// Each process's executable (from `/proc/PID/exe` when the maintainer synced it, else as
     /// exec named it).
     executables: HashMap<u32, String>,
+    /// Processes named by their exec, oldest first: the exit of a process never sampled is not
+    /// sent, so its name is dropped after a while unless it was sampled ([`Self::forget_unsampled`]).
+    named_at_exec: VecDeque<(u32, Instant)>,
+    /// Processes sampled since they were named.
+    sampled: HashSet<u32>,
     /// Files the maintainer released: their handles are dropped after the next flush.
     released: Vec<u32>,
     /// Frames naming a file ID never announced (a bug if ever non-zero).
@@ -98,6 +104,7 @@ impl Aggregator {
                 .entry((exec.dev, exec.inode))
                 .or_insert_with(|| exec.path.clone());
             self.executables.insert(exec.pid, exec.path.clone());
+            self.named_at_exec.push_back((exec.pid, Instant::now()));
         }
     }
 
@@ -114,6 +121,21 @@ impl Aggregator {
     /// Forgets a process that exited long ago (long-running sessions).
     pub fn forget_process(&mut self, pid: u32) {
         self.executables.remove(&pid);
+        self.sampled.remove(&pid);
+    }
+
+    /// Forgets the names of processes exec'd longer than `retention` ago and never sampled
+    /// (their exits are not sent). One sampled later is named again by the maintainer's sync.
+    pub fn forget_unsampled(&mut self, now: Instant, retention: Duration) {
+        while let Some(&(pid, at)) = self.named_at_exec.front() {
+            if now.saturating_duration_since(at) < retention {
+                break;
+            }
+            self.named_at_exec.pop_front();
+            if !self.sampled.contains(&pid) {
+                self.executables.remove(&pid);
+            }
+        }
     }
 
     /// Adds one sample.
@@ -123,6 +145,7 @@ impl Aggregator {
     }
 
     pub fn add(&mut self, trace: &RawTrace, vmas: &Vmas, stats: &Stats) {
+        self.sampled.insert(trace.pid);
         let kernel_mode = u64::from(trace.flags) & consts::TRACE_KERNEL_MODE != 0;
         let mut frames = Vec::with_capacity(trace.kernel.len() + trace.user.len());
         for (i, &addr) in trace.kernel.iter().enumerate() {

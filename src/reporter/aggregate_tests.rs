@@ -185,3 +185,41 @@ fn files_known_by_id_and_by_vma_share_one_slot() {
     assert_eq!(agg.files.len(), 1);
     assert_eq!(agg.len(), 1, "the same frame either way");
 }
+
+#[test]
+fn exec_names_of_processes_never_sampled_are_forgotten_after_the_retention() {
+    let stats = Stats::default();
+    let exec = |pid| ExecRecord {
+        pid,
+        ktime_ns: 1,
+        start_ns: 1,
+        inode: 77,
+        dev: 1,
+        path: format!("/bin/p{pid}"),
+    };
+    let mut agg = Aggregator::default();
+    agg.on_exec(&exec(1));
+    agg.on_exec(&exec(2));
+    agg.add(
+        &trace(vec![], vec![raw(0x1100)], 0),
+        &Vmas::default(),
+        &stats,
+    ); // pid 9
+    agg.add(
+        &RawTrace {
+            pid: 2,
+            ..trace(vec![], vec![raw(0x1100)], 0)
+        },
+        &Vmas::default(),
+        &stats,
+    );
+    let retention = Duration::from_secs(60);
+    agg.forget_unsampled(Instant::now(), retention);
+    assert_eq!(agg.executables.len(), 2, "within the retention both stay");
+    agg.forget_unsampled(Instant::now() + retention, retention);
+    assert!(
+        !agg.executables.contains_key(&1),
+        "never sampled: forgotten"
+    );
+    assert_eq!(agg.executables.get(&2).map(String::as_str), Some("/bin/p2"));
+}

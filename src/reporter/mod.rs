@@ -162,6 +162,7 @@ impl Reporter {
             self.vmas.forget_until(pid, ktime_ns);
             self.aggregator.forget_process(pid);
         }
+        self.aggregator.forget_unsampled(now, EXITED_RETENTION);
     }
 }
 
