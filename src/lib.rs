@@ -1,7 +1,9 @@
 //! `profiler`: a whole-system eBPF CPU profiler. The binary (`src/main.rs`) is a thin CLI over
 //! this library; the modules are laid out as the architecture in DESIGN.md.
 
+pub mod cfi;
 pub mod cli;
+pub(crate) mod elf;
 pub mod encode;
 pub mod exporter;
 pub mod log;

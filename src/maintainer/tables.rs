@@ -1,4 +1,4 @@
-//! Unwind tables in the kernel: each executable file's table (from `crate::unwind`) is loaded
+//! Unwind tables in the kernel: each executable file's table (from `crate::cfi`, encoded by `crate::unwind`) is loaded
 //! once into the `unwind_buckets` array, shared by every process that maps the file, and freed
 //! when the file is released. Each registered file is also published in `file_tables`, by inode,
 //! so the sampler can unwind processes it meets before they are synced (first sight). The

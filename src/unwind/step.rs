@@ -6,7 +6,7 @@
 //! tested without BPF or a process.
 
 use super::compact::{Bucket, CompactRow, KIND_REDIRECT, SIGFRAME_RBP, SIGFRAME_RIP, SIGFRAME_RSP};
-use super::rows::{CfaRule, RegRule};
+use crate::cfi::{CfaRule, RegRule};
 use crate::sys::bpf::layout::TableRef;
 
 /// The registers a walk carries from frame to frame.

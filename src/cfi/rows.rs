@@ -2,7 +2,7 @@
 //!
 //! This module owns the row types ([`UnwindRow`], [`CfaRule`], [`RegRule`], [`RaRule`]), how
 //! they print, and the lookup of the row at an offset. Building the list is `assemble.rs`'s;
-//! reading CFI is `cfi.rs`'s; the BPF encoding is `compact.rs`'s.
+//! reading CFI is `dwarf.rs`'s; the BPF encoding is `crate::unwind::compact`'s.
 
 use std::fmt;
 

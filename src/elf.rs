@@ -1,15 +1,18 @@
-//! The ELF facts unwind-table extraction needs, read from a mapped image.
+//! The ELF facts unwind-table extraction needs, read from a mapped image (a leaf: it imports
+//! only `crate::sys`).
 //!
 //! This module owns [`ElfImage`]: the executable `PT_LOAD` segments (to turn CFI virtual
 //! addresses into the file offsets the BPF side works with), the CFI sections, the code
 //! sections, `_start` symbols (outermost frames), whether the file defines `sigaction`, the GNU
 //! build ID and `.gnu_debuglink`, and the search for a separate debug file holding
-//! `.debug_frame`. It does not parse CFI (see `cfi.rs`) and it
-//! borrows everything from the caller's bytes.
+//! `.debug_frame`; [`ElfError`] says why an image was refused. It does not parse CFI (see
+//! `crate::cfi`) and it borrows everything from the caller's bytes. Symbolization reads its
+//! own facts (symbol tables) in `crate::symbolize`.
 //!
 //! Only 64-bit little-endian x86_64 ELF is accepted: the rules produced are x86_64 register
 //! rules.
 
+use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -21,8 +24,6 @@ use object::elf::{
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, SectionTable, Sym};
 use object::{Endianness, FileKind};
 
-use super::UnwindError;
-
 type Header = FileHeader64<Endianness>;
 
 /// Where the separate debug files live (`<root>/.build-id/xx/yyyy.debug`, `<root>/<dir>/name`).
@@ -33,6 +34,17 @@ const MAX_EXEC_SEGMENTS: usize = 16;
 
 /// Executable sections scanned for signal trampolines per file at most.
 const MAX_CODE_SECTIONS: usize = 64;
+
+/// Why bytes are not an ELF image this reader accepts. The caller adds the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ElfError {
+    /// The bytes are not an ELF file.
+    NotElf,
+    /// The ELF headers are malformed or truncated.
+    Corrupt(String),
+    /// A valid ELF file these rules do not cover (32-bit, not x86_64).
+    Unsupported(String),
+}
 
 /// One executable `PT_LOAD` segment, clipped to the bytes the file really holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,24 +74,20 @@ pub(crate) struct ElfImage<'data> {
 
 impl<'data> ElfImage<'data> {
     /// Parses the headers. Fails on anything but 64-bit little-endian x86_64 ELF.
-    pub fn parse(data: &'data [u8]) -> Result<Self, UnwindError> {
+    pub fn parse(data: &'data [u8]) -> Result<Self, ElfError> {
         match FileKind::parse(data) {
             Ok(FileKind::Elf64) => {}
-            Ok(FileKind::Elf32) => return Err(unsupported("32-bit ELF".into())),
+            Ok(FileKind::Elf32) => return Err(ElfError::Unsupported("32-bit ELF".into())),
             _ if data.starts_with(&object::elf::ELFMAG) => {
-                return Err(corrupt("truncated ELF header".into()))
+                return Err(ElfError::Corrupt("truncated ELF header".into()))
             }
-            _ => {
-                return Err(UnwindError::NotElf {
-                    path: PathBuf::new(),
-                })
-            }
+            _ => return Err(ElfError::NotElf),
         }
-        let corrupt = |e: object::Error| corrupt(e.to_string());
+        let corrupt = |e: object::Error| ElfError::Corrupt(e.to_string());
         let header = Header::parse(data).map_err(corrupt)?;
         let endian = header.endian().map_err(corrupt)?;
         if endian != Endianness::Little || header.e_machine(endian) != EM_X86_64 {
-            return Err(unsupported(format!(
+            return Err(ElfError::Unsupported(format!(
                 "machine {} (only x86_64 is supported)",
                 header.e_machine(endian)
             )));
@@ -250,21 +258,6 @@ impl<'data> ElfImage<'data> {
     }
 }
 
-/// The path is filled in by the caller (`UnwindError::at`).
-fn corrupt(reason: String) -> UnwindError {
-    UnwindError::Corrupt {
-        path: PathBuf::new(),
-        reason,
-    }
-}
-
-fn unsupported(reason: String) -> UnwindError {
-    UnwindError::Unsupported {
-        path: PathBuf::new(),
-        reason,
-    }
-}
-
 /// A separate debug file, mapped.
 pub(crate) struct DebugFile {
     pub path: PathBuf,
@@ -283,7 +276,7 @@ pub(crate) fn find_debug_file(
     let build_id = image.build_id();
     let mut candidates = Vec::new();
     if let Some(id) = build_id.filter(|id| id.len() >= 2) {
-        let hex = super::hex(id);
+        let hex = hex(id);
         for root in roots {
             candidates.push(root.join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..])));
         }
@@ -322,6 +315,14 @@ pub(crate) fn map_file(path: &Path) -> std::io::Result<Mmap> {
     crate::sys::mmap::map_readonly(&File::open(path)?)
 }
 
+/// Lowercase hex of bytes.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,13 +335,10 @@ mod tests {
 
     #[test]
     fn rejects_non_elf_and_truncated_headers() {
-        assert!(matches!(
-            ElfImage::parse(b"hello"),
-            Err(UnwindError::NotElf { .. })
-        ));
+        assert!(matches!(ElfImage::parse(b"hello"), Err(ElfError::NotElf)));
         assert!(matches!(
             ElfImage::parse(b"\x7fELF\x02\x01"),
-            Err(UnwindError::Corrupt { .. })
+            Err(ElfError::Corrupt(_))
         ));
     }
 }
