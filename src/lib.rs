@@ -9,6 +9,7 @@ pub mod exporter;
 pub mod log;
 pub mod maintainer;
 pub mod output_file;
+pub mod pid_mappings;
 pub mod pipeline;
 pub mod poller;
 pub mod privileges;
@@ -22,6 +23,7 @@ pub mod stats;
 pub mod summary;
 pub mod symbolize;
 pub mod sys;
+pub mod tables;
 #[doc(hidden)]
 pub mod testing;
 pub mod unwind;

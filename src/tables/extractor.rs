@@ -9,7 +9,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::table_lru::BuildQueue;
+use super::lru::BuildQueue;
 use crate::process::files::{FileInfo, SharedFile};
 use crate::unwind::compact::CompactTable;
 
