@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use object::elf::{PF_X, PT_LOAD};
 use object::read::elf::{ElfFile64, ProgramHeader as _};
 use object::Endianness;
-use profiler::cfi::{extract, UnwindRow};
+use profiler::cfi::extract;
 use profiler::unwind::CompactTable;
+use profiler::unwind_rows::UnwindRow;
 
 const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 const PYTHON: &str = "/usr/bin/python3.11";

@@ -1,22 +1,16 @@
-//! The ELF facts unwind-table extraction needs, read from a mapped image (a leaf: it imports
-//! only `crate::sys`).
+//! The ELF facts unwind-table extraction needs, read from an image in memory. A leaf with no
+//! imports from the crate: it touches no file (the caller maps them, `crate::cfi`).
 //!
 //! This module owns [`ElfImage`]: the executable `PT_LOAD` segments (to turn CFI virtual
 //! addresses into the file offsets the BPF side works with), the CFI sections, the code
 //! sections, `_start` symbols (outermost frames), whether the file defines `sigaction`, the GNU
-//! build ID and `.gnu_debuglink`, and the search for a separate debug file holding
-//! `.debug_frame`; [`ElfError`] says why an image was refused. It does not parse CFI (see
-//! `crate::cfi`) and it borrows everything from the caller's bytes. Symbolization reads its
-//! own facts (symbol tables) in `crate::symbolize`.
+//! build ID and `.gnu_debuglink`; [`ElfError`] says why an image was refused. It does not parse
+//! CFI or look for separate debug files (`crate::cfi`), and it borrows everything from the
+//! caller's bytes. Symbolization reads its own facts (symbol tables) in `crate::symbolize`.
 //!
 //! Only 64-bit little-endian x86_64 ELF is accepted: the rules produced are x86_64 register
 //! rules.
 
-use std::fmt::Write as _;
-use std::fs::File;
-use std::path::{Path, PathBuf};
-
-use crate::sys::mmap::Mmap;
 use object::elf::{
     FileHeader64, EM_X86_64, NT_GNU_BUILD_ID, PF_X, PT_LOAD, SHF_COMPRESSED, SHF_EXECINSTR,
     SHN_UNDEF, SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB,
@@ -25,9 +19,6 @@ use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, SectionTable, 
 use object::{Endianness, FileKind};
 
 type Header = FileHeader64<Endianness>;
-
-/// Where the separate debug files live (`<root>/.build-id/xx/yyyy.debug`, `<root>/<dir>/name`).
-pub(crate) const DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// Executable segments considered per file at most.
 const MAX_EXEC_SEGMENTS: usize = 16;
@@ -258,80 +249,9 @@ impl<'data> ElfImage<'data> {
     }
 }
 
-/// A separate debug file, mapped.
-pub(crate) struct DebugFile {
-    pub path: PathBuf,
-    pub map: Mmap,
-}
-
-/// Finds the separate debug file of the ELF file at `path`: by build ID under each root, then by
-/// `.gnu_debuglink` next to the file, in its `.debug/` subdirectory and under each root. A
-/// candidate must carry the same build ID (or, when the file has none, match the debuglink's
-/// CRC-32), so a stale debug file is never used.
-pub(crate) fn find_debug_file(
-    path: &Path,
-    image: &mut ElfImage<'_>,
-    roots: &[PathBuf],
-) -> Option<DebugFile> {
-    let build_id = image.build_id();
-    let mut candidates = Vec::new();
-    if let Some(id) = build_id.filter(|id| id.len() >= 2) {
-        let hex = hex(id);
-        for root in roots {
-            candidates.push(root.join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..])));
-        }
-    }
-    let link = image.debuglink();
-    if let Some((name, _)) = link {
-        let name = Path::new(std::str::from_utf8(name).ok()?);
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        candidates.push(dir.join(name));
-        candidates.push(dir.join(".debug").join(name));
-        let relative = dir.strip_prefix("/").unwrap_or(dir);
-        for root in roots {
-            candidates.push(root.join(relative).join(name));
-        }
-    }
-    let own = std::fs::canonicalize(path).ok();
-    candidates.into_iter().find_map(|candidate| {
-        if std::fs::canonicalize(&candidate).ok() == own {
-            return None;
-        }
-        let map = map_file(&candidate).ok()?;
-        let matches = match (build_id, link) {
-            (Some(id), _) => ElfImage::parse(&map).ok()?.build_id() == Some(id),
-            (None, Some((_, crc))) => crc32fast::hash(&map) == crc,
-            (None, None) => false,
-        };
-        matches.then_some(DebugFile {
-            path: candidate,
-            map,
-        })
-    })
-}
-
-/// Maps a file read-only.
-pub(crate) fn map_file(path: &Path) -> std::io::Result<Mmap> {
-    crate::sys::mmap::map_readonly(&File::open(path)?)
-}
-
-/// Lowercase hex of bytes.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn debuglink_crc_is_the_ieee_crc32() {
-        // What .gnu_debuglink stores (objcopy's CRC-32): the IEEE check value.
-        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
-    }
 
     #[test]
     fn rejects_non_elf_and_truncated_headers() {

@@ -27,3 +27,4 @@ pub mod tables;
 #[doc(hidden)]
 pub mod testing;
 pub mod unwind;
+pub mod unwind_rows;

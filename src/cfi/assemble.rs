@@ -5,8 +5,8 @@
 //! `dwarf.rs`) and does not know the BPF encoding (`crate::unwind::compact`).
 
 use super::dwarf::{CfiRows, Span};
-use super::rows::{lookup, CfaRule, RaRule, RegRule, RowKind, UnwindRow};
 use crate::elf::ElfImage;
+use crate::unwind_rows::{lookup, CfaRule, RaRule, RegRule, RowKind, UnwindRow};
 
 /// Counters [`assemble`] keeps.
 #[derive(Clone, Copy, Debug, Default)]

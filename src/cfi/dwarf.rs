@@ -19,8 +19,8 @@ use gimli::{
     UnwindSection, X86_64,
 };
 
-use super::rows::{CfaRule, RaRule, RegRule, UnwindRow};
 use crate::elf::{ElfImage, SectionData};
+use crate::unwind_rows::{CfaRule, RaRule, RegRule, UnwindRow};
 
 /// Rows kept per file at most; the rest of the file's CFI is dropped and counted.
 pub const MAX_ROWS: usize = 1 << 22;

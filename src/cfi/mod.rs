@@ -1,6 +1,7 @@
-//! Call-frame information: an ELF file's CFI turned into generic unwind rows, keyed by file
-//! offset, which the BPF table format (`crate::unwind`) encodes. A leaf below the unwinder: it
-//! reads ELF through `crate::elf` and knows nothing of the BPF encoding or of maps.
+//! Call-frame information: an ELF file's CFI turned into generic unwind rows
+//! (`crate::unwind_rows`), keyed by file offset. A leaf beside the BPF table format
+//! (`crate::unwind`, which encodes the rows): it reads ELF images through `crate::elf`, maps
+//! files through `crate::sys`, and knows nothing of the BPF encoding or of maps.
 //!
 //! What this module owns:
 //! - [`extract`]: an ELF file's `.eh_frame` (with `.eh_frame_hdr`), its `.debug_frame` for the
@@ -9,20 +10,19 @@
 //!   [`UnwindRow`]s keyed by **file offset** (what the BPF side computes as `pc - load bias`).
 //!   Gaps between FDEs are explicit "no info" rows, identical neighbours are merged, outermost
 //!   frames (`_start`, `clone`'s child path) and signal trampolines (`__restore_rt`) are marked.
-//! - The row vocabulary ([`UnwindRow`], [`CfaRule`], [`RegRule`], [`RaRule`], `rows.rs`) the
-//!   BPF encoding and the user-space stepper share.
 //! - [`describe`]: the rows in words, for `profiler unwind-info FILE [--addr ADDR]`.
 //!
-//! What it does not own: the BPF encoding and the stepper (`crate::unwind`), loading tables
-//! into maps (`crate::tables`), or the BPF unwinder itself (bpf/).
+//! What it does not own: the row types (`crate::unwind_rows`), the BPF encoding and the
+//! stepper (`crate::unwind`), loading tables into maps (`crate::tables`, which also tests
+//! extraction and encoding together), or the BPF unwinder itself (bpf/).
 //!
 //! Layout: `dwarf.rs` evaluates CFI with gimli, `assemble.rs` turns its per-FDE rows into one
-//! table, `rows.rs` holds the row types; `readelf.rs` (tests only) is the ground truth the
-//! tests compare with.
+//! table, `debug_file.rs` finds and maps separate debug files; `readelf.rs` (tests only) is the
+//! ground truth the tests compare with.
 
 mod assemble;
+mod debug_file;
 mod dwarf;
-pub(crate) mod rows;
 
 #[cfg(test)]
 mod readelf;
@@ -34,13 +34,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use rows::{CfaRule, RaRule, RegRule, RowKind, UnwindRow};
-
-/// For the property test of `crate::unwind`, which grows a CIE past the cap.
+/// For the property test in `crate::tables`, which grows a CIE past the cap.
 #[cfg(test)]
 pub(crate) use dwarf::MAX_CIE_BYTES;
 
-use crate::elf::{self, ElfError, ElfImage};
+use crate::elf::{ElfError, ElfImage};
+use crate::unwind_rows::{self, CfaRule, RaRule, RegRule, RowKind, UnwindRow};
+use debug_file::DEBUG_ROOT;
 use dwarf::{CfiRows, CfiStats};
 
 /// Why a file's unwind table could not be extracted. A file that simply has no CFI is not an
@@ -155,13 +155,13 @@ pub struct UnwindTable {
 impl UnwindTable {
     /// The row in effect at a file offset (a "no info" row in gaps), `None` before the first.
     pub fn lookup(&self, offset: u64) -> Option<&UnwindRow> {
-        rows::lookup(&self.rows, offset)
+        unwind_rows::lookup(&self.rows, offset)
     }
 }
 
 /// Extracts the unwind table of the ELF file at `path`.
 pub fn extract(path: &Path) -> Result<UnwindTable, UnwindError> {
-    extract_with_debug_roots(path, &[PathBuf::from(elf::DEBUG_ROOT)])
+    extract_with_debug_roots(path, &[PathBuf::from(DEBUG_ROOT)])
 }
 
 /// [`extract`], looking for separate debug files under `roots` instead of `/usr/lib/debug`.
@@ -170,7 +170,7 @@ pub(crate) fn extract_with_debug_roots(
     roots: &[PathBuf],
 ) -> Result<UnwindTable, UnwindError> {
     let started = Instant::now();
-    let map = elf::map_file(path).map_err(|source| UnwindError::Io {
+    let map = debug_file::map_file(path).map_err(|source| UnwindError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -204,7 +204,7 @@ fn extract_image(
     // A separate debug file only matters when the binary ships no `.eh_frame` (built with
     // -fno-asynchronous-unwind-tables): its `.debug_frame` then went to the debug file.
     let debug_file = match (eh_section, debug_search) {
-        (None, Some((path, roots))) => elf::find_debug_file(path, image, roots),
+        (None, Some((path, roots))) => debug_file::find_debug_file(path, image, roots),
         _ => None,
     };
     if let Some(file) = &debug_file {
@@ -266,7 +266,7 @@ fn count_rows(rows: &[UnwindRow], stats: &mut UnwindStats) {
 /// and the summary line prints both.
 pub fn describe(path: &Path, addr: Option<u64>) -> Result<String, UnwindError> {
     let started = Instant::now();
-    let map = elf::map_file(path).map_err(|source| UnwindError::Io {
+    let map = debug_file::map_file(path).map_err(|source| UnwindError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -283,7 +283,7 @@ pub fn describe(path: &Path, addr: Option<u64>) -> Result<String, UnwindError> {
         },
         None => None,
     };
-    let roots = [PathBuf::from(elf::DEBUG_ROOT)];
+    let roots = [PathBuf::from(DEBUG_ROOT)];
     let table = extract_image(&mut image, Some((path, &roots)), started);
     let s = &table.stats;
     let mut out = String::new();

@@ -1,14 +1,15 @@
 //! Extraction tests against readelf's interpretation of fixtures built at test time and of the
 //! system's libc. Extraction time and table sizes: `benches/unwind_tables.rs`. The fixture
-//! helpers are shared with the tests of the BPF encoding (`crate::unwind`).
+//! helpers are shared with the tests of extraction and encoding together (`crate::tables`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::debug_file::{hex, map_file};
 use super::readelf;
 use super::*;
-use crate::elf::{hex, map_file, ElfImage};
+use crate::elf::ElfImage;
 
 pub(crate) const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 

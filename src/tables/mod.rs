@@ -13,10 +13,17 @@
 //!
 //! A leaf below the maintainer thread, which owns the one [`TableStore`] and so is the only
 //! writer of both maps, like for `pid_mappings`; it decides when tables are requested and
-//! rewrites the entries that name them. Nothing here imports a thread module.
+//! rewrites the entries that name them. Nothing here imports a thread module. Building a table
+//! takes both `crate::cfi` and `crate::unwind`, so the tests of the two together live here
+//! (`encode_tests.rs`, `fuzz_tests.rs`).
 
 pub mod extractor;
 pub mod lru;
+
+#[cfg(test)]
+mod encode_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -77,7 +77,7 @@
 use std::fmt;
 use std::mem::size_of;
 
-use crate::cfi::{CfaRule, RegRule, RowKind, UnwindRow};
+use crate::unwind_rows::{CfaRule, RegRule, RowKind, UnwindRow};
 
 /// log2 of the text bytes one direct bucket covers.
 pub const BUCKET_TEXT_SHIFT: u32 = 10;

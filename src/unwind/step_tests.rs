@@ -1,8 +1,8 @@
 //! The user-space step against the encoding and a hand-made stack.
 
 use super::*;
-use crate::cfi::{RaRule, UnwindRow};
 use crate::unwind::compact::CompactTable;
+use crate::unwind_rows::{RaRule, UnwindRow};
 
 fn frame(offset: u64, cfa: CfaRule, rbp: RegRule) -> UnwindRow {
     UnwindRow {

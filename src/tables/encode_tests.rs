@@ -1,11 +1,13 @@
-//! The BPF encoding of tables extracted from real files (a fixture built at test time and the
-//! system's libc): its lookup agrees with the generic rows at every offset.
+//! Tables built from real files (a fixture built at test time and the system's libc), as the
+//! extractor builds them: the BPF encoding's lookup agrees with the extracted rows at every
+//! offset.
 
 use std::path::Path;
 
-use super::compact::{CompactRow, CompactTable};
+use crate::cfi::extract;
 use crate::cfi::tests::{build, scratch, LIBC, O2};
-use crate::cfi::{extract, RowKind};
+use crate::unwind::{CompactRow, CompactTable};
+use crate::unwind_rows::RowKind;
 
 #[test]
 fn libc_restore_rt_is_a_signal_frame() {

@@ -1,28 +1,14 @@
-//! Property test: truncated, corrupt and hostile CFI never panics, never hangs and stays within
-//! memory bounds proportional to the file.
+//! Property test of building a table from an untrusted file, as the extractor does (extract,
+//! then encode): truncated, corrupt and hostile CFI never panics, never hangs and stays within
+//! memory bounds proportional to the file, and the encoded lookup agrees with the rows.
 
 use std::time::{Duration, Instant};
 
-use super::compact::{CompactRow, CompactTable};
 use crate::cfi::tests::{build, scratch, LIBC};
 use crate::cfi::{extract_from_bytes, MAX_CIE_BYTES};
 use crate::elf::ElfImage;
-
-/// xorshift64*, enough randomness for tests.
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use crate::unwind::rng::Rng;
+use crate::unwind::{CompactRow, CompactTable};
 
 /// File ranges of the CFI sections of an ELF image.
 fn cfi_ranges(data: &[u8]) -> Vec<(usize, usize)> {
