@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use profiler::maintainer::batcher::{Batcher, MapBackend, BATCH_SIZE};
 use profiler::maintainer::lifecycle::ProcessTable;
-use profiler::maintainer::prefixes::{cover, marker_key};
+use profiler::pid_mappings::prefixes::{cover, marker_key};
 use profiler::pipeline::Trigger;
 use profiler::process::maps::{parse_maps, Mapping};
 use profiler::process::source::{read_identity, ProcSource, Procfs, NS_PER_TICK};

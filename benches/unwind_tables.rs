@@ -1,6 +1,6 @@
 //! What extracting unwind tables costs, and how big they are: for libc, the system Python,
 //! libstdc++ and the largest shared library on the machine (or the files given as arguments),
-//! the extraction time (`profiler::unwind::extract`, median of several runs), the encoding time
+//! the extraction time (`profiler::cfi::extract`, median of several runs), the encoding time
 //! (`UnwindTable::compact`), the peak-RSS growth of one extraction, rows, and the bytes of the
 //! BPF table per row.
 //!
@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use object::elf::{PF_X, PT_LOAD};
 use object::read::elf::{ElfFile64, ProgramHeader as _};
 use object::Endianness;
-use profiler::unwind::{extract, UnwindRow};
+use profiler::cfi::extract;
+use profiler::unwind::CompactTable;
+use profiler::unwind_rows::UnwindRow;
 
 const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 const PYTHON: &str = "/usr/bin/python3.11";
@@ -100,7 +102,7 @@ fn child(file: &Path) {
     let extract_ns = started.elapsed().as_nanos();
     let hwm1 = vm_hwm_kib();
     let started = Instant::now();
-    let compact = match table.compact() {
+    let compact = match CompactTable::encode(&table.rows) {
         Ok(compact) => compact,
         Err(e) => {
             eprintln!("compact: {e}");

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::maintainer::tables::BpfTables;
 use crate::maintainer::Maintainer;
 use crate::pipeline::{ReportMsg, MAINTAINER_QUEUE, REPORT_QUEUE};
 use crate::poller::{self, Router};
@@ -18,6 +17,7 @@ use crate::reporter::{self, unix_now_ns, Windows};
 use crate::sampler::{Sampler, Target};
 use crate::stats::Stats;
 use crate::sys::poll::Waker;
+use crate::tables::BpfTables;
 
 /// What to profile and how.
 #[derive(Clone, Debug)]

@@ -6,7 +6,7 @@ mod common;
 
 use common::bpf_available;
 use profiler::maintainer::batcher::{Batcher, MapBackend};
-use profiler::maintainer::prefixes::{cover, marker_key};
+use profiler::pid_mappings::prefixes::{cover, marker_key};
 use profiler::stats::Stats;
 use profiler::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::sys::bpf::{Map, MapKind};

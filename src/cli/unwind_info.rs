@@ -46,8 +46,8 @@ pub fn run(args: UnwindInfoArgs) -> Result<i32, Fatal> {
             args.file.display()
         )));
     }
-    let text = crate::unwind::describe(&args.file, args.addr)
-        .map_err(|e| Fatal::failure(e.to_string()))?;
+    let text =
+        crate::cfi::describe(&args.file, args.addr).map_err(|e| Fatal::failure(e.to_string()))?;
     // A closed pipe (`| head`) just ends the output.
     let mut out = std::io::stdout().lock();
     match std::io::Write::write_all(&mut out, text.as_bytes())

@@ -11,20 +11,28 @@
 //! once, on the maintainer thread, which is the only writer of the map: an event that does not
 //! fit the current state (a second exit, a late report about a dead process) is a counted no-op,
 //! and a process's entries are deleted exactly once, when it leaves `Live`.
+//!
+//! A sync computes the entries the process needs (`crate::pid_mappings::wanted`, pure) and
+//! applies the difference to those it has through the batcher (`apply`): only
+//! keys it wrote are deleted, and the batcher checks that they exist before deleting them. The
+//! files processes map and their unwind tables are the table's other half
+//! (`lifecycle_files.rs`).
+
+#[path = "lifecycle_files.rs"]
+mod files;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::batcher::{Batcher, MapBackend};
-use super::prefixes::{cover, marker_key};
-use super::tables::{NoTables, TableStore};
+use crate::pid_mappings::wanted::{changes, wanted, Changes, Target};
 use crate::pipeline::Trigger;
-use crate::process::files::{FileKey, FileTable, SharedFile};
-use crate::process::maps::{Backing, Mapping};
+use crate::process::files::{FileTable, SharedFile};
 use crate::process::source::{Identity, ProcError, ProcSource};
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue, TableRef};
+use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
+use crate::tables::{NoTables, TableStore};
 
 const PENDING: u16 = consts::MAPPING_TABLE_PENDING as u16;
 
@@ -135,65 +143,6 @@ impl ProcessTable {
         self.procs.is_empty()
     }
 
-    pub fn take_new_files(&mut self) -> Vec<SharedFile> {
-        std::mem::take(&mut self.new_files)
-    }
-
-    /// Makes announced files known to the sampler's first sight. Only after the announcement:
-    /// a sample may name a file as soon as it is published.
-    pub fn publish(&mut self, files: &[SharedFile], stats: &Stats) {
-        let again: Vec<SharedFile> = std::mem::take(&mut self.republish)
-            .into_iter()
-            .filter_map(|id| self.files.info(id))
-            .collect();
-        for file in files.iter().chain(&again) {
-            let table = self.files.table(file.id);
-            let pending = self.pending_tables.contains(&file.id);
-            self.tables.publish(file, table, pending, stats);
-        }
-    }
-
-    /// Whether tables are being built.
-    pub fn tables_pending(&self) -> bool {
-        !self.pending_tables.is_empty()
-    }
-
-    /// Takes the tables built since the last call (waiting up to `wait` for one) and the files
-    /// whose tables were evicted: every live entry naming them gets the table (or none), and
-    /// the files are published again.
-    pub fn tables_ready(&mut self, wait: std::time::Duration, stats: &Stats) {
-        for (id, table) in self.tables.ready(wait, stats) {
-            self.pending_tables.remove(&id);
-            if self.files.info(id).is_none() {
-                // Released while it was built.
-                self.tables.unload(id, table, stats);
-                continue;
-            }
-            if table.direct == 0 && self.files.table(id).direct > 0 {
-                self.evicted.insert(id, Instant::now());
-            }
-            self.retable(id, table, false);
-        }
-    }
-
-    /// Gives every live entry naming file `id` its table (none: evicted), or marks them
-    /// pending; the sampler's per-CPU caches are dropped and the file is published again.
-    fn retable(&mut self, id: u32, table: TableRef, pending: bool) {
-        self.files.set_table(id, table);
-        let flag = if pending { PENDING } else { 0 };
-        for process in self.procs.values_mut() {
-            for (key, value) in process.entries.iter_mut() {
-                if value.file_id == id && (value.flags & PENDING != flag || value.table != table) {
-                    value.table = table;
-                    value.flags = (value.flags & !PENDING) | flag;
-                    self.batcher.upsert(*key, *value);
-                }
-            }
-        }
-        self.live_deletes = true;
-        self.republish.push(id);
-    }
-
     pub fn take_new_processes(&mut self) -> Vec<(u32, String)> {
         std::mem::take(&mut self.new_processes)
     }
@@ -275,30 +224,6 @@ impl ProcessTable {
         self.sync(pid, start_ns, identity, trigger, src, stats, now);
     }
 
-    /// A binary was exec'd. It is registered (without a reference: samples naming it keep it)
-    /// so first sight can unwind the processes running it even when none of them lives long
-    /// enough to be synced (a shell loop's `true` or `date`).
-    pub fn on_executed(
-        &mut self,
-        path: &str,
-        dev: u64,
-        inode: u64,
-        src: &dyn ProcSource,
-        stats: &Stats,
-        now: Instant,
-    ) {
-        if self.files.find_by_inode(dev, inode).is_some() {
-            return;
-        }
-        let Some((key, file)) = src.open_executed(path, dev, inode) else {
-            return;
-        };
-        let acquired = self.files.acquire(key, path, (dev, inode), || Some(file));
-        self.register(acquired.new);
-        self.files.release(acquired.id, now);
-        self.load_new_tables(stats);
-    }
-
     /// Whole-process exit of `(pid, start_ns)`: the entries go, once. Most exits are of
     /// processes never sampled, which own nothing: those are not worth a count.
     pub fn on_exit(&mut self, pid: u32, start_ns: u64, stats: &Stats, now: Instant) {
@@ -342,7 +267,8 @@ impl ProcessTable {
         inc(&stats.pids_exited);
     }
 
-    /// Syncing: reads the maps and brings the process's entries up to date.
+    /// Syncing: reads the maps and brings the process's entries up to date: the entries it
+    /// needs are computed, then the difference to those it has is applied.
     #[allow(clippy::too_many_arguments)]
     fn sync(
         &mut self,
@@ -369,16 +295,6 @@ impl ProcessTable {
             }
         };
         inc(&stats.syncs);
-        let mut desired = BTreeMap::new();
-        desired.insert(
-            marker_key(pid),
-            PidMappingValue {
-                flags: consts::MAPPING_MARKER as u16,
-                prefixlen: consts::PID_MAPPING_MARKER_PREFIX as u16,
-                exec_gen,
-                ..Default::default()
-            },
-        );
         // Open every file first, while the process still lives (its /proc/PID/map_files go
         // with it); only then build the new files' tables, which can take a while.
         let opened: Vec<(u32, u16)> = maps
@@ -386,33 +302,16 @@ impl ProcessTable {
             .map(|mapping| self.file_of(pid, mapping, src))
             .collect();
         self.load_new_tables(stats);
-        let mut files = Vec::new();
-        for (mapping, &(file_id, flags)) in maps.iter().zip(&opened) {
-            let table = self.files.table(file_id);
-            let pending = if self.pending_tables.contains(&file_id) {
-                PENDING
-            } else {
-                0
-            };
-            let flags = flags | pending;
-            if file_id != 0 {
-                files.push(file_id);
-            }
-            let bias = mapping.start.wrapping_sub(mapping.offset);
-            for block in cover(mapping.start, mapping.end) {
-                let key = block.key(pid);
-                let value = PidMappingValue {
-                    file_id,
-                    flags,
-                    prefixlen: key.prefixlen as u16,
-                    bias,
-                    prefix_addr: block.start,
-                    exec_gen,
-                    table,
-                };
-                desired.insert(key, value);
-            }
-        }
+        let targets: Vec<Target> = opened
+            .iter()
+            .map(|&(file_id, flags)| self.target(file_id, flags))
+            .collect();
+        let files: Vec<u32> = opened
+            .iter()
+            .map(|&(file_id, _)| file_id)
+            .filter(|&file_id| file_id != 0)
+            .collect();
+        let desired = wanted(pid, exec_gen, maps.iter().zip(targets));
         let old = match self.procs.remove(&pid) {
             Some(p) if p.state == State::Live => Some(p),
             _ => None,
@@ -427,15 +326,7 @@ impl ProcessTable {
                 (BTreeMap::new(), Vec::new(), now)
             }
         };
-        for key in old_entries.keys().filter(|k| !desired.contains_key(k)) {
-            self.batcher.delete(*key);
-            self.live_deletes = true;
-        }
-        for (key, value) in &desired {
-            if old_entries.get(key) != Some(value) {
-                self.batcher.upsert(*key, *value);
-            }
-        }
+        self.apply(changes(&old_entries, &desired));
         for id in old_files {
             self.files.release(id, now);
         }
@@ -455,95 +346,15 @@ impl ProcessTable {
         );
     }
 
-    /// The file ID (0 for none) and mapping flags of one executable mapping.
-    fn file_of(&mut self, pid: u32, mapping: &Mapping, src: &dyn ProcSource) -> (u32, u16) {
-        let anon = (0, consts::MAPPING_ANON as u16);
-        let (path, key) = match &mapping.backing {
-            Backing::File { path, .. } => {
-                if let Some(id) = self.files.find_by_inode(mapping.dev, mapping.inode) {
-                    self.files.add_ref(id);
-                    return (id, 0);
-                }
-                let fallback = FileKey {
-                    dev: mapping.dev,
-                    inode: mapping.inode,
-                    size: 0,
-                    mtime_ns: 0,
-                };
-                match src.open(pid, mapping, path) {
-                    Some((key, file)) => {
-                        let acquired =
-                            self.files
-                                .acquire(key, path, (mapping.dev, mapping.inode), || Some(file));
-                        self.register(acquired.new);
-                        return (acquired.id, 0);
-                    }
-                    None => (path.clone(), fallback),
-                }
-            }
-            Backing::Special(name) if name == "[vdso]" => (
-                name.clone(),
-                FileKey {
-                    dev: 0,
-                    inode: 0,
-                    size: 0,
-                    mtime_ns: 0,
-                },
-            ),
-            _ => return anon,
-        };
-        let acquired = self
-            .files
-            .acquire(key, &path, (key.dev, key.inode), || None);
-        self.register(acquired.new);
-        (acquired.id, 0)
-    }
-
-    /// A file seen for the first time: its table is loaded (`load_new_tables`) and it is
-    /// announced.
-    fn register(&mut self, new: Option<SharedFile>) {
-        if let Some(file) = new {
-            self.tables_to_load.push(file.clone());
-            self.new_files.push(file);
+    /// Queues a sync's writes. Deleting entries of a live process also drops the sampler's
+    /// per-CPU caches (`take_live_deletes`).
+    fn apply(&mut self, changes: Changes) {
+        for key in changes.deletes {
+            self.batcher.delete(key);
+            self.live_deletes = true;
         }
-    }
-
-    fn load_new_tables(&mut self, stats: &Stats) {
-        for file in std::mem::take(&mut self.tables_to_load) {
-            match self.tables.request(&file, stats) {
-                Some(table) => self.files.set_table(file.id, table),
-                None => {
-                    self.pending_tables.insert(file.id);
-                }
-            }
-        }
-    }
-
-    /// Samples named these files (`(file, samples)`): they stay registered, and their tables
-    /// are built first and evicted last.
-    /// A file whose table was evicted is built again when it is sampled after `REBUILD_AFTER`
-    /// (not at once: two hot files that do not fit together would evict each other forever).
-    pub fn on_files_used(&mut self, files: &[(u32, u32)], stats: &Stats, now: Instant) {
-        let ids: Vec<u32> = files.iter().map(|&(id, _)| id).collect();
-        self.files.touch(&ids, now);
-        self.tables.sampled(files);
-        self.evicted.retain(|&id, _| self.files.info(id).is_some());
-        for id in ids {
-            let due = self
-                .evicted
-                .get(&id)
-                .is_some_and(|&at| now >= at + REBUILD_AFTER);
-            let Some(file) = self.files.info(id).filter(|_| due) else {
-                continue;
-            };
-            self.evicted.remove(&id);
-            match self.tables.request(&file, stats) {
-                None => {
-                    self.pending_tables.insert(id);
-                    self.retable(id, TableRef::default(), true);
-                }
-                Some(table) => self.retable(id, table, false),
-            }
+        for (key, value) in changes.upserts {
+            self.batcher.upsert(key, value);
         }
     }
 

@@ -1,5 +1,6 @@
 //! Lifecycle tests against a scripted `/proc` and the fake map: one per case the design names,
-//! each asserting the exact map operations issued.
+//! each asserting the exact map operations issued. The fixtures (`FakeProc`, `World`) serve
+//! the tests of files and tables too (`lifecycle_files_tests.rs`).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -7,12 +8,13 @@ use std::fs::File;
 
 use super::*;
 use crate::maintainer::fake_map::{FakeMap, Op};
-use crate::process::maps::parse_maps;
+use crate::pid_mappings::prefixes::marker_key;
+use crate::process::files::FileKey;
+use crate::process::maps::{parse_maps, Mapping};
 use crate::process::source::NS_PER_TICK;
-use crate::sys::bpf::layout::TableRef;
 
 #[derive(Default)]
-struct FakeProc {
+pub(super) struct FakeProc {
     procs: RefCell<HashMap<u32, (Identity, String)>>,
     /// Identity answers, but the maps read fails as if the process just exited.
     dies_mid_sync: RefCell<Option<u32>>,
@@ -23,7 +25,7 @@ struct FakeProc {
 
 impl FakeProc {
     /// A process `pid` started at `start_time` ticks (events see `start_time * NS_PER_TICK`).
-    fn spawn(&self, pid: u32, start_time: u64, maps: &str) {
+    pub(super) fn spawn(&self, pid: u32, start_time: u64, maps: &str) {
         let id = Identity {
             comm: format!("p{pid}"),
             start_time,
@@ -36,7 +38,7 @@ impl FakeProc {
     fn start_of(&self, pid: u32) -> u64 {
         self.starts.borrow().get(&pid).copied().unwrap_or(0)
     }
-    fn kill(&self, pid: u32) {
+    pub(super) fn kill(&self, pid: u32) {
         self.procs.borrow_mut().remove(&pid);
     }
 }
@@ -65,22 +67,22 @@ impl ProcSource for FakeProc {
     }
 }
 
-const APP: &str = "\
+pub(super) const APP: &str = "\
 400000-402000 r-xp 00000000 08:01 11 /bin/app
 7f0000000000-7f0000003000 r-xp 00000000 08:01 22 /lib/libc.so.6
 ";
-const OTHER: &str = "500000-501000 r-xp 00000000 08:01 33 /bin/other\n";
+pub(super) const OTHER: &str = "500000-501000 r-xp 00000000 08:01 33 /bin/other\n";
 
-struct World {
-    table: ProcessTable,
-    map: FakeMap,
-    src: FakeProc,
-    stats: Stats,
-    now: Instant,
+pub(super) struct World {
+    pub(super) table: ProcessTable,
+    pub(super) map: FakeMap,
+    pub(super) src: FakeProc,
+    pub(super) stats: Stats,
+    pub(super) now: Instant,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             table: ProcessTable::default(),
             map: FakeMap::new(10_000),
@@ -90,7 +92,7 @@ impl World {
         }
     }
     /// A report about the last process spawned on `pid`.
-    fn report(&mut self, pid: u32, trigger: Trigger) {
+    pub(super) fn report(&mut self, pid: u32, trigger: Trigger) {
         self.report_as(pid, self.src.start_of(pid), trigger);
     }
     fn report_as(&mut self, pid: u32, start_ns: u64, trigger: Trigger) {
@@ -99,21 +101,21 @@ impl World {
         self.flush();
     }
     /// The exit of the last process spawned on `pid`.
-    fn exit(&mut self, pid: u32) {
+    pub(super) fn exit(&mut self, pid: u32) {
         self.exit_as(pid, self.src.start_of(pid));
     }
     fn exit_as(&mut self, pid: u32, start_ns: u64) {
         self.table.on_exit(pid, start_ns, &self.stats, self.now);
         self.flush();
     }
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         let report = self.table.batcher.flush(&mut self.map, &self.stats);
         assert!(report.rejected_full.is_empty());
     }
-    fn ops(&mut self) -> Vec<Op> {
+    pub(super) fn ops(&mut self) -> Vec<Op> {
         std::mem::take(&mut self.map.ops)
     }
-    fn counter(&self, c: &AtomicU64) -> u64 {
+    pub(super) fn counter(&self, c: &AtomicU64) -> u64 {
         Stats::get(c)
     }
 }
@@ -502,176 +504,4 @@ fn a_report_within_the_exit_grace_starts_the_new_process() {
     fresh.sort();
     assert_eq!(w.ops(), vec![Op::Update(fresh)]);
     assert_eq!(w.counter(&w.stats.pid_reuses), 1);
-}
-
-/// A table store whose tables arrive later, when the test says so.
-#[derive(Clone, Default)]
-struct Deferred {
-    built: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
-    evicted: std::sync::Arc<std::sync::Mutex<Vec<u32>>>,
-    unloaded: std::sync::Arc<std::sync::Mutex<Vec<(u32, u32)>>>,
-}
-
-impl TableStore for Deferred {
-    fn request(&mut self, _: &SharedFile, _: &Stats) -> Option<TableRef> {
-        None
-    }
-    fn ready(&mut self, _: Duration, _: &Stats) -> Vec<(u32, TableRef)> {
-        let ids: Vec<u32> = self.built.lock().unwrap().drain(..).collect();
-        ids.into_iter()
-            .map(|id| {
-                let table = TableRef {
-                    first: id * 10,
-                    direct: 1,
-                    base: 0,
-                };
-                (id, table)
-            })
-            .chain(
-                self.evicted
-                    .lock()
-                    .unwrap()
-                    .drain(..)
-                    .map(|id| (id, TableRef::default())),
-            )
-            .collect()
-    }
-    fn unload(&mut self, id: u32, table: TableRef, _: &Stats) {
-        self.unloaded.lock().unwrap().push((id, table.direct));
-    }
-}
-
-#[test]
-fn entries_wait_for_their_table_then_get_it_without_a_resync() {
-    let tables = Deferred::default();
-    let mut w = World::new();
-    w.table = ProcessTable::with_tables(Box::new(tables.clone()));
-    w.src.spawn(10, 100, APP);
-    w.report(10, Trigger::UnknownPid);
-    let pending = consts::MAPPING_TABLE_PENDING as u16;
-    let files = w.map.file_ids();
-    assert!(!files.is_empty() && w.table.tables_pending());
-    assert!(
-        w.map
-            .entries
-            .values()
-            .filter(|v| v.file_id != 0)
-            .all(|v| v.flags & pending != 0),
-        "while the tables are built the sampler must not guess with frame pointers"
-    );
-    w.ops();
-    let syncs = w.counter(&w.stats.syncs);
-    tables.built.lock().unwrap().extend(files.iter().copied());
-    w.table.tables_ready(Duration::ZERO, &w.stats);
-    w.flush();
-    assert!(!w.table.tables_pending());
-    for v in w.map.entries.values().filter(|v| v.file_id != 0) {
-        assert_eq!(v.flags & pending, 0);
-        assert_eq!((v.table.first, v.table.direct), (v.file_id * 10, 1));
-    }
-    assert_eq!(w.counter(&w.stats.syncs), syncs, "no re-read of the maps");
-    assert!(
-        w.table.take_live_deletes(),
-        "the sampler's caches are dropped"
-    );
-    assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
-    // One table evicted: its entries stop naming its buckets before they are reused.
-    let evicted = files[0];
-    tables.evicted.lock().unwrap().push(evicted);
-    w.table.tables_ready(Duration::ZERO, &w.stats);
-    w.flush();
-    for v in w.map.entries.values().filter(|v| v.file_id != 0) {
-        let want = if v.file_id == evicted { 0 } else { 1 };
-        assert_eq!(v.table.direct, want, "file {}", v.file_id);
-    }
-    assert!(w.table.take_live_deletes());
-    assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
-    // Sampled again: soon after the eviction nothing happens, later it is built again.
-    w.table.on_files_used(&[(evicted, 3)], &w.stats, w.now);
-    assert!(
-        !w.table.tables_pending(),
-        "not rebuilt right after its eviction"
-    );
-    let later = w.now + REBUILD_AFTER + Duration::from_secs(1);
-    w.table.on_files_used(&[(evicted, 3)], &w.stats, later);
-    assert!(w.table.tables_pending());
-    w.flush();
-    let of_evicted = || w.map.entries.values().filter(|v| v.file_id == evicted);
-    assert!(
-        of_evicted().all(|v| v.flags & pending != 0),
-        "pending while it is built"
-    );
-    tables.built.lock().unwrap().push(evicted);
-    w.table.tables_ready(Duration::ZERO, &w.stats);
-    w.flush();
-    for v in w.map.entries.values().filter(|v| v.file_id == evicted) {
-        assert_eq!(
-            (v.flags & pending, v.table.direct),
-            (0, 1),
-            "its table is back"
-        );
-    }
-    assert_eq!(w.table.audit(&w.map).unwrap(), (0, 0));
-}
-
-#[test]
-fn a_table_built_for_a_file_released_meanwhile_is_unloaded() {
-    let tables = Deferred::default();
-    let mut w = World::new();
-    w.table = ProcessTable::with_tables(Box::new(tables.clone()));
-    w.src.spawn(10, 100, OTHER);
-    w.report(10, Trigger::UnknownPid);
-    let id = w
-        .map
-        .entries
-        .values()
-        .map(|v| v.file_id)
-        .find(|&id| id != 0)
-        .unwrap();
-    w.src.kill(10);
-    w.exit(10);
-    w.table.expire(&w.stats, w.now + FILE_GRACE);
-    tables.built.lock().unwrap().push(id);
-    w.table.tables_ready(Duration::ZERO, &w.stats);
-    // Released without a table, then the table that arrived is unloaded at once.
-    assert_eq!(*tables.unloaded.lock().unwrap(), vec![(id, 0), (id, 1)]);
-    assert!(!w.table.tables_pending());
-}
-
-#[test]
-fn an_executed_binary_is_registered_once_without_a_reference() {
-    use std::os::unix::fs::MetadataExt;
-    let mut w = World::new();
-    let meta = std::fs::metadata("/bin/sh").unwrap();
-    w.table.on_executed(
-        "/bin/sh",
-        meta.dev(),
-        meta.ino() + 1,
-        &w.src,
-        &w.stats,
-        w.now,
-    );
-    assert!(
-        w.table.take_new_files().is_empty(),
-        "another inode: not this file"
-    );
-    w.table
-        .on_executed("sh", meta.dev(), meta.ino(), &w.src, &w.stats, w.now);
-    assert!(
-        w.table.take_new_files().is_empty(),
-        "a relative path names nothing we can open"
-    );
-    for _ in 0..2 {
-        w.table
-            .on_executed("/bin/sh", meta.dev(), meta.ino(), &w.src, &w.stats, w.now);
-    }
-    let new = w.table.take_new_files();
-    assert_eq!(new.len(), 1, "registered once");
-    assert_eq!(w.table.files.refs(new[0].id), Some(0), "held by no process");
-    let later = w.now + FILE_GRACE;
-    assert_eq!(
-        w.table.expire(&w.stats, later),
-        vec![new[0].id],
-        "released after the grace"
-    );
 }

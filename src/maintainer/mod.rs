@@ -3,19 +3,17 @@
 //! the batched map writes (evicting when the map is full), and periodically sweeps for missed
 //! exits, expires what is past its grace period, and audits the map against the table.
 //!
-//! Below it: the process table and its lifecycle (`lifecycle.rs`), the batched map writes
-//! (`batcher.rs`, `prefixes.rs`), and the unwind tables it loads (`tables.rs`, built on the
-//! extractor thread, `extractor.rs`, in the order and with the eviction of `table_lru.rs`). It
-//! reads processes through `crate::process` (maps, identity, the file registry).
+//! Below it, in this module: the process table and its lifecycle (`lifecycle.rs`, with the
+//! files and tables its processes map in `lifecycle_files.rs`) and the batched map writes
+//! (`batcher.rs`), the one path by which anything reaches `pid_mappings`. The leaves it uses:
+//! what the entries are (`crate::pid_mappings`: prefixes, the entries a process needs and the
+//! writes to get there), the unwind tables it loads (`crate::tables`, built on their extractor
+//! thread), and processes as `crate::process` reads them (maps, identity, the file registry).
 
 pub mod batcher;
-pub mod extractor;
 #[cfg(test)]
 mod fake_map;
 pub mod lifecycle;
-pub mod prefixes;
-pub mod table_lru;
-pub mod tables;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -25,9 +23,9 @@ use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::process::source::ProcSource;
 pub use crate::sampler::CacheInvalidator;
 use crate::stats::Stats;
+use crate::tables::TableStore;
 use batcher::MapBackend;
 use lifecycle::ProcessTable;
-use tables::TableStore;
 
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// How often built tables are picked up while some are due.

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use super::*;
 use crate::sys::bpf::layout::STACK_COPY_BYTES;
 use crate::unwind::compact::CompactTable;
-use crate::unwind::{CfaRule, RaRule, RegRule, UnwindRow};
+use crate::unwind_rows::{CfaRule, RaRule, RegRule, UnwindRow};
 
 const SP: u64 = 0x7ffd_0000;
 const DEV: u32 = (8 << 20) | 1;

@@ -77,7 +77,7 @@
 use std::fmt;
 use std::mem::size_of;
 
-use super::rows::{CfaRule, RegRule, RowKind, UnwindRow};
+use crate::unwind_rows::{CfaRule, RegRule, RowKind, UnwindRow};
 
 /// log2 of the text bytes one direct bucket covers.
 pub const BUCKET_TEXT_SHIFT: u32 = 10;
@@ -431,7 +431,7 @@ pub struct CompactTable {
 }
 
 impl CompactTable {
-    /// Encodes sorted, merged rows (as [`super::extract`] returns them).
+    /// Encodes sorted, merged rows (as [`crate::cfi::extract`] returns them).
     pub fn encode(rows: &[UnwindRow]) -> Result<Self, CompactError> {
         let mut stats = CompactStats {
             histogram: vec![0; 129],

@@ -2,8 +2,8 @@
 //! redirect, and a lookup agrees with the generic rows at every offset.
 
 use super::*;
-use crate::unwind::fuzz_tests::Rng;
-use crate::unwind::rows::RaRule;
+use crate::unwind::rng::Rng;
+use crate::unwind_rows::RaRule;
 
 fn frame(offset: u64, cfa: CfaRule, rbp: RegRule) -> UnwindRow {
     UnwindRow {
@@ -248,7 +248,7 @@ fn lookup_agrees_with_rows_everywhere_including_overflow() {
         assert!(table.stats().max_rows_per_kib <= 1024);
         let (first, last) = (rows[0].offset, rows[rows.len() - 1].offset);
         for offset in first.saturating_sub(1100)..last + 1100 {
-            let expected = super::super::rows::lookup(&rows, offset).and_then(CompactRow::of);
+            let expected = crate::unwind_rows::lookup(&rows, offset).and_then(CompactRow::of);
             assert_eq!(
                 table.lookup(offset),
                 expected,

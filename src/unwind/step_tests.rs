@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::unwind::compact::CompactTable;
-use crate::unwind::rows::{RaRule, UnwindRow};
+use crate::unwind_rows::{RaRule, UnwindRow};
 
 fn frame(offset: u64, cfa: CfaRule, rbp: RegRule) -> UnwindRow {
     UnwindRow {

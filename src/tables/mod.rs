@@ -1,23 +1,40 @@
-//! Unwind tables in the kernel: each executable file's table (from `crate::unwind`) is loaded
-//! once into the `unwind_buckets` array, shared by every process that maps the file, and freed
-//! when the file is released. Each registered file is also published in `file_tables`, by inode,
-//! so the sampler can unwind processes it meets before they are synced (first sight). The
-//! maintainer thread is the only writer of both, like for `pid_mappings`. Tables are built on
-//! the extractor thread (`extractor.rs`): a file's table is pending until `ready` loads it.
-//! When bucket space runs out, the tables of the least recently sampled files are evicted
-//! (`table_lru.rs`): `ready` reports them with no table, so their entries stop naming the
-//! buckets, and only the next call frees the buckets and loads the new table there.
+//! Unwind tables in the kernel: each executable file's table (read by `crate::cfi`, encoded by
+//! `crate::unwind`) is loaded once into the `unwind_buckets` array, shared by every process that
+//! maps the file, and freed when the file is released. Each registered file is also published in
+//! `file_tables`, by inode, so the sampler can unwind processes it meets before they are synced
+//! (first sight).
+//!
+//! This module owns the bookkeeping of which files' tables are loaded where ([`TableStore`],
+//! [`BpfTables`], [`BucketAllocator`]), the build queue and the eviction order (`lru.rs`), and
+//! the extractor thread that builds tables (`extractor.rs`): a file's table is pending until
+//! `ready` loads it. When bucket space runs out, the tables of the least recently sampled files
+//! are evicted: `ready` reports them with no table, so their entries stop naming the buckets,
+//! and only the next call frees the buckets and loads the new table there.
+//!
+//! A leaf below the maintainer thread, which owns the one [`TableStore`] and so is the only
+//! writer of both maps, like for `pid_mappings`; it decides when tables are requested and
+//! rewrites the entries that name them. Nothing here imports a thread module. Building a table
+//! takes both `crate::cfi` and `crate::unwind`, so the tests of the two together live here
+//! (`encode_tests.rs`, `fuzz_tests.rs`).
+
+pub mod extractor;
+pub mod lru;
+
+#[cfg(test)]
+mod encode_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::extractor::Extractor;
-use super::table_lru::TableLru;
 use crate::process::files::{FileInfo, SharedFile};
 use crate::stats::Stats;
 use crate::sys::bpf::layout::{FileTableKey, FileTableValue, TableRef, UNWIND_BUCKET_BYTES};
 use crate::sys::bpf::Map;
 use crate::unwind::compact::CompactTable;
+use extractor::Extractor;
+use lru::TableLru;
 
 /// Where tables go; a real BPF array or nothing (tests, or a map that could not be created).
 pub trait TableStore: Send {
@@ -289,7 +306,7 @@ impl TableStore for BpfTables {
         if file.path == "[vdso]" {
             if self.vdso.is_none() {
                 // Tiny, and shared by every process: built here, once, never unloaded.
-                let table = Self::built(file, super::extractor::extract(file), stats);
+                let table = Self::built(file, extractor::extract(file), stats);
                 let table = table.and_then(|t| match self.install(file, t, stats) {
                     Install::Loaded(table) => Some(table),
                     Install::Evicting(..) => None,
@@ -306,7 +323,7 @@ impl TableStore for BpfTables {
                 return None;
             }
         }
-        let Some(table) = Self::built(file, super::extractor::extract(file), stats) else {
+        let Some(table) = Self::built(file, extractor::extract(file), stats) else {
             return Some(TableRef::default());
         };
         match self.install(file, table, stats) {

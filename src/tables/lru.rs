@@ -3,13 +3,13 @@
 //! recently goes first; a file sampled most goes to the extractor first (the smaller first
 //! among equals, so a process's small libraries do not wait behind its big one).
 //!
-//! Pure bookkeeping over [`BucketAllocator`]: `tables.rs` frees the buckets and the lifecycle
-//! rewrites the entries that named them.
+//! Pure bookkeeping over [`BucketAllocator`]: `mod.rs` frees the buckets and the maintainer's
+//! process table rewrites the entries that named them.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::tables::BucketAllocator;
+use super::BucketAllocator;
 use crate::process::files::SharedFile;
 
 #[derive(Clone, Copy, Debug)]

@@ -1,12 +1,12 @@
-//! Assembling a file's unwind rows: the per-FDE rows read by `cfi.rs` (keyed by virtual
+//! Assembling a file's unwind rows: the per-FDE rows read by `dwarf.rs` (keyed by virtual
 //! address) become one sorted, gap-explicit, merged list keyed by file offset, with
 //! `.eh_frame` preferred over `.debug_frame`, outermost frames (sized `_start` symbols) and
-//! code-byte signal trampolines marked. It does not read ELF or CFI bytes itself (`elf.rs`,
-//! `cfi.rs`) and does not know the BPF encoding (`compact.rs`).
+//! code-byte signal trampolines marked. It does not read ELF or CFI bytes itself (`crate::elf`,
+//! `dwarf.rs`) and does not know the BPF encoding (`crate::unwind::compact`).
 
-use super::cfi::{CfiRows, Span};
-use super::elf::ElfImage;
-use super::rows::{lookup, CfaRule, RaRule, RegRule, RowKind, UnwindRow};
+use super::dwarf::{CfiRows, Span};
+use crate::elf::ElfImage;
+use crate::unwind_rows::{lookup, CfaRule, RaRule, RegRule, RowKind, UnwindRow};
 
 /// Counters [`assemble`] keeps.
 #[derive(Clone, Copy, Debug, Default)]

@@ -1,19 +1,16 @@
-//! The ELF facts unwind-table extraction needs, read from a mapped image.
+//! The ELF facts unwind-table extraction needs, read from an image in memory. A leaf with no
+//! imports from the crate: it touches no file (the caller maps them, `crate::cfi`).
 //!
 //! This module owns [`ElfImage`]: the executable `PT_LOAD` segments (to turn CFI virtual
 //! addresses into the file offsets the BPF side works with), the CFI sections, the code
 //! sections, `_start` symbols (outermost frames), whether the file defines `sigaction`, the GNU
-//! build ID and `.gnu_debuglink`, and the search for a separate debug file holding
-//! `.debug_frame`. It does not parse CFI (see `cfi.rs`) and it
-//! borrows everything from the caller's bytes.
+//! build ID and `.gnu_debuglink`; [`ElfError`] says why an image was refused. It does not parse
+//! CFI or look for separate debug files (`crate::cfi`), and it borrows everything from the
+//! caller's bytes. Symbolization reads its own facts (symbol tables) in `crate::symbolize`.
 //!
 //! Only 64-bit little-endian x86_64 ELF is accepted: the rules produced are x86_64 register
 //! rules.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-
-use crate::sys::mmap::Mmap;
 use object::elf::{
     FileHeader64, EM_X86_64, NT_GNU_BUILD_ID, PF_X, PT_LOAD, SHF_COMPRESSED, SHF_EXECINSTR,
     SHN_UNDEF, SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB,
@@ -21,18 +18,24 @@ use object::elf::{
 use object::read::elf::{FileHeader, ProgramHeader, SectionHeader, SectionTable, Sym};
 use object::{Endianness, FileKind};
 
-use super::UnwindError;
-
 type Header = FileHeader64<Endianness>;
-
-/// Where the separate debug files live (`<root>/.build-id/xx/yyyy.debug`, `<root>/<dir>/name`).
-pub(crate) const DEBUG_ROOT: &str = "/usr/lib/debug";
 
 /// Executable segments considered per file at most.
 const MAX_EXEC_SEGMENTS: usize = 16;
 
 /// Executable sections scanned for signal trampolines per file at most.
 const MAX_CODE_SECTIONS: usize = 64;
+
+/// Why bytes are not an ELF image this reader accepts. The caller adds the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ElfError {
+    /// The bytes are not an ELF file.
+    NotElf,
+    /// The ELF headers are malformed or truncated.
+    Corrupt(String),
+    /// A valid ELF file these rules do not cover (32-bit, not x86_64).
+    Unsupported(String),
+}
 
 /// One executable `PT_LOAD` segment, clipped to the bytes the file really holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,24 +65,20 @@ pub(crate) struct ElfImage<'data> {
 
 impl<'data> ElfImage<'data> {
     /// Parses the headers. Fails on anything but 64-bit little-endian x86_64 ELF.
-    pub fn parse(data: &'data [u8]) -> Result<Self, UnwindError> {
+    pub fn parse(data: &'data [u8]) -> Result<Self, ElfError> {
         match FileKind::parse(data) {
             Ok(FileKind::Elf64) => {}
-            Ok(FileKind::Elf32) => return Err(unsupported("32-bit ELF".into())),
+            Ok(FileKind::Elf32) => return Err(ElfError::Unsupported("32-bit ELF".into())),
             _ if data.starts_with(&object::elf::ELFMAG) => {
-                return Err(corrupt("truncated ELF header".into()))
+                return Err(ElfError::Corrupt("truncated ELF header".into()))
             }
-            _ => {
-                return Err(UnwindError::NotElf {
-                    path: PathBuf::new(),
-                })
-            }
+            _ => return Err(ElfError::NotElf),
         }
-        let corrupt = |e: object::Error| corrupt(e.to_string());
+        let corrupt = |e: object::Error| ElfError::Corrupt(e.to_string());
         let header = Header::parse(data).map_err(corrupt)?;
         let endian = header.endian().map_err(corrupt)?;
         if endian != Endianness::Little || header.e_machine(endian) != EM_X86_64 {
-            return Err(unsupported(format!(
+            return Err(ElfError::Unsupported(format!(
                 "machine {} (only x86_64 is supported)",
                 header.e_machine(endian)
             )));
@@ -250,97 +249,16 @@ impl<'data> ElfImage<'data> {
     }
 }
 
-/// The path is filled in by the caller (`UnwindError::at`).
-fn corrupt(reason: String) -> UnwindError {
-    UnwindError::Corrupt {
-        path: PathBuf::new(),
-        reason,
-    }
-}
-
-fn unsupported(reason: String) -> UnwindError {
-    UnwindError::Unsupported {
-        path: PathBuf::new(),
-        reason,
-    }
-}
-
-/// A separate debug file, mapped.
-pub(crate) struct DebugFile {
-    pub path: PathBuf,
-    pub map: Mmap,
-}
-
-/// Finds the separate debug file of the ELF file at `path`: by build ID under each root, then by
-/// `.gnu_debuglink` next to the file, in its `.debug/` subdirectory and under each root. A
-/// candidate must carry the same build ID (or, when the file has none, match the debuglink's
-/// CRC-32), so a stale debug file is never used.
-pub(crate) fn find_debug_file(
-    path: &Path,
-    image: &mut ElfImage<'_>,
-    roots: &[PathBuf],
-) -> Option<DebugFile> {
-    let build_id = image.build_id();
-    let mut candidates = Vec::new();
-    if let Some(id) = build_id.filter(|id| id.len() >= 2) {
-        let hex = super::hex(id);
-        for root in roots {
-            candidates.push(root.join(format!(".build-id/{}/{}.debug", &hex[..2], &hex[2..])));
-        }
-    }
-    let link = image.debuglink();
-    if let Some((name, _)) = link {
-        let name = Path::new(std::str::from_utf8(name).ok()?);
-        let dir = path.parent().unwrap_or(Path::new("/"));
-        candidates.push(dir.join(name));
-        candidates.push(dir.join(".debug").join(name));
-        let relative = dir.strip_prefix("/").unwrap_or(dir);
-        for root in roots {
-            candidates.push(root.join(relative).join(name));
-        }
-    }
-    let own = std::fs::canonicalize(path).ok();
-    candidates.into_iter().find_map(|candidate| {
-        if std::fs::canonicalize(&candidate).ok() == own {
-            return None;
-        }
-        let map = map_file(&candidate).ok()?;
-        let matches = match (build_id, link) {
-            (Some(id), _) => ElfImage::parse(&map).ok()?.build_id() == Some(id),
-            (None, Some((_, crc))) => crc32fast::hash(&map) == crc,
-            (None, None) => false,
-        };
-        matches.then_some(DebugFile {
-            path: candidate,
-            map,
-        })
-    })
-}
-
-/// Maps a file read-only.
-pub(crate) fn map_file(path: &Path) -> std::io::Result<Mmap> {
-    crate::sys::mmap::map_readonly(&File::open(path)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn debuglink_crc_is_the_ieee_crc32() {
-        // What .gnu_debuglink stores (objcopy's CRC-32): the IEEE check value.
-        assert_eq!(crc32fast::hash(b"123456789"), 0xcbf4_3926);
-    }
-
-    #[test]
     fn rejects_non_elf_and_truncated_headers() {
-        assert!(matches!(
-            ElfImage::parse(b"hello"),
-            Err(UnwindError::NotElf { .. })
-        ));
+        assert!(matches!(ElfImage::parse(b"hello"), Err(ElfError::NotElf)));
         assert!(matches!(
             ElfImage::parse(b"\x7fELF\x02\x01"),
-            Err(UnwindError::Corrupt { .. })
+            Err(ElfError::Corrupt(_))
         ));
     }
 }

@@ -1,18 +1,20 @@
 //! Extraction tests against readelf's interpretation of fixtures built at test time and of the
-//! system's libc. Extraction time and table sizes: `benches/unwind_tables.rs`.
+//! system's libc. Extraction time and table sizes: `benches/unwind_tables.rs`. The fixture
+//! helpers are shared with the tests of extraction and encoding together (`crate::tables`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::elf::{map_file, ElfImage};
+use super::debug_file::{hex, map_file};
 use super::readelf;
 use super::*;
+use crate::elf::ElfImage;
 
-pub(super) const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
+pub(crate) const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 
 /// A fresh scratch directory.
-pub(super) fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "profiler-unwind-{}-{name}-{}",
@@ -25,7 +27,7 @@ pub(super) fn scratch(name: &str) -> PathBuf {
 }
 
 /// Compiles `tests/fixtures/NAME.c` into `dir/out` with `flags`.
-pub(super) fn build(dir: &Path, name: &str, out: &str, flags: &[&str]) -> PathBuf {
+pub(crate) fn build(dir: &Path, name: &str, out: &str, flags: &[&str]) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(format!("{name}.c"));
@@ -108,7 +110,7 @@ impl Fixture {
     }
 }
 
-const O2: &[&str] = &["-O2", "-fomit-frame-pointer"];
+pub(crate) const O2: &[&str] = &["-O2", "-fomit-frame-pointer"];
 
 #[test]
 fn fixture_rows_match_readelf() {
@@ -338,50 +340,6 @@ fn libc_rows_match_readelf() {
     );
     // clone and clone3 mark their child path as the outermost frame.
     assert!(fx.table.stats.outermost_rows >= 2);
-}
-
-#[test]
-fn libc_restore_rt_is_a_signal_frame() {
-    let data = std::fs::read(LIBC).expect("read libc");
-    let code = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05];
-    let at = data
-        .windows(code.len())
-        .position(|w| w == code)
-        .expect("__restore_rt's code in libc") as u64;
-    let table = extract(Path::new(LIBC)).expect("extract");
-    for offset in [at - 1, at, at + 8] {
-        let row = table.lookup(offset).expect("row");
-        assert_eq!(row.kind(), RowKind::SignalFrame, "at {offset:#x}: {row}");
-    }
-    assert_eq!(
-        table.stats.signal_trampolines_by_code, 0,
-        "libc's has CFI ('S')"
-    );
-    let compact = table.compact().expect("compact");
-    assert_eq!(compact.lookup(at), Some(CompactRow::SignalFrame));
-}
-
-#[test]
-fn compact_lookup_agrees_with_rows_on_every_offset() {
-    let dir = scratch("compact");
-    let fixture = build(&dir, "unwind_prologues", "fx", O2);
-    for path in [fixture.as_path(), Path::new(LIBC)] {
-        let table = extract(path).expect("extract");
-        let compact = table.compact().expect("compact");
-        let (first, last) = (
-            table.rows[0].offset,
-            table.rows[table.rows.len() - 1].offset,
-        );
-        for offset in first.saturating_sub(2048)..last + 2048 {
-            let expected = table.lookup(offset).and_then(CompactRow::of);
-            assert_eq!(
-                compact.lookup(offset),
-                expected,
-                "{}: {offset:#x}",
-                path.display()
-            );
-        }
-    }
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! Generic unwind rows: the x86_64 rules one address range follows, keyed by file offset.
 //!
 //! This module owns the row types ([`UnwindRow`], [`CfaRule`], [`RegRule`], [`RaRule`]), how
-//! they print, and the lookup of the row at an offset. Building the list is `assemble.rs`'s;
-//! reading CFI is `cfi.rs`'s; the BPF encoding is `compact.rs`'s.
+//! they print, and the lookup of the row at an offset: the vocabulary shared by the module that
+//! reads CFI into rows (`crate::cfi`) and the one that encodes and steps them
+//! (`crate::unwind`). A leaf with no imports from the crate, so those two stay independent.
 
 use std::fmt;
 

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use super::elf::ElfImage;
-use super::rows::{CfaRule, RaRule, RegRule, UnwindRow};
 use super::UnwindTable;
+use crate::elf::ElfImage;
+use crate::unwind_rows::{CfaRule, RaRule, RegRule, UnwindRow};
 
 /// One row as readelf prints it: the CFA column and the rbp and ra columns (absent when the
 /// FDE never mentions the register).

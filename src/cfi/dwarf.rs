@@ -2,8 +2,8 @@
 //!
 //! This module owns walking a CFI section's entries, evaluating each FDE's instructions with
 //! gimli, and classifying every gimli row into the x86_64 rules of `rows.rs` (including the PLT
-//! and dereferencing DWARF expressions). Rows here are keyed by virtual address; `rows.rs` turns
-//! them into file offsets and one table.
+//! and dereferencing DWARF expressions). Rows here are keyed by virtual address;
+//! `assemble.rs` turns them into file offsets and one table.
 //!
 //! Hostile input is bounded: entries are found by their length fields (a bad entry is skipped,
 //! not fatal), a CIE longer than [`MAX_CIE_BYTES`] is refused (its instructions are replayed for
@@ -19,8 +19,8 @@ use gimli::{
     UnwindSection, X86_64,
 };
 
-use super::elf::{ElfImage, SectionData};
-use super::rows::{CfaRule, RaRule, RegRule, UnwindRow};
+use crate::elf::{ElfImage, SectionData};
+use crate::unwind_rows::{CfaRule, RaRule, RegRule, UnwindRow};
 
 /// Rows kept per file at most; the rest of the file's CFI is dropped and counted.
 pub const MAX_ROWS: usize = 1 << 22;

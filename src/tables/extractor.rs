@@ -9,7 +9,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::table_lru::BuildQueue;
+use super::lru::BuildQueue;
 use crate::process::files::{FileInfo, SharedFile};
 use crate::unwind::compact::CompactTable;
 
@@ -31,16 +31,14 @@ pub struct Extractor {
 pub fn extract(file: &FileInfo) -> Result<CompactTable, String> {
     let table = if file.path == "[vdso]" {
         let image = crate::symbolize::own_vdso_image().map_err(|e| e.to_string())?;
-        crate::unwind::extract_from_bytes(&image)
+        crate::cfi::extract_from_bytes(&image)
     } else {
         let handle = file.handle.as_ref().ok_or("not open")?;
         let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(handle));
-        crate::unwind::extract(Path::new(&path))
+        crate::cfi::extract(Path::new(&path))
     };
-    table
-        .map_err(|e| e.to_string())?
-        .compact()
-        .map_err(|e| e.to_string())
+    let table = table.map_err(|e| e.to_string())?;
+    CompactTable::encode(&table.rows).map_err(|e| e.to_string())
 }
 
 impl Extractor {

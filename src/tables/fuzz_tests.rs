@@ -1,27 +1,14 @@
-//! Property test: truncated, corrupt and hostile CFI never panics, never hangs and stays within
-//! memory bounds proportional to the file.
+//! Property test of building a table from an untrusted file, as the extractor does (extract,
+//! then encode): truncated, corrupt and hostile CFI never panics, never hangs and stays within
+//! memory bounds proportional to the file, and the encoded lookup agrees with the rows.
 
 use std::time::{Duration, Instant};
 
-use super::elf::ElfImage;
-use super::tests::{build, scratch, LIBC};
-use super::*;
-
-/// xorshift64*, enough randomness for tests.
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use crate::cfi::tests::{build, scratch, LIBC};
+use crate::cfi::{extract_from_bytes, MAX_CIE_BYTES};
+use crate::elf::ElfImage;
+use crate::unwind::rng::Rng;
+use crate::unwind::{CompactRow, CompactTable};
 
 /// File ranges of the CFI sections of an ELF image.
 fn cfi_ranges(data: &[u8]) -> Vec<(usize, usize)> {
@@ -112,7 +99,7 @@ fn check(rng: &mut Rng, data: &[u8], limit: Duration) {
         table.rows.windows(2).all(|w| w[0].offset < w[1].offset),
         "rows sorted"
     );
-    let Ok(compact) = table.compact() else {
+    let Ok(compact) = CompactTable::encode(&table.rows) else {
         return;
     };
     let direct = compact.direct_buckets() as usize;
@@ -207,13 +194,13 @@ fn hostile_cfi_is_bounded() {
     }
     let table = extract_from_bytes(&data).expect("extract");
     assert!(table.rows.len() < 1000);
-    let compact = table.compact().expect("compact");
+    let compact = CompactTable::encode(&table.rows).expect("compact");
     assert!(compact.bytes() <= 256 * (original.len() / 1024 + 2));
 
     // A CIE full of instructions (DW_CFA_nop) replayed by every FDE is refused beyond the cap.
     let mut data = original.clone();
     let cie_len = u32::from_le_bytes(data[start..start + 4].try_into().unwrap_or([0; 4])) as usize;
-    let grown = (len - 8).min(super::cfi::MAX_CIE_BYTES + 64);
+    let grown = (len - 8).min(MAX_CIE_BYTES + 64);
     if grown > cie_len {
         data[start..start + 4].copy_from_slice(&(grown as u32).to_le_bytes());
         data[start + 4 + cie_len..start + 4 + grown].fill(0);
