@@ -171,6 +171,15 @@ struct unwind_bucket {
 	struct unwind_rule rule[UNWIND_RULES];
 };
 
+/* Where a file's table lives in unwind_buckets, as pid_mapping_value and file_table_value say:
+ * `direct` buckets (one per KiB of text from file offset `base`) from index `first`, then its
+ * overflow buckets; 0 direct buckets: no table. */
+struct table_ref {
+	__u32 first;
+	__u32 direct;
+	__u64 base;
+};
+
 /* CFA kinds */
 #define UNWIND_NO_INFO 0
 #define UNWIND_RSP 1
@@ -315,6 +324,7 @@ _Static_assert(sizeof(struct file_table_value) == 24, "file_table_value layout")
 _Static_assert(sizeof(struct proc_vma) == 40, "proc_vma layout");
 _Static_assert(sizeof(struct stack_header) == 56, "stack_header layout");
 _Static_assert(sizeof(struct unwind_rule) == 4, "unwind_rule layout");
+_Static_assert(sizeof(struct table_ref) == 16, "table_ref layout");
 _Static_assert(sizeof(struct proc_event) == 32, "proc_event layout");
 _Static_assert(sizeof(struct exec_event) == 40 + PATH_LEN, "exec_event layout");
 _Static_assert(sizeof(struct vma_event) == 56, "vma_event layout");
