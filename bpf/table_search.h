@@ -3,7 +3,7 @@
  * The unwind tables in BPF: the `unwind_buckets` map and the search of a file's table for the
  * rule covering a file offset. The sampler includes it to walk stacks; table_search_test.bpf.c
  * includes it so BPF_PROG_TEST_RUN checks this very code against its Rust reference
- * (CompactTable::lookup in src/unwind/compact.rs, which documents the layout and the
+ * (CompactTable::find_rule in src/unwind/compact.rs, which documents the layout and the
  * search step by step). Include after the libbpf headers and profiler.h.
  */
 #ifndef PROFILER_TABLE_SEARCH_H
