@@ -180,6 +180,17 @@ struct table_ref {
 	__u64 base;
 };
 
+/* The context of table_search_test.bpf.c's program, run with BPF_PROG_TEST_RUN: a table and a
+ * file offset in, what find_rule (bpf/table_search.h) found out. */
+struct table_search_run {
+	struct table_ref table;  /* in */
+	__u64 offset;            /* in */
+	__u32 found;             /* out: 1 when find_rule returned a rule */
+	__u32 bucket;            /* out: the unwind_buckets index of the bucket holding it */
+	struct unwind_rule rule; /* out: a copy of it */
+	__u32 _pad;
+};
+
 /* CFA kinds */
 #define UNWIND_NO_INFO 0
 #define UNWIND_RSP 1
@@ -325,6 +336,7 @@ _Static_assert(sizeof(struct proc_vma) == 40, "proc_vma layout");
 _Static_assert(sizeof(struct stack_header) == 56, "stack_header layout");
 _Static_assert(sizeof(struct unwind_rule) == 4, "unwind_rule layout");
 _Static_assert(sizeof(struct table_ref) == 16, "table_ref layout");
+_Static_assert(sizeof(struct table_search_run) == 40, "table_search_run layout");
 _Static_assert(sizeof(struct proc_event) == 32, "proc_event layout");
 _Static_assert(sizeof(struct exec_event) == 40 + PATH_LEN, "exec_event layout");
 _Static_assert(sizeof(struct vma_event) == 56, "vma_event layout");
