@@ -171,6 +171,26 @@ struct unwind_bucket {
 	struct unwind_rule rule[UNWIND_RULES];
 };
 
+/* Where a file's table lives in unwind_buckets, as pid_mapping_value and file_table_value say:
+ * `direct` buckets (one per KiB of text from file offset `base`) from index `first`, then its
+ * overflow buckets; 0 direct buckets: no table. */
+struct table_ref {
+	__u32 first;
+	__u32 direct;
+	__u64 base;
+};
+
+/* The context of table_search_test.bpf.c's program, run with BPF_PROG_TEST_RUN: a table and a
+ * file offset in, what find_rule (bpf/table_search.h) found out. */
+struct table_search_run {
+	struct table_ref table;  /* in */
+	__u64 offset;            /* in */
+	__u32 found;             /* out: 1 when find_rule returned a rule */
+	__u32 bucket;            /* out: the unwind_buckets index of the bucket holding it */
+	struct unwind_rule rule; /* out: a copy of it */
+	__u32 _pad;
+};
+
 /* CFA kinds */
 #define UNWIND_NO_INFO 0
 #define UNWIND_RSP 1
@@ -317,6 +337,8 @@ _Static_assert(sizeof(struct file_table_value) == 24, "file_table_value layout")
 _Static_assert(sizeof(struct proc_vma) == 40, "proc_vma layout");
 _Static_assert(sizeof(struct stack_header) == 56, "stack_header layout");
 _Static_assert(sizeof(struct unwind_rule) == 4, "unwind_rule layout");
+_Static_assert(sizeof(struct table_ref) == 16, "table_ref layout");
+_Static_assert(sizeof(struct table_search_run) == 40, "table_search_run layout");
 _Static_assert(sizeof(struct proc_event) == 32, "proc_event layout");
 _Static_assert(sizeof(struct exec_event) == 40 + PATH_LEN, "exec_event layout");
 _Static_assert(sizeof(struct vma_event) == 56, "vma_event layout");

@@ -21,6 +21,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include "profiler.h"
+#include "table_search.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -69,14 +70,6 @@ struct {
 	__type(key, struct pid_mapping_key);
 	__type(value, struct pid_mapping_value);
 } pid_mappings SEC(".maps");
-
-/* Unwind tables of every loaded file, one bucket per KiB of text (resized by user space). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << 16);
-	__type(key, __u32);
-	__type(value, struct unwind_bucket);
-} unwind_buckets SEC(".maps");
 
 /* The files user space registered, by inode (see profiler.h); user space writes it. */
 struct {
@@ -148,10 +141,8 @@ struct {
 /* What a frame's address resolved to. */
 struct mapping_view {
 	__u64 bias;
-	__u64 table_base;
+	struct table_ref table; /* the file's unwind table */
 	__u32 file_id;
-	__u32 table_first;
-	__u32 table_direct;
 	__u32 kind; /* RESOLVED_* */
 	__u32 pending; /* the file's table is being built */
 	__u32 _pad;
@@ -315,9 +306,9 @@ __noinline int first_sight(__u32 pid, __u64 mm, __u64 addr, struct proc_vma *vma
 	view->kind = RESOLVED_FILE;
 	view->bias = vma->start - vma->offset;
 	view->file_id = file->file_id;
-	view->table_first = file->table_first;
-	view->table_direct = file->table_direct;
-	view->table_base = file->table_base;
+	view->table.first = file->table_first;
+	view->table.direct = file->table_direct;
+	view->table.base = file->table_base;
 	view->pending = file->flags & MAPPING_TABLE_PENDING;
 	count(COUNTER_FRAMES_FIRST_SIGHT);
 	return 0;
@@ -367,9 +358,9 @@ static __always_inline void resolve(struct unwind_state *st, struct mapping_cach
 	view->kind = value->flags & MAPPING_ANON ? RESOLVED_ANON : RESOLVED_FILE;
 	view->bias = value->bias;
 	view->file_id = value->file_id;
-	view->table_first = value->table_first;
-	view->table_direct = value->table_direct;
-	view->table_base = value->table_base;
+	view->table.first = value->table_first;
+	view->table.direct = value->table_direct;
+	view->table.base = value->table_base;
 	view->pending = value->flags & MAPPING_TABLE_PENDING;
 
 	__u32 prefix_bits = PID_MAPPING_KEY_BITS - value->prefixlen;
@@ -384,34 +375,6 @@ static __always_inline void resolve(struct unwind_state *st, struct mapping_cach
 		slot->view = *view;
 		cache->next = n + 1;
 	}
-}
-
-/* The row covering file offset `off`, or NULL: the search of src/unwind/compact.rs. */
-static __always_inline struct unwind_rule *find_rule(struct mapping_view *view, __u64 off)
-{
-	if (off < view->table_base)
-		return NULL;
-	__u64 kib = (off - view->table_base) >> UNWIND_BUCKET_SHIFT;
-	if (kib >= view->table_direct)
-		return NULL;
-	__u32 index = view->table_first + (__u32)kib;
-	__u16 want = (((__u16)off & 1023) << UNWIND_KEY_RULE_BITS) | ((1 << UNWIND_KEY_RULE_BITS) - 1);
-	for (int hop = 0; hop < 2; hop++) {
-		struct unwind_bucket *b = bpf_map_lookup_elem(&unwind_buckets, &index);
-		if (!b)
-			return NULL;
-		__u32 i = 0;
-#pragma unroll
-		for (int step = 32; step > 0; step >>= 1) {
-			if (b->key[(i + step) & (UNWIND_KEYS - 1)] <= want)
-				i += step;
-		}
-		struct unwind_rule *rule = &b->rule[b->key[i & (UNWIND_KEYS - 1)] & (UNWIND_RULES - 1)];
-		if ((rule->kind & 0xf) != UNWIND_REDIRECT)
-			return rule;
-		index = view->table_first + ((__u32)(__u8)rule->rbp | ((__u32)(__u16)rule->cfa << 8));
-	}
-	return NULL;
 }
 
 static __always_inline bool read_user(__u64 *out, __u64 addr)
@@ -584,8 +547,8 @@ __noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapp
 		st->outcome = UNWIND_DONE_NO_MAPPING;
 		return 1;
 	}
-	if (view.kind == RESOLVED_FILE && view.table_direct) {
-		struct unwind_rule *rule = find_rule(&view, lookup - view.bias);
+	if (view.kind == RESOLVED_FILE && view.table.direct) {
+		struct unwind_rule *rule = find_rule(&view.table, lookup - view.bias, NULL);
 		if (rule) {
 			step_rule(st, rule, lookup - view.bias);
 			return 0;

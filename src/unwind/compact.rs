@@ -1,8 +1,10 @@
 //! The BPF encoding of an unwind table: fixed 256-byte buckets, one per KiB of text.
 //!
 //! This module owns the byte layout the BPF unwinder searches, [`CompactTable::encode`] from
-//! generic rows, and [`CompactTable::lookup`], which is the BPF lookup algorithm step for step
-//! (so it can be tested against the generic rows). It does not load maps.
+//! generic rows, and [`CompactTable::find_rule`] (decoded by [`CompactTable::lookup`]), which
+//! is the BPF search (`find_rule` in bpf/table_search.h) step for step, so it can be tested
+//! against the generic rows, and the BPF code against it (tests/table_search.rs). It does not
+//! load maps.
 //!
 //! # Why this layout
 //! docs/performance.md: measurements showed that a frame's lookup costs dependent cache misses, not
@@ -517,17 +519,26 @@ impl CompactTable {
 
     /// The rule at a file offset, exactly as the BPF unwinder finds it; `None` for no info.
     pub fn lookup(&self, offset: u64) -> Option<CompactRow> {
+        self.find_rule(offset)?.1.decode()
+    }
+
+    /// What `find_rule` in bpf/table_search.h returns for a file offset: the index of the
+    /// bucket holding the rule (from the table's first bucket) and the rule, a "no info" rule
+    /// included; `None` outside the direct buckets or when a redirect leads to a redirect.
+    pub fn find_rule(&self, offset: u64) -> Option<(u32, Rule)> {
         let relative = offset.checked_sub(self.base)?;
         let kib = relative >> BUCKET_TEXT_SHIFT;
         if kib >= u64::from(self.direct) {
             return None;
         }
         let t = (relative & (BUCKET_TEXT_BYTES - 1)) as u16;
+        let mut index = kib as u32;
         let mut rule = self.buckets.get(kib as usize)?.rule_at(t);
         if rule.kind & 0xf == KIND_REDIRECT {
-            rule = self.buckets.get(rule.redirect_index() as usize)?.rule_at(t);
+            index = rule.redirect_index();
+            rule = self.buckets.get(index as usize)?.rule_at(t);
         }
-        rule.decode()
+        (rule.kind & 0xf != KIND_REDIRECT).then_some((index, rule))
     }
 
     /// File offset of the first byte bucket 0 covers (a multiple of 1 KiB).

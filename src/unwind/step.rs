@@ -1,6 +1,6 @@
-//! One step of a user stack walk, taken exactly as the BPF sampler takes it (`find_rule` and
-//! `step_rule` in bpf/sampler.bpf.c), for walks finished in user space over a copied stack: a
-//! sample whose walk stopped at a file the sampler had no table for yet.
+//! One step of a user stack walk, taken exactly as the BPF sampler takes it (`find_rule` in
+//! bpf/table_search.h, `step_rule` in bpf/sampler.bpf.c), for walks finished in user space
+//! over a copied stack: a sample whose walk stopped at a file the sampler had no table for yet.
 //!
 //! Pure: the table's buckets and the stack's words come through closures, so the rules are
 //! tested without BPF or a process.

@@ -208,8 +208,8 @@ const _: () = assert!(offset_of!(PidMappingValue, prefix_addr) == 16);
 const _: () = assert!(offset_of!(PidMappingValue, exec_gen) == 24);
 const _: () = assert!(offset_of!(PidMappingValue, table) == 32);
 
-/// Where a file's unwind table lives in `unwind_buckets` (the last three fields of
-/// `struct pid_mapping_value`). `direct == 0`: no table.
+/// `struct table_ref`: where a file's unwind table lives in `unwind_buckets` (also the last
+/// three fields of `struct pid_mapping_value`). `direct == 0`: no table.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct TableRef {

@@ -9,6 +9,7 @@ mod log;
 mod map;
 mod object;
 mod perf_buffer;
+mod test_run;
 
 pub mod layout;
 

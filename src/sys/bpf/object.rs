@@ -132,7 +132,7 @@ impl Drop for OpenObject {
 }
 
 impl LoadedObject {
-    fn program(&self, name: &str) -> io::Result<NonNull<libbpf_sys::bpf_program>> {
+    pub(super) fn program(&self, name: &str) -> io::Result<NonNull<libbpf_sys::bpf_program>> {
         let cname = cstring(name)?;
         // SAFETY: `self.obj` is live; the name is a valid C string.
         let prog = unsafe {
