@@ -11,7 +11,8 @@ use common::bpf_available;
 use profiler::sys::bpf::layout::TableRef;
 use profiler::sys::bpf::{LoadedObject, Map, OpenObject};
 use profiler::unwind::compact::{KEY_PAD, KIND_REDIRECT, KIND_RSP};
-use profiler::unwind::{Bucket, CfaRule, CompactTable, RaRule, RegRule, Rule, UnwindRow};
+use profiler::unwind::{Bucket, CompactTable, Rule};
+use profiler::unwind_rows::{CfaRule, RaRule, RegRule, UnwindRow};
 
 static OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/table_search_test.bpf.o"));
 const PROGRAM: &str = "search_table";
@@ -294,7 +295,7 @@ fn bpf_and_rust_agree_on_this_executables_table() {
     };
     let exe = std::env::current_exe().expect("current_exe");
     let image = std::fs::read(&exe).expect("read this test's executable");
-    let rows = profiler::unwind::extract_from_bytes(&image)
+    let rows = profiler::cfi::extract_from_bytes(&image)
         .expect("extract")
         .rows;
     // Every offset of its text, and beyond both ends.
