@@ -178,7 +178,7 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
     );
     const RESYNCS: usize = 5;
     let mut map = lpm_trie("bench_sync", 1 << 20);
-    let src = Procfs { exec_gen: None };
+    let src = Procfs;
     let stats = Stats::default();
     let kinds = [Kind::Sleep, Kind::Python];
     let mut first = [Vec::new(), Vec::new()];
@@ -201,7 +201,15 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         let t_round = Instant::now();
         for &(pid, kind) in &order {
             let t = Instant::now();
-            table.on_report(pid, start_ns(pid), Trigger::UnknownPid, &src, &stats, t);
+            table.on_report(
+                pid,
+                start_ns(pid),
+                start_ns(pid),
+                Trigger::UnknownPid,
+                &src,
+                &stats,
+                t,
+            );
             let _ = table.take_new_files();
             table.batcher.flush(&mut map, &stats);
             let d = t.elapsed();
@@ -221,7 +229,15 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         for _ in 0..RESYNCS {
             for &(pid, kind) in &order {
                 let t = Instant::now();
-                table.on_report(pid, start_ns(pid), Trigger::UnknownPid, &src, &stats, t);
+                table.on_report(
+                    pid,
+                    start_ns(pid),
+                    start_ns(pid),
+                    Trigger::UnknownPid,
+                    &src,
+                    &stats,
+                    t,
+                );
                 table.batcher.flush(&mut map, &stats);
                 resync[ki(kind)].push(t.elapsed());
             }
@@ -297,13 +313,29 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         for _ in 0..rounds.clamp(1, 5) {
             let mut table = ProcessTable::default();
             let t = Instant::now();
-            table.on_report(pid, start_ns(pid), Trigger::UnknownPid, &src, &stats, t);
+            table.on_report(
+                pid,
+                start_ns(pid),
+                start_ns(pid),
+                Trigger::UnknownPid,
+                &src,
+                &stats,
+                t,
+            );
             let _ = table.take_new_files();
             table.batcher.flush(&mut map, &stats);
             first.push(t.elapsed());
             n_entries = table.entries_of(pid).map_or(0, |e| e.len());
             let t = Instant::now();
-            table.on_report(pid, start_ns(pid), Trigger::UnknownPid, &src, &stats, t);
+            table.on_report(
+                pid,
+                start_ns(pid),
+                start_ns(pid),
+                Trigger::UnknownPid,
+                &src,
+                &stats,
+                t,
+            );
             table.batcher.flush(&mut map, &stats);
             resync.push(t.elapsed());
             let t = Instant::now();
@@ -529,7 +561,7 @@ fn time_per<T>(iters: usize, mut f: impl FnMut() -> T) -> Duration {
 
 fn bench_pieces(procs: &[(u32, Kind)]) {
     println!("\n== c. the pieces of a sync (mean per call)");
-    let src = Procfs { exec_gen: None };
+    let src = Procfs;
     for kind in [Kind::Sleep, Kind::Python] {
         let Some(&(pid, _)) = procs.iter().find(|p| p.1 == kind) else {
             continue;

@@ -102,6 +102,7 @@ struct task_struct {
 	struct mm_struct *mm;
 	struct signal_struct *signal;
 	char comm[16];
+	__u64 self_exec_id; /* execs in this line of processes: +1 per exec, copied at fork */
 } __attribute__((preserve_access_index));
 
 #endif

@@ -22,6 +22,8 @@
 #define MAPPING_CACHE_SLOTS 4
 /* Nanoseconds between two reports of the same unknown PID / mapping / VMA. */
 #define REPORT_INTERVAL_NS 500000000ULL
+/* Where the exec count starts in an address-space generation (address_space_gen). */
+#define EXEC_GEN_SHIFT 52
 
 /* pid_filter values */
 #define FILTER_PROFILE 1          /* sample this process and follow its children */
@@ -266,6 +268,9 @@ struct proc_event {
 	/* The process's identity next to its PID: the thread group leader's start_boottime (ns).
 	 * /proc/PID/stat shows the same instant in clock ticks. */
 	__u64 start_ns;
+	/* Which address space (image) of the process the event is about: pid_mappings entries
+	 * written for it carry the same value (see address_space_gen in sampler.bpf.c). */
+	__u64 exec_gen;
 };
 
 /* An exec: the process's new executable, as execve named it (may be relative). */
@@ -274,6 +279,7 @@ struct exec_event {
 	__u32 pid;
 	__u64 ktime_ns;
 	__u64 start_ns; /* identity, as in proc_event */
+	__u64 exec_gen; /* the new image's, as in proc_event */
 	__u64 inode;    /* of the file that was executed (the interpreter for #! scripts) */
 	__u32 dev;      /* kernel encoding: major << 20 | minor */
 	__u32 path_len; /* bytes of path used, including the NUL */
@@ -339,8 +345,8 @@ _Static_assert(sizeof(struct stack_header) == 56, "stack_header layout");
 _Static_assert(sizeof(struct unwind_rule) == 4, "unwind_rule layout");
 _Static_assert(sizeof(struct table_ref) == 16, "table_ref layout");
 _Static_assert(sizeof(struct table_search_run) == 40, "table_search_run layout");
-_Static_assert(sizeof(struct proc_event) == 32, "proc_event layout");
-_Static_assert(sizeof(struct exec_event) == 40 + PATH_LEN, "exec_event layout");
+_Static_assert(sizeof(struct proc_event) == 40, "proc_event layout");
+_Static_assert(sizeof(struct exec_event) == 48 + PATH_LEN, "exec_event layout");
 _Static_assert(sizeof(struct vma_event) == 56, "vma_event layout");
 
 #endif

@@ -104,14 +104,6 @@ struct {
 	__type(value, struct proc_vmas);
 } proc_vmas_scratch SEC(".maps");
 
-/* Per PID, the time of its last exec (absent: no exec seen). */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1 << 18);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, __u32);
-	__type(value, __u64);
-} exec_gen SEC(".maps");
 
 /* What was reported when: an unknown PID or mapping (what = report kind), or the VMA around a
  * 2 MiB region of an address space (what = REPORTED_REGION | address >> 21, gen = exec_gen).
@@ -676,6 +668,7 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 		.ktime_ns = now,
 		.addr = rc->report_kind == RECORD_UNKNOWN_MAPPING ? rc->report_addr : 0,
 		.start_ns = rc->start_ns,
+		.exec_gen = rc->exec_gen,
 	};
 	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, &event, sizeof(event)))
 		count(COUNTER_EVENT_SEND_FAILED);
@@ -749,6 +742,16 @@ static __always_inline __u64 process_start(struct task_struct *task)
 	return BPF_CORE_READ(task, group_leader, start_boottime);
 }
 
+/* Which address space of a process: its start time, with the kernel's count of the execs in
+ * its line (`self_exec_id`: every exec adds one; a fork or a new thread copies it) in the top
+ * bits. An exec makes a new value, so pid_mappings entries written for the old image stop
+ * matching at once, without a map write on exec; two processes on one PID differ by their
+ * start. User space learns it from the reports and exec events that carry it. */
+static __always_inline __u64 address_space_gen(struct task_struct *task, __u64 start_ns)
+{
+	return start_ns ^ ((__u64)BPF_CORE_READ(task, self_exec_id) << EXEC_GEN_SHIFT);
+}
+
 SEC("perf_event")
 int on_sample(struct bpf_perf_event_data *ctx)
 {
@@ -816,10 +819,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		}
 		st.start_ns = process_start(task);
 		st.mm = (__u64)BPF_CORE_READ(task, mm);
-		/* No exec seen: the process's start tells its address space from a predecessor's
-		 * with the same PID. */
-		__u64 *gen = bpf_map_lookup_elem(&exec_gen, &tgid);
-		st.exec_gen = gen ? *gen : st.start_ns;
+		st.exec_gen = address_space_gen(task, st.start_ns);
 		if (st.pc)
 			bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
 		if (st.outcome == UNWIND_WALKING)
@@ -872,6 +872,7 @@ static __always_inline void send_proc_event(void *ctx, __u32 type, struct task_s
 		.ktime_ns = bpf_ktime_get_ns(),
 		.start_ns = process_start(task),
 	};
+	event.exec_gen = address_space_gen(task, event.start_ns);
 	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)) != 0)
 		count(COUNTER_EVENT_SEND_FAILED);
 }
@@ -936,9 +937,6 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	if (!wanted(tgid))
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
-	/* From now on entries written for the old address space are stale. */
-	bpf_map_update_elem(&exec_gen, &tgid, &now, BPF_ANY);
-
 	__u32 zero = 0;
 	struct exec_event *event = bpf_map_lookup_elem(&exec_scratch, &zero);
 	if (!event)
@@ -947,6 +945,7 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	event->pid = tgid;
 	event->ktime_ns = now;
 	event->start_ns = process_start(task);
+	event->exec_gen = address_space_gen(task, event->start_ns);
 	event->inode = BPF_CORE_READ(bprm, file, f_inode, i_ino);
 	event->dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
 	const char *interp = BPF_CORE_READ(bprm, interp);
@@ -980,7 +979,6 @@ int BPF_PROG(on_exit, struct task_struct *task)
 		send_proc_event(ctx, RECORD_EXIT, task);
 	else
 		count(COUNTER_EXITS_QUIET);
-	bpf_map_delete_elem(&exec_gen, &tgid);
 	bpf_map_delete_elem(&proc_vmas, &tgid);
 	if (filter_pids)
 		bpf_map_delete_elem(&pid_filter, &tgid);

@@ -27,6 +27,8 @@ pub enum MaintainerMsg {
     Report {
         pid: u32,
         start_ns: u64,
+        /// Which image of the process (see `Record`): its entries must carry this value.
+        exec_gen: u64,
         trigger: Trigger,
     },
     /// The whole process exited.

@@ -119,6 +119,7 @@ impl Router {
                 self.maintain(MaintainerMsg::Report {
                     pid: exec.pid,
                     start_ns: exec.start_ns,
+                    exec_gen: exec.exec_gen,
                     trigger: Trigger::Exec,
                 });
                 self.maintain(MaintainerMsg::Executed {
@@ -136,14 +137,26 @@ impl Router {
                 self.maintain(MaintainerMsg::Exit { pid, start_ns });
                 self.report(ReportMsg::Exit { pid, ktime_ns });
             }
-            Record::UnknownPid { pid, start_ns, .. } => self.maintain(MaintainerMsg::Report {
+            Record::UnknownPid {
                 pid,
                 start_ns,
+                exec_gen,
+                ..
+            } => self.maintain(MaintainerMsg::Report {
+                pid,
+                start_ns,
+                exec_gen,
                 trigger: Trigger::UnknownPid,
             }),
-            Record::UnknownMapping { pid, start_ns, .. } => self.maintain(MaintainerMsg::Report {
+            Record::UnknownMapping {
                 pid,
                 start_ns,
+                exec_gen,
+                ..
+            } => self.maintain(MaintainerMsg::Report {
+                pid,
+                start_ns,
+                exec_gen,
                 trigger: Trigger::UnknownMapping,
             }),
             Record::Vma(vma) => self.report(ReportMsg::Vma(vma)),
@@ -256,11 +269,13 @@ mod tests {
         router.route(Record::UnknownPid {
             pid: 5,
             start_ns: 77,
+            exec_gen: 78,
             ktime_ns: 1,
         });
         router.route(Record::UnknownMapping {
             pid: 5,
             start_ns: 77,
+            exec_gen: 78,
             ktime_ns: 1,
             addr: 9,
         });
@@ -283,11 +298,13 @@ mod tests {
                 MaintainerMsg::Report {
                     pid: 5,
                     start_ns: 77,
+                    exec_gen: 78,
                     trigger: Trigger::UnknownPid
                 },
                 MaintainerMsg::Report {
                     pid: 5,
                     start_ns: 77,
+                    exec_gen: 78,
                     trigger: Trigger::UnknownMapping
                 },
                 MaintainerMsg::Exit {

@@ -132,11 +132,6 @@ impl Sampler {
         self.object.map("file_tables")
     }
 
-    /// The per-PID exec generations the exec hook writes.
-    pub fn exec_gen(&self) -> io::Result<Map> {
-        self.object.map("exec_gen")
-    }
-
     /// The handle through which the maintainer drops every CPU's mapping cache.
     pub fn cache_invalidator(&self) -> io::Result<MappingCaches> {
         let bss = self.object.section_map(".bss")?;

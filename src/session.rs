@@ -76,9 +76,7 @@ impl Session {
         let reporter = spawn("reporter", move || {
             reporter::run(report_rx, reporter_stats, windows, Some(tables), sink)
         })?;
-        let source = Procfs {
-            exec_gen: Some(sampler.exec_gen()?),
-        };
+        let source = Procfs;
         let pid_mappings = sampler.pid_mappings()?;
         Stats::set(
             &stats.pid_map_capacity,

@@ -160,6 +160,7 @@ impl ProcessTable {
         &mut self,
         pid: u32,
         start_ns: u64,
+        exec_gen: u64,
         trigger: Trigger,
         src: &dyn ProcSource,
         stats: &Stats,
@@ -221,7 +222,7 @@ impl ProcessTable {
             }
             None => {}
         }
-        self.sync(pid, start_ns, identity, trigger, src, stats, now);
+        self.sync(pid, start_ns, exec_gen, identity, trigger, src, stats, now);
     }
 
     /// Whole-process exit of `(pid, start_ns)`: the entries go, once. Most exits are of
@@ -274,14 +275,16 @@ impl ProcessTable {
         &mut self,
         pid: u32,
         start_ns: u64,
+        exec_gen: u64,
         identity: Identity,
         trigger: Trigger,
         src: &dyn ProcSource,
         stats: &Stats,
         now: Instant,
     ) {
-        // As the sampler computes it: the last exec, or the process's start without one.
-        let exec_gen = src.exec_gen(pid).unwrap_or(start_ns);
+        // The image the event was about, as the sampler computes it. Learnt before the maps
+        // are read: if the process exec'd since, the entries name an older image than the
+        // maps they hold, the sampler does not use them, and reports the process again.
         let maps = match src.maps(pid) {
             Ok(maps) => maps,
             Err(err) => {

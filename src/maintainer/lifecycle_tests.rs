@@ -62,9 +62,6 @@ impl ProcSource for FakeProc {
     fn open(&self, _: u32, _: &Mapping, _: &str) -> Option<(FileKey, File)> {
         None
     }
-    fn exec_gen(&self, pid: u32) -> Option<u64> {
-        self.exec_gens.borrow().get(&pid).copied()
-    }
 }
 
 pub(super) const APP: &str = "\
@@ -96,8 +93,19 @@ impl World {
         self.report_as(pid, self.src.start_of(pid), trigger);
     }
     fn report_as(&mut self, pid: u32, start_ns: u64, trigger: Trigger) {
-        self.table
-            .on_report(pid, start_ns, trigger, &self.src, &self.stats, self.now);
+        // As the sampler would: the image's generation (here scripted: the last exec's, or
+        // the start without one).
+        let exec_gen = self.src.exec_gens.borrow().get(&pid).copied();
+        let exec_gen = exec_gen.unwrap_or(start_ns);
+        self.table.on_report(
+            pid,
+            start_ns,
+            exec_gen,
+            trigger,
+            &self.src,
+            &self.stats,
+            self.now,
+        );
         self.flush();
     }
     /// The exit of the last process spawned on `pid`.
@@ -195,16 +203,20 @@ fn unreadable_maps_are_a_counted_failure_that_writes_nothing() {
         fn open(&self, pid: u32, m: &Mapping, path: &str) -> Option<(FileKey, File)> {
             self.0.open(pid, m, path)
         }
-        fn exec_gen(&self, pid: u32) -> Option<u64> {
-            self.0.exec_gen(pid)
-        }
     }
     let mut w = World::new();
     w.src.spawn(10, 100, APP);
     let denied = Denied(std::mem::take(&mut w.src));
     let start = denied.0.start_of(10);
-    w.table
-        .on_report(10, start, Trigger::UnknownPid, &denied, &w.stats, w.now);
+    w.table.on_report(
+        10,
+        start,
+        start,
+        Trigger::UnknownPid,
+        &denied,
+        &w.stats,
+        w.now,
+    );
     w.flush();
     assert_eq!(w.ops(), vec![]);
     assert!(w.table.get(10).is_none());
@@ -373,16 +385,30 @@ fn a_full_map_evicts_the_least_recently_sampled_process() {
     w.report(10, Trigger::UnknownPid);
     w.now += Duration::from_secs(1);
     let start = w.src.start_of(11);
-    w.table
-        .on_report(11, start, Trigger::UnknownPid, &w.src, &w.stats, w.now);
+    w.table.on_report(
+        11,
+        start,
+        start,
+        Trigger::UnknownPid,
+        &w.src,
+        &w.stats,
+        w.now,
+    );
     let report = w.table.batcher.flush(&mut w.map, &w.stats);
     assert_eq!(report.rejected_full.len(), 0);
     w.src.spawn(12, 102, APP);
     w.now += Duration::from_secs(1);
     w.table.on_sampled(&[10], w.now);
     let start = w.src.start_of(12);
-    w.table
-        .on_report(12, start, Trigger::UnknownPid, &w.src, &w.stats, w.now);
+    w.table.on_report(
+        12,
+        start,
+        start,
+        Trigger::UnknownPid,
+        &w.src,
+        &w.stats,
+        w.now,
+    );
     let report = w.table.batcher.flush(&mut w.map, &w.stats);
     assert!(!report.rejected_full.is_empty());
     let freed = w

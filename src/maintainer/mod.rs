@@ -124,10 +124,17 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             MaintainerMsg::Report {
                 pid,
                 start_ns,
+                exec_gen,
                 trigger,
-            } => self
-                .table
-                .on_report(pid, start_ns, trigger, &self.source, &self.stats, now),
+            } => self.table.on_report(
+                pid,
+                start_ns,
+                exec_gen,
+                trigger,
+                &self.source,
+                &self.stats,
+                now,
+            ),
             MaintainerMsg::Exit { pid, start_ns } => {
                 self.table.on_exit(pid, start_ns, &self.stats, now)
             }
@@ -243,13 +250,14 @@ mod tests {
         let (tx, rx) = sync_channel(1024);
         let stats = Arc::new(Stats::default());
         let mut count = Count::default();
-        let source = Procfs { exec_gen: None };
+        let source = Procfs;
         let me = std::process::id();
         let start_ns = source.identity(me).unwrap().start_time * NS_PER_TICK;
         let mut m = Maintainer::new(FakeMap::new(100_000), source, &mut count, tx, stats.clone());
         m.handle(MaintainerMsg::Report {
             pid: me,
             start_ns,
+            exec_gen: start_ns,
             trigger: Trigger::UnknownPid,
         });
         assert!(rx.try_recv().is_err(), "nothing announced before the flush");

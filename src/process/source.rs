@@ -1,5 +1,5 @@
-//! Where the maintainer learns about processes: `/proc` (identity, maps, files) and the
-//! sampler's `exec_gen` map in production, a scripted fake in tests.
+//! Where the maintainer learns about processes: `/proc` (identity, maps, files) in production,
+//! a scripted fake in tests.
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -8,7 +8,6 @@ use std::io;
 
 use super::files::FileKey;
 use super::maps::{parse_maps, Mapping};
-use crate::sys::bpf::Map;
 
 /// Why `/proc` could not tell us about a process.
 #[derive(Debug)]
@@ -91,8 +90,6 @@ pub trait ProcSource {
     fn maps(&self, pid: u32) -> Result<Vec<Mapping>, ProcError>;
     /// Opens a mapping's file and identifies it; `None` when it cannot be opened.
     fn open(&self, pid: u32, mapping: &Mapping, path: &str) -> Option<(FileKey, File)>;
-    /// The time of the PID's last exec as the sampler recorded it; `None`: no exec seen.
-    fn exec_gen(&self, pid: u32) -> Option<u64>;
     /// Opens an executable by the absolute path exec named, if it is still the file with
     /// this (dev, inode).
     fn open_executed(&self, path: &str, dev: u64, inode: u64) -> Option<(FileKey, File)> {
@@ -125,9 +122,7 @@ pub trait ProcSource {
 }
 
 /// The real thing.
-pub struct Procfs {
-    pub exec_gen: Option<Map>,
-}
+pub struct Procfs;
 
 impl ProcSource for Procfs {
     fn identity(&self, pid: u32) -> Result<Identity, ProcError> {
@@ -163,15 +158,6 @@ impl ProcSource for Procfs {
             Some((key, file))
         })
     }
-
-    fn exec_gen(&self, pid: u32) -> Option<u64> {
-        let map = self.exec_gen.as_ref()?;
-        let mut value = [0u8; 8];
-        match map.lookup_into(&pid.to_ne_bytes(), &mut value) {
-            Ok(true) => Some(u64::from_ne_bytes(value)),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -189,7 +175,7 @@ mod tests {
 
     #[test]
     fn reads_itself_and_reports_a_missing_process_as_gone() {
-        let procfs = Procfs { exec_gen: None };
+        let procfs = Procfs;
         let me = std::process::id();
         assert!(procfs.identity(me).unwrap().start_time > 0);
         let maps = procfs.maps(me).unwrap();

@@ -46,11 +46,13 @@ pub struct ProcEvent {
     pub ktime_ns: u64,
     pub addr: u64,
     pub start_ns: u64,
+    pub exec_gen: u64,
 }
-const _: () = assert!(size_of::<ProcEvent>() == 32);
+const _: () = assert!(size_of::<ProcEvent>() == 40);
 const _: () = assert!(offset_of!(ProcEvent, ktime_ns) == 8);
 const _: () = assert!(offset_of!(ProcEvent, addr) == 16);
 const _: () = assert!(offset_of!(ProcEvent, start_ns) == 24);
+const _: () = assert!(offset_of!(ProcEvent, exec_gen) == 32);
 
 /// `struct exec_event`.
 #[repr(C)]
@@ -60,17 +62,19 @@ pub struct ExecEvent {
     pub pid: u32,
     pub ktime_ns: u64,
     pub start_ns: u64,
+    pub exec_gen: u64,
     pub inode: u64,
     pub dev: u32,
     pub path_len: u32,
     pub path: [u8; PATH_LEN],
 }
-const _: () = assert!(size_of::<ExecEvent>() == 40 + PATH_LEN);
+const _: () = assert!(size_of::<ExecEvent>() == 48 + PATH_LEN);
 const _: () = assert!(offset_of!(ExecEvent, start_ns) == 16);
-const _: () = assert!(offset_of!(ExecEvent, inode) == 24);
-const _: () = assert!(offset_of!(ExecEvent, dev) == 32);
-const _: () = assert!(offset_of!(ExecEvent, path_len) == 36);
-const _: () = assert!(offset_of!(ExecEvent, path) == 40);
+const _: () = assert!(offset_of!(ExecEvent, exec_gen) == 24);
+const _: () = assert!(offset_of!(ExecEvent, inode) == 32);
+const _: () = assert!(offset_of!(ExecEvent, dev) == 40);
+const _: () = assert!(offset_of!(ExecEvent, path_len) == 44);
+const _: () = assert!(offset_of!(ExecEvent, path) == 48);
 
 /// `struct vma_event`.
 #[repr(C)]
@@ -412,6 +416,8 @@ pub struct ExecRecord {
     pub ktime_ns: u64,
     /// The process's identity next to its PID (see `Record`).
     pub start_ns: u64,
+    /// The new image's address-space generation (see `Record`).
+    pub exec_gen: u64,
     pub inode: u64,
     pub dev: u64,
     /// As execve named it (possibly relative); empty when unreadable.
@@ -423,6 +429,9 @@ pub struct ExecRecord {
 ///
 /// Process events carry the process's identity next to its PID: `start_ns`, when its thread
 /// group leader started (`start_boottime`; /proc shows the same instant in clock ticks).
+/// Reports and execs also carry `exec_gen`, which of the process's images (address spaces)
+/// they are about: the value pid_mappings entries for that image must hold (the sampler
+/// computes it from the start and the kernel's exec count; nothing else can read it).
 pub enum Record {
     Trace(RawTrace),
     Exec(ExecRecord),
@@ -434,11 +443,13 @@ pub enum Record {
     UnknownPid {
         pid: u32,
         start_ns: u64,
+        exec_gen: u64,
         ktime_ns: u64,
     },
     UnknownMapping {
         pid: u32,
         start_ns: u64,
+        exec_gen: u64,
         ktime_ns: u64,
         addr: u64,
     },
@@ -496,6 +507,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let ktime_ns = u64_at(bytes, offset_of!(ProcEvent, ktime_ns));
             let addr = u64_at(bytes, offset_of!(ProcEvent, addr));
             let start_ns = u64_at(bytes, offset_of!(ProcEvent, start_ns));
+            let exec_gen = u64_at(bytes, offset_of!(ProcEvent, exec_gen));
             Ok(match record_type {
                 consts::RECORD_EXIT => Record::Exit {
                     pid,
@@ -505,11 +517,13 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 consts::RECORD_UNKNOWN_PID => Record::UnknownPid {
                     pid,
                     start_ns,
+                    exec_gen,
                     ktime_ns,
                 },
                 _ => Record::UnknownMapping {
                     pid,
                     start_ns,
+                    exec_gen,
                     ktime_ns,
                     addr,
                 },
@@ -566,6 +580,7 @@ fn decode_exec(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
         pid: u32_at(bytes, offset_of!(ExecEvent, pid)),
         ktime_ns: u64_at(bytes, offset_of!(ExecEvent, ktime_ns)),
         start_ns: u64_at(bytes, offset_of!(ExecEvent, start_ns)),
+        exec_gen: u64_at(bytes, offset_of!(ExecEvent, exec_gen)),
         inode: u64_at(bytes, offset_of!(ExecEvent, inode)),
         dev: kernel_dev(u32_at(bytes, offset_of!(ExecEvent, dev))),
         path: String::from_utf8_lossy(&raw[..end]).into_owned(),

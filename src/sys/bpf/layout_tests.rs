@@ -94,6 +94,7 @@ fn proc_event(record_type: u64, addr: u64) -> Vec<u8> {
     b.extend_from_slice(&99u64.to_ne_bytes());
     b.extend_from_slice(&addr.to_ne_bytes());
     b.extend_from_slice(&4242u64.to_ne_bytes());
+    b.extend_from_slice(&4343u64.to_ne_bytes());
     b
 }
 
@@ -112,6 +113,7 @@ fn decodes_process_events_and_reports() {
         Ok(Record::UnknownPid {
             pid: 7,
             start_ns: 4242,
+            exec_gen: 4343,
             ktime_ns: 99
         })
     );
@@ -120,11 +122,12 @@ fn decodes_process_events_and_reports() {
         Ok(Record::UnknownMapping {
             pid: 7,
             start_ns: 4242,
+            exec_gen: 4343,
             ktime_ns: 99,
             addr: 0x5000
         })
     );
-    assert!(decode(&proc_event(consts::RECORD_EXIT, 0)[..28]).is_err());
+    assert!(decode(&proc_event(consts::RECORD_EXIT, 0)[..36]).is_err());
 }
 
 #[test]
@@ -133,6 +136,7 @@ fn decodes_exec_with_a_short_path() {
     b.extend_from_slice(&7u32.to_ne_bytes());
     b.extend_from_slice(&99u64.to_ne_bytes());
     b.extend_from_slice(&4242u64.to_ne_bytes());
+    b.extend_from_slice(&4343u64.to_ne_bytes());
     b.extend_from_slice(&1234u64.to_ne_bytes());
     b.extend_from_slice(&((8u32 << 20) | 2).to_ne_bytes());
     b.extend_from_slice(&10u32.to_ne_bytes());
@@ -141,8 +145,15 @@ fn decodes_exec_with_a_short_path() {
         panic!("not an exec")
     };
     assert_eq!(
-        (e.pid, e.start_ns, e.inode, e.dev, e.path.as_str()),
-        (7, 4242, 1234, makedev(8, 2), "/bin/true")
+        (
+            e.pid,
+            e.start_ns,
+            e.exec_gen,
+            e.inode,
+            e.dev,
+            e.path.as_str()
+        ),
+        (7, 4242, 4343, 1234, makedev(8, 2), "/bin/true")
     );
     assert!(
         decode(&b[..b.len() - 1]).is_err(),
