@@ -201,15 +201,7 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         let t_round = Instant::now();
         for &(pid, kind) in &order {
             let t = Instant::now();
-            table.on_report(
-                pid,
-                start_ns(pid),
-                start_ns(pid),
-                Trigger::UnknownPid,
-                &src,
-                &stats,
-                t,
-            );
+            report(&mut table, pid, &src, &stats, t);
             let _ = table.take_new_files();
             table.batcher.flush(&mut map, &stats);
             let d = t.elapsed();
@@ -229,15 +221,7 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         for _ in 0..RESYNCS {
             for &(pid, kind) in &order {
                 let t = Instant::now();
-                table.on_report(
-                    pid,
-                    start_ns(pid),
-                    start_ns(pid),
-                    Trigger::UnknownPid,
-                    &src,
-                    &stats,
-                    t,
-                );
+                report(&mut table, pid, &src, &stats, t);
                 table.batcher.flush(&mut map, &stats);
                 resync[ki(kind)].push(t.elapsed());
             }
@@ -313,29 +297,13 @@ fn bench_syncs(procs: &[(u32, Kind)], many: Option<(u32, usize)>, rounds: usize)
         for _ in 0..rounds.clamp(1, 5) {
             let mut table = ProcessTable::default();
             let t = Instant::now();
-            table.on_report(
-                pid,
-                start_ns(pid),
-                start_ns(pid),
-                Trigger::UnknownPid,
-                &src,
-                &stats,
-                t,
-            );
+            report(&mut table, pid, &src, &stats, t);
             let _ = table.take_new_files();
             table.batcher.flush(&mut map, &stats);
             first.push(t.elapsed());
             n_entries = table.entries_of(pid).map_or(0, |e| e.len());
             let t = Instant::now();
-            table.on_report(
-                pid,
-                start_ns(pid),
-                start_ns(pid),
-                Trigger::UnknownPid,
-                &src,
-                &stats,
-                t,
-            );
+            report(&mut table, pid, &src, &stats, t);
             table.batcher.flush(&mut map, &stats);
             resync.push(t.elapsed());
             let t = Instant::now();
@@ -719,4 +687,10 @@ fn main() {
 /// The identity the sampler's events would carry for a live process.
 fn start_ns(pid: u32) -> u64 {
     read_identity(pid).map_or(0, |(_, ticks)| ticks * NS_PER_TICK)
+}
+
+/// A report of an unknown PID about `pid`'s only image (its start, no exec).
+fn report(table: &mut ProcessTable, pid: u32, src: &dyn ProcSource, stats: &Stats, t: Instant) {
+    let start = start_ns(pid);
+    table.on_report(pid, start, start, Trigger::UnknownPid, src, stats, t);
 }

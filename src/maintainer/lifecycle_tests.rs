@@ -92,6 +92,14 @@ impl World {
     pub(super) fn report(&mut self, pid: u32, trigger: Trigger) {
         self.report_as(pid, self.src.start_of(pid), trigger);
     }
+    /// A report about the last process spawned on `pid`, its map writes left queued.
+    fn report_unflushed(&mut self, pid: u32) {
+        let start = self.src.start_of(pid);
+        let (src, stats) = (&self.src, &self.stats);
+        let now = self.now;
+        self.table
+            .on_report(pid, start, start, Trigger::UnknownPid, src, stats, now);
+    }
     fn report_as(&mut self, pid: u32, start_ns: u64, trigger: Trigger) {
         // As the sampler would: the image's generation (here scripted: the last exec's, or
         // the start without one).
@@ -384,31 +392,13 @@ fn a_full_map_evicts_the_least_recently_sampled_process() {
     w.src.spawn(11, 101, OTHER);
     w.report(10, Trigger::UnknownPid);
     w.now += Duration::from_secs(1);
-    let start = w.src.start_of(11);
-    w.table.on_report(
-        11,
-        start,
-        start,
-        Trigger::UnknownPid,
-        &w.src,
-        &w.stats,
-        w.now,
-    );
+    w.report_unflushed(11);
     let report = w.table.batcher.flush(&mut w.map, &w.stats);
     assert_eq!(report.rejected_full.len(), 0);
     w.src.spawn(12, 102, APP);
     w.now += Duration::from_secs(1);
     w.table.on_sampled(&[10], w.now);
-    let start = w.src.start_of(12);
-    w.table.on_report(
-        12,
-        start,
-        start,
-        Trigger::UnknownPid,
-        &w.src,
-        &w.stats,
-        w.now,
-    );
+    w.report_unflushed(12);
     let report = w.table.batcher.flush(&mut w.map, &w.stats);
     assert!(!report.rejected_full.is_empty());
     let freed = w
