@@ -1,5 +1,5 @@
 //! `profiler`: a whole-system eBPF CPU profiler. The binary (`src/main.rs`) is a thin CLI over
-//! this library; the modules are laid out as the architecture in DESIGN.md.
+//! this library; `docs/architecture.md` describes the design the modules follow.
 //!
 //! Imports point down only, no two modules import each other, and no chain of imports from
 //! `main` is longer than six (main → cli → session → maintainer → pid_mappings → process →

@@ -78,10 +78,11 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         let (mut last_sweep, mut last_audit) = (Instant::now(), Instant::now());
         loop {
             // Built tables are picked up between messages: wake often while some are due.
+            // Otherwise nothing is due before the next sweep (each wakeup costs tens of µs).
             let timeout = if self.table.tables_pending() {
                 TABLE_POLL
             } else {
-                Duration::from_millis(200)
+                SWEEP_INTERVAL.saturating_sub(last_sweep.elapsed())
             };
             match inbox.recv_timeout(timeout) {
                 Ok(batch) => {
