@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,49 +13,20 @@ use common::*;
 
 const NOFP_C: &[&str] = &["-O2", "-fomit-frame-pointer", "-fno-inline"];
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// Compiles `tests/fixtures/SOURCE` with `compiler` (g++, rustc) into `dir/OUT`.
-fn compile(dir: &Path, compiler: &str, source: &str, out: &str, flags: &[&str]) -> PathBuf {
-    let exe = dir.join(out);
-    let status = Command::new(compiler)
-        .args(flags)
-        .arg("-o")
-        .arg(&exe)
-        .arg(fixture(source))
-        .status()
-        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
-    assert!(status.success(), "{compiler} failed for {source}");
-    exe
-}
-
 /// Folded lines and `--stats-json` counters of one session.
 type Recorded = (Vec<(String, u64)>, Vec<(String, f64)>);
 
 /// `profiler record -F 199 -- CMD`, returning the folded lines and the counters. The command's
 /// exit status must be one of `codes`.
 fn record(dir: &Path, tag: &str, cmd: &[&str], codes: &[i32]) -> Recorded {
-    let out_path = dir.join(format!("{tag}.folded"));
-    let stats_path = dir.join(format!("{tag}.json"));
-    let mut args = vec![
-        "record",
-        "-F",
-        "199",
-        "-o",
-        out_path.to_str().unwrap(),
-        "--stats-json",
-        stats_path.to_str().unwrap(),
-        "--",
-    ];
-    args.extend_from_slice(cmd);
-    let out = profiler(&args);
-    let code = out.status.code().unwrap_or(-1);
-    assert!(codes.contains(&code), "exit {code}: {}", stderr(&out));
-    (folded(&out_path), stats(&stats_path))
+    let recorded = Record::new(dir, &format!("{tag}.folded"))
+        .args(&["-F", "199"])
+        .stats(&format!("{tag}.json"))
+        .command(cmd)
+        .run();
+    let code = recorded.code().unwrap_or(-1);
+    assert!(codes.contains(&code), "exit {code}: {}", recorded.log);
+    (recorded.folded(), recorded.stats())
 }
 
 /// The frames of a folded stack, the thread name first.
@@ -150,13 +121,11 @@ fn assert_chain(dir: &Path, exe: &Path, comm: &str, chain: &[&str]) -> Recorded 
 
 #[test]
 fn c_without_frame_pointers_reaches_main_with_the_full_chain() {
-    if !bpf_available("c_without_frame_pointers_reaches_main_with_the_full_chain") {
+    let test = "c_without_frame_pointers_reaches_main_with_the_full_chain";
+    let Some((test, exe)) = KernelTest::start_with(test, Fixture::c("unw_deep", NOFP_C)) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("unw_deep");
-    let exe = build_fixture(&dir, "unw_deep", NOFP_C);
-    let (_, stats) = assert_chain(&dir, &exe, "unw_deep", &["main", "a", "b", "c"]);
+    };
+    let (_, stats) = assert_chain(&test.dir, &exe, "unw_deep", &["main", "a", "b", "c"]);
     assert!(
         stat(&stats, "frames_unwound_by_table") > stat(&stats, "frames_unwound_by_fp") * 10.0,
         "{}",
@@ -166,12 +135,13 @@ fn c_without_frame_pointers_reaches_main_with_the_full_chain() {
 
 #[test]
 fn cpp_with_exceptions_reaches_main_with_the_full_chain() {
-    if !bpf_available("cpp_with_exceptions_reaches_main_with_the_full_chain") {
+    let Some(test) = KernelTest::start("cpp_with_exceptions_reaches_main_with_the_full_chain")
+    else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("unw_cpp");
-    let exe = compile(&dir, "g++", "unw_cpp.cpp", "unw_cpp", &["-O2"]);
+    };
+    let Some(exe) = test.build(Fixture::new("unw_cpp.cpp").flags(&["-O2"])) else {
+        return;
+    };
     // Below step: compute (or its [clone .cold] throwing part), or the catch handler's
     // __cxa_begin_catch / exception destructor.
     let chain = [
@@ -179,7 +149,7 @@ fn cpp_with_exceptions_reaches_main_with_the_full_chain() {
         "unw::Worker::run(double)",
         "unw::Worker::step(unsigned long)",
     ];
-    let (lines, stats) = assert_chain(&dir, &exe, "unw_cpp", &chain);
+    let (lines, stats) = assert_chain(&test.dir, &exe, "unw_cpp", &chain);
     // Samples taken while an exception is in flight: the walk goes through libstdc++ and
     // libgcc_s's own unwinder and must still reach main.
     let throwing = count(&lines, "unw_cpp", |s| s.contains(";__cxa_throw"));
@@ -200,24 +170,25 @@ fn cpp_with_exceptions_reaches_main_with_the_full_chain() {
 
 #[test]
 fn rust_release_binary_without_frame_pointers_reaches_main() {
-    if !bpf_available("rust_release_binary_without_frame_pointers_reaches_main") {
+    let test = "rust_release_binary_without_frame_pointers_reaches_main";
+    let Some(test) = KernelTest::start(test) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("unw_rust");
+    };
     let flags = [
         "-Copt-level=2",
         "-Cforce-frame-pointers=no",
         "-Cdebuginfo=0",
     ];
-    let exe = compile(&dir, "rustc", "unw_rust.rs", "unw_rust", &flags);
+    let Some(exe) = test.build(Fixture::new("unw_rust.rs").flags(&flags)) else {
+        return;
+    };
     let chain = [
         "unw_rust::main",
         "unw_rust::alpha",
         "unw_rust::beta",
         "unw_rust::gamma",
     ];
-    let (lines, stats) = assert_chain(&dir, &exe, "unw_rust", &chain);
+    let (lines, stats) = assert_chain(&test.dir, &exe, "unw_rust", &chain);
     // From _start through the C `main` and the runtime's frames down to `unw_rust::main`.
     let from_start = |s: &str| {
         let f = frames(s);
@@ -237,13 +208,13 @@ fn rust_release_binary_without_frame_pointers_reaches_main() {
 
 #[test]
 fn recursion_300_deep_is_recorded_at_full_depth() {
-    if !bpf_available("recursion_300_deep_is_recorded_at_full_depth") {
+    let Some((test, exe)) = KernelTest::start_with(
+        "recursion_300_deep_is_recorded_at_full_depth",
+        Fixture::c("unw_recurse", NOFP_C),
+    ) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("unw_recurse");
-    let exe = build_fixture(&dir, "unw_recurse", NOFP_C);
-    let (lines, stats) = record(&dir, "rec", &[exe.to_str().unwrap(), "4", "300"], &[0]);
+    };
+    let (lines, stats) = record(&test.dir, "rec", &[exe.to_str().unwrap(), "4", "300"], &[0]);
     let depth = |s: &str| frames(s).iter().filter(|f| **f == "rec").count();
     let total = comm_total(&lines, "unw_recurse");
     let full_depth = |s: &str| {
@@ -316,28 +287,24 @@ fn child_named(parent: u32, comm: &str) -> Option<u32> {
 
 #[test]
 fn unwound_stacks_equal_gdb_backtraces() {
-    if !bpf_available("unwound_stacks_equal_gdb_backtraces") {
+    let Some(test) = KernelTest::start("unwound_stacks_equal_gdb_backtraces") else {
         return;
-    }
+    };
     let gdb = Command::new("gdb").arg("--version").output();
     if !gdb.is_ok_and(|out| out.status.success()) {
-        profiler::testing::skip("unwound_stacks_equal_gdb_backtraces", "no gdb on PATH");
+        profiler::testing::skip(test.name, "no gdb on PATH");
         return;
     }
-    let _serial = serial();
-    let dir = scratch("unw_gdb");
-    let exe = build_fixture(&dir, "unw_gdb", &["-O2", "-fomit-frame-pointer"]);
-    let out_path = dir.join("gdb.folded");
-    let session = Command::new(PROFILER)
-        .args(["record", "-F", "199", "-o", out_path.to_str().unwrap()])
-        .args(["--", exe.to_str().unwrap(), "7"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let Some(exe) = test.build(Fixture::c("unw_gdb", &["-O2", "-fomit-frame-pointer"])) else {
+        return;
+    };
+    let session = Record::new(&test.dir, "gdb.folded")
+        .args(&["-F", "199"])
+        .command(&[arg(&exe), "7"])
+        .spawn();
     let started = Instant::now();
     let pid = loop {
-        if let Some(pid) = child_named(session.id(), "unw_gdb") {
+        if let Some(pid) = child_named(session.pid(), "unw_gdb") {
             break pid;
         }
         assert!(
@@ -370,10 +337,10 @@ fn unwound_stacks_equal_gdb_backtraces() {
             *snapshots.entry(names).or_default() += 1;
         }
     }
-    let out = session.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded = session.wait();
+    recorded.assert_success();
     assert!(taken >= 2, "too few usable gdb stops: {transcripts:#?}");
-    let lines = folded(&out_path);
+    let lines = recorded.folded();
     for gdb in snapshots.keys() {
         // gdb: innermost first, past main down to _start. Folded: thread, root ... leaf, kernel.
         let root_first: Vec<&str> = gdb.iter().rev().map(String::as_str).collect();
@@ -614,23 +581,26 @@ const PYTHON_FIB: &str = "import time\n\
 
 #[test]
 fn debian_python_stacks_are_complete() {
-    if !bpf_available("debian_python_stacks_are_complete") {
+    let Some(test) = KernelTest::start("debian_python_stacks_are_complete") else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("python");
+    };
     let exe = "/usr/bin/python3.11";
-    completeness("python", "python3.11", exe, &[exe, "-c", PYTHON_FIB], &dir);
+    completeness(
+        "python",
+        "python3.11",
+        exe,
+        &[exe, "-c", PYTHON_FIB],
+        &test.dir,
+    );
 }
 
 macro_rules! debian_test {
     ($name:ident, $binary:literal, $args:expr, $copies:literal) => {
         #[test]
         fn $name() {
-            if !bpf_available(stringify!($name)) {
+            let Some(_test) = KernelTest::start(stringify!($name)) else {
                 return;
-            }
-            let _serial = serial();
+            };
             debian_binary($binary, $args, $copies);
         }
     };
@@ -642,45 +612,32 @@ debian_test!(debian_sha256sum_stacks_are_complete, "sha256sum", &[], 200);
 // sort has helper threads: their stacks end in libc's clone3, not in _start.
 debian_test!(debian_sort_stacks_are_complete, "sort", &[], 4);
 
-/// Two unrelated CPU-bound processes, one per CPU of the test machine, for as long as it lives:
-/// the profiler's threads then compete for the CPUs, as on a busy machine.
-struct Load(Vec<std::process::Child>);
-
-impl Load {
-    fn start() -> Self {
-        Self(
-            (0..2)
-                .map(|_| {
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .unwrap()
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = (child.kill(), child.wait());
-        }
-    }
+/// Two unrelated CPU-bound processes, one per CPU of the test machine, for as long as they
+/// live: the profiler's threads then compete for the CPUs, as on a busy machine.
+fn load() -> Vec<Guard> {
+    (0..2)
+        .map(|_| Guard::spawn(Command::new("sh").args(["-c", "while :; do :; done"])))
+        .collect()
 }
 
 /// On a saturated machine the maintainer syncs late; first sight keeps the stacks complete.
 #[test]
 fn debian_stacks_stay_complete_on_a_saturated_machine() {
-    if !bpf_available("debian_stacks_stay_complete_on_a_saturated_machine") {
+    let test = "debian_stacks_stay_complete_on_a_saturated_machine";
+    let Some(test) = KernelTest::start(test) else {
         return;
-    }
-    let _serial = serial();
-    let _load = Load::start();
-    let dir = scratch("loaded-python");
+    };
+    let _load = load();
     let exe = "/usr/bin/python3.11";
     let cmd = [exe, "-c", PYTHON_FIB];
-    completeness_at_least(LOADED_MIN, "python-loaded", "python3.11", exe, &cmd, &dir);
+    completeness_at_least(
+        LOADED_MIN,
+        "python-loaded",
+        "python3.11",
+        exe,
+        &cmd,
+        &test.dir,
+    );
     debian_binary_at_least(LOADED_MIN, "xz", &["-9", "-T1", "-c"], 1);
     debian_binary_at_least(LOADED_MIN, "sort", &[], 4);
 }
