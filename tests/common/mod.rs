@@ -5,7 +5,8 @@
 //! [`fixture`] (programs built from `tests/fixtures`), [`record`] (`profiler record` sessions),
 //! [`daemon`] (`profiler daemon` processes), [`receiver`] (the loopback OTLP/HTTP collector),
 //! [`otlp`] (sample profiles and reading OTLP messages back), [`otlp_check`] (the dictionary
-//! rules) and [`python`] (the OpenTelemetry project's own classes reading our bytes).
+//! rules), [`python`] (the OpenTelemetry project's own classes reading our bytes) and
+//! [`unwind`] (sessions and stacks as the unwinding tests read them).
 #![allow(dead_code)]
 
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod otlp_check;
 pub mod python;
 pub mod receiver;
 pub mod record;
+pub mod unwind;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
