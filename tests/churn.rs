@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use profiler::proto::pprof as pprof_proto;
-use prost::Message;
 
 /// Short-lived processes to start: /bin/true runs plus two per `true | true` pipeline.
 const SHORT_LIVED: usize = 20_000;
@@ -74,25 +73,20 @@ fn shell(script: &str) -> Child {
 
 #[test]
 fn churn_keeps_the_maps_exact_and_attributes_short_lived_processes() {
-    if !bpf_available("churn_keeps_the_maps_exact_and_attributes_short_lived_processes") {
+    let test = "churn_keeps_the_maps_exact_and_attributes_short_lived_processes";
+    let Some((test, spinner)) = KernelTest::start_with(test, Fixture::c("abc", &["-O2"])) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("churn");
-    let spinner = build_fixture(&dir, "abc", &["-O2"]);
-    let project = dir.join("project");
+    };
+    let project = test.dir.join("project");
     generate_project(&project, 24);
-    let (out_path, stats_path) = (dir.join("churn.pb.gz"), dir.join("stats.json"));
 
-    let mut spinners: Vec<Child> = (0..2)
-        .map(|_| Command::new(&spinner).arg("600").spawn().unwrap())
+    let spinners: Vec<Guard> = (0..2)
+        .map(|_| Guard::spawn(Command::new(&spinner).arg("600")))
         .collect();
-    let profiler = Command::new(PROFILER)
-        .args(["record", "-a", "-F", "99", "-o", out_path.to_str().unwrap()])
-        .args(["--stats-json", stats_path.to_str().unwrap()])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let profiler = Record::new(&test.dir, "churn.pb.gz")
+        .args(&["-a", "-F", "99"])
+        .stats("stats.json")
+        .spawn();
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
 
@@ -113,7 +107,7 @@ fn churn_keeps_the_maps_exact_and_attributes_short_lived_processes() {
     let mut builds = shell(&make);
 
     std::thread::sleep(Duration::from_secs(10));
-    let rss_start = rss_kib(profiler.id());
+    let rss_start = rss_kib(profiler.pid());
     for c in &mut churn {
         assert!(c.wait().unwrap().success(), "the churn loop failed");
     }
@@ -122,15 +116,12 @@ fn churn_keeps_the_maps_exact_and_attributes_short_lived_processes() {
     while started.elapsed() < Duration::from_secs(MIN_SECONDS) {
         std::thread::sleep(Duration::from_millis(200));
     }
-    for s in &mut spinners {
-        let _ = (s.kill(), s.wait());
-    }
+    drop(spinners);
     std::thread::sleep(Duration::from_secs(3)); // let the exits reach the maintainer
-    let rss_end = rss_kib(profiler.id());
-    profiler::sys::process::send_signal(profiler.id(), libc::SIGINT).unwrap();
-    let output = profiler.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let rss_end = rss_kib(profiler.pid());
+    let recorded = profiler.interrupt();
+    let log = &recorded.log;
+    recorded.assert_success();
     eprintln!("{log}");
     eprintln!(
         "churn: {SHORT_LIVED} short-lived processes done after {:.0} s, session {:.0} s; \
@@ -139,7 +130,7 @@ fn churn_keeps_the_maps_exact_and_attributes_short_lived_processes() {
         started.elapsed().as_secs_f64()
     );
 
-    let stats = stats(&stats_path);
+    let stats = recorded.stats();
     for name in [
         "samples",
         "samples_lost",
@@ -171,11 +162,14 @@ fn churn_keeps_the_maps_exact_and_attributes_short_lived_processes() {
         !log.lines().any(|l| l.contains("error")),
         "an error was logged: {log}"
     );
-    assert_eq!(stat(&stats, "map_delete_errors"), 0.0);
-    assert_eq!(stat(&stats, "map_update_errors"), 0.0);
-    assert_eq!(stat(&stats, "stale_pid_entries"), 0.0);
-    assert_eq!(stat(&stats, "missing_pid_entries"), 0.0);
-    assert_eq!(stat(&stats, "leaked_files"), 0.0);
+    let zero = [
+        "map_delete_errors",
+        "map_update_errors",
+        "stale_pid_entries",
+        "missing_pid_entries",
+        "leaked_files",
+    ];
+    assert_stats(&stats, &zero.map(|name| (name, 0.0)));
     assert_eq!(
         stat(&stats, "pid_map_entries"),
         stat(&stats, "expected_pid_entries")
@@ -186,16 +180,12 @@ fn churn_keeps_the_maps_exact_and_attributes_short_lived_processes() {
         "RSS grew from {rss_start} to {rss_end} KiB"
     );
 
-    check_attribution(&out_path);
+    check_attribution(&recorded.pprof());
 }
 
 /// At least 80% of the samples of the compiler and of /bin/true that have user frames are
 /// attributed to a file: their innermost user frame resolved to (file, offset).
-fn check_attribution(path: &Path) {
-    let bytes = std::fs::read(path).unwrap();
-    let mut raw = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut raw).unwrap();
-    let profile = pprof_proto::Profile::decode(&raw[..]).unwrap();
+fn check_attribution(profile: &pprof_proto::Profile) {
     let strings = &profile.string_table;
     let thread_key = strings.iter().position(|s| s == "thread").unwrap() as i64;
     let kernel_mappings: Vec<u64> = profile
@@ -288,43 +278,26 @@ fn completeness(
 /// the first of them has had its files' tables built.
 #[test]
 fn short_lived_processes_are_complete_from_their_first_sample() {
-    if !bpf_available("short_lived_processes_are_complete_from_their_first_sample") {
+    let test = "short_lived_processes_are_complete_from_their_first_sample";
+    let Some((test, quick)) = KernelTest::start_with(test, Fixture::tagged_child(0)) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("first-sight");
-    generate_unit(&dir.join("unit.c"), 300);
-    let quick = dir.join("child_0");
-    let status = Command::new("cc")
-        .args(["-O2", "-fomit-frame-pointer", "-DTAG=0", "-o"])
-        .arg(&quick)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reuse_child.c"))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    };
+    generate_unit(&test.dir.join("unit.c"), 300);
     let script = format!(
         "cd {} && for i in $(seq 15); do cc -O2 -c unit.c -o unit.o; done && \
-         for i in $(seq 40); do ./child_0 0.03; done",
-        dir.display()
+         for i in $(seq 40); do {} 0.03; done",
+        test.dir.display(),
+        quick.display()
     );
-    let (out_path, stats_path) = (dir.join("build.folded"), dir.join("stats.json"));
-    let out = profiler(&[
-        "record",
-        "-F",
-        "499",
-        "-o",
-        out_path.to_str().unwrap(),
-        "--stats-json",
-        stats_path.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    let log = stderr(&out);
-    assert!(out.status.success(), "{log}");
-    let lines = folded(&out_path);
-    let stats = stats(&stats_path);
+    let recorded = Record::new(&test.dir, "build.folded")
+        .args(&["-F", "499"])
+        .stats("stats.json")
+        .command(&["sh", "-c", &script])
+        .run();
+    let log = &recorded.log;
+    recorded.assert_success();
+    let lines = recorded.folded();
+    let stats = recorded.stats();
     let cc1 = completeness(&lines, "cc1", |s| s.contains("__libc_start_main"));
     let child = completeness(&lines, "child_0", |s| {
         s.contains("__libc_start_main;") && s.contains("main;outer_0;work_0")

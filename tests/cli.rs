@@ -1,22 +1,12 @@
-//! The command line's contract: bad input gets a clear message and the documented exit code, and
-//! the man pages describe every flag `--help` shows.
+//! The command line's contract: bad input to `record` and `daemon` gets a clear message and the
+//! documented exit code, and the man pages describe every flag `--help` shows.
 
 mod common;
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use common::*;
-
-fn expect_exit(args: &[&str], code: i32, message: &str) {
-    let out = profiler(args);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-    assert!(
-        err.contains(message),
-        "{args:?}: expected {message:?} in: {err}"
-    );
-    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
-}
 
 #[test]
 fn invalid_values_are_usage_errors() {
@@ -140,14 +130,58 @@ fn running_without_privileges_names_the_missing_capabilities() {
     );
 }
 
+/// Refused before anything is loaded, so no root needed.
+#[test]
+fn bad_daemon_input_is_a_usage_error_with_a_clear_message() {
+    for (args, message) in [
+        (
+            &["--endpoint", "ftp://x"][..],
+            "scheme \"ftp\" is not supported",
+        ),
+        (&["--endpoint", "localhost:4318"], "has no scheme"),
+        (&["--interval", "0"], "invalid interval 0 s"),
+        (&["--interval", "3601"], "invalid interval 3601 s"),
+        (&["--interval", "x"], "--interval"),
+        (&["-F", "0"], "invalid frequency 0 Hz"),
+        (&["--queue", "0"], "--queue must be at least 1"),
+        (
+            &["--header", "novalue"],
+            "invalid --header \"novalue\": expected KEY=VALUE",
+        ),
+        (
+            &["--header", "Content-Type=text/plain"],
+            "cannot be overridden",
+        ),
+        (&["--no-endpoint"], "--no-endpoint needs --output-dir"),
+        (&["-p", "99999999"], "no process with PID 99999999"),
+        (
+            &["--no-endpoint", "--output-dir", "/proc/no/such/dir"],
+            "cannot create /proc/no/such/dir",
+        ),
+        (
+            &["--stats-json", "/nonexistent-dir/s.json"],
+            "cannot write /nonexistent-dir/s.json",
+        ),
+        (&["--bogus"], "Unrecognized argument: --bogus"),
+    ] {
+        let mut full = vec!["daemon"];
+        full.extend_from_slice(args);
+        let started = Instant::now();
+        expect_exit(&full, 2, message);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{full:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}
+
 #[test]
 fn a_missing_command_exits_127() {
-    if !bpf_available("a_missing_command_exits_127") {
+    let Some(test) = KernelTest::start("a_missing_command_exits_127") else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("nocmd");
-    let out = dir.join("x.folded");
+    };
+    let out = test.dir.join("x.folded");
     expect_exit(
         &[
             "record",

@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::*;
@@ -15,19 +15,6 @@ const ROUNDS: usize = 20;
 /// How long each process runs: at 499 Hz about 250 samples.
 const CHILD_SECONDS: &str = "0.5";
 const MIN_COMPLETE: f64 = 0.95;
-
-fn build_child(dir: &Path, k: usize) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reuse_child.c");
-    let out = dir.join(format!("child_{k}"));
-    let status = Command::new("cc")
-        .args(["-O2", "-fomit-frame-pointer", &format!("-DTAG={k}"), "-o"])
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc failed for child {k}");
-    out
-}
 
 /// Starts `exe` on PID `pid`, which must be free. Other processes may take it first: then the
 /// child is waited for and the next try goes on. `None` after a few tries.
@@ -43,41 +30,22 @@ fn spawn_on_pid(exe: &Path, pid: u32) -> Option<Child> {
     None
 }
 
-/// Stops the profiler if the test fails before it does.
-struct Session(Option<Child>);
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = (child.kill(), child.wait());
-        }
-    }
-}
-
 #[test]
 fn every_process_on_an_immediately_reused_pid_is_complete_and_its_own() {
-    if !bpf_available("pid_reuse") {
+    let test = "every_process_on_an_immediately_reused_pid_is_complete_and_its_own";
+    let Some(test) = KernelTest::start(test) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("pid-reuse");
-    let children: Vec<PathBuf> = (0..ROUNDS).map(|k| build_child(&dir, k)).collect();
-    let (out_path, stats_path) = (dir.join("reuse.folded"), dir.join("stats.json"));
-    let mut session = Session(Some(
-        Command::new(PROFILER)
-            .args([
-                "record",
-                "-a",
-                "-F",
-                "499",
-                "-o",
-                out_path.to_str().unwrap(),
-            ])
-            .args(["--stats-json", stats_path.to_str().unwrap()])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
+    };
+    let Some(children) = (0..ROUNDS)
+        .map(|k| test.build(Fixture::tagged_child(k)))
+        .collect::<Option<Vec<PathBuf>>>()
+    else {
+        return;
+    };
+    let session = Record::new(&test.dir, "reuse.folded")
+        .args(&["-a", "-F", "499"])
+        .stats("stats.json")
+        .spawn();
     std::thread::sleep(Duration::from_secs(3));
 
     // The first process picks its PID freely; each next one gets the PID just freed.
@@ -94,14 +62,12 @@ fn every_process_on_an_immediately_reused_pid_is_complete_and_its_own() {
     }
     assert!(child.wait().unwrap().success());
     std::thread::sleep(Duration::from_secs(2)); // let the last exits reach the maintainer
-    let profiler = session.0.take().unwrap();
-    profiler::sys::process::send_signal(profiler.id(), libc::SIGINT).unwrap();
-    let output = profiler.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{log}");
+    let recorded = session.interrupt();
+    let log = &recorded.log;
+    recorded.assert_success();
 
-    let lines = folded(&out_path);
-    let stats = stats(&stats_path);
+    let lines = recorded.folded();
+    let stats = recorded.stats();
     let mut report = Vec::new();
     for k in 0..ROUNDS {
         let comm = format!("child_{k}");
@@ -142,6 +108,8 @@ fn every_process_on_an_immediately_reused_pid_is_complete_and_its_own() {
         "pid_reuses {} < {reused}",
         stat(&stats, "pid_reuses")
     );
-    assert_eq!(stat(&stats, "map_delete_errors"), 0.0);
-    assert_eq!(stat(&stats, "stale_pid_entries"), 0.0);
+    assert_stats(
+        &stats,
+        &[("map_delete_errors", 0.0), ("stale_pid_entries", 0.0)],
+    );
 }

@@ -2,8 +2,7 @@
 //! retried and which are not, the drop-oldest queue during an outage, and shutdown deadlines.
 //! No root needed; every test runs in a few seconds.
 
-#[path = "common/receiver.rs"]
-mod receiver;
+mod common;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -11,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 
+use common::receiver::{Receiver, Reply};
 use profiler::exporter::{Exporter, TransportConfig};
 use profiler::proto::otlp::{ExportProfilesServiceRequest, ProfilesDictionary};
 use profiler::stats::Stats;
-use receiver::{Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(10);
 

@@ -1,67 +1,19 @@
-//! End-to-end tests of in-kernel `.eh_frame` unwinding (root; see common::bpf_available):
-//! fixtures without frame pointers (C, C++ with exceptions, Rust), a 300-deep recursion, gdb as
-//! ground truth, and the completeness of stacks of Debian binaries (figures go to stderr).
+//! End-to-end tests of in-kernel `.eh_frame` unwinding of our fixtures (root; see
+//! common::bpf_available): C, C++ with exceptions and Rust without frame pointers, a 300-deep
+//! recursion, and gdb as ground truth. The completeness of stacks of Debian binaries is in
+//! `unwind_debian.rs`.
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::unwind::{frames, record, unwind_counters, Recorded};
 use common::*;
 
 const NOFP_C: &[&str] = &["-O2", "-fomit-frame-pointer", "-fno-inline"];
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// Compiles `tests/fixtures/SOURCE` with `compiler` (g++, rustc) into `dir/OUT`.
-fn compile(dir: &Path, compiler: &str, source: &str, out: &str, flags: &[&str]) -> PathBuf {
-    let exe = dir.join(out);
-    let status = Command::new(compiler)
-        .args(flags)
-        .arg("-o")
-        .arg(&exe)
-        .arg(fixture(source))
-        .status()
-        .unwrap_or_else(|e| panic!("run {compiler}: {e}"));
-    assert!(status.success(), "{compiler} failed for {source}");
-    exe
-}
-
-/// Folded lines and `--stats-json` counters of one session.
-type Recorded = (Vec<(String, u64)>, Vec<(String, f64)>);
-
-/// `profiler record -F 199 -- CMD`, returning the folded lines and the counters. The command's
-/// exit status must be one of `codes`.
-fn record(dir: &Path, tag: &str, cmd: &[&str], codes: &[i32]) -> Recorded {
-    let out_path = dir.join(format!("{tag}.folded"));
-    let stats_path = dir.join(format!("{tag}.json"));
-    let mut args = vec![
-        "record",
-        "-F",
-        "199",
-        "-o",
-        out_path.to_str().unwrap(),
-        "--stats-json",
-        stats_path.to_str().unwrap(),
-        "--",
-    ];
-    args.extend_from_slice(cmd);
-    let out = profiler(&args);
-    let code = out.status.code().unwrap_or(-1);
-    assert!(codes.contains(&code), "exit {code}: {}", stderr(&out));
-    (folded(&out_path), stats(&stats_path))
-}
-
-/// The frames of a folded stack, the thread name first.
-fn frames(stack: &str) -> Vec<&str> {
-    stack.split(';').collect()
-}
 
 /// True when `chain` occurs in `stack` as consecutive frames; the last one may carry a GCC
 /// suffix (`compute(unsigned long) [clone .cold]` matches `compute(unsigned long)`).
@@ -85,26 +37,6 @@ fn count(lines: &[(String, u64)], comm: &str, f: impl Fn(&str) -> bool) -> u64 {
         .filter(|(s, _)| s.starts_with(&prefix) && f(s))
         .map(|(_, c)| c)
         .sum()
-}
-
-/// The walk-ending counters that are not zero, and the process-map ones that explain a run of
-/// `unwind_no_mapping` (a mapping missing from `pid_mappings` until a re-sync), for messages.
-fn unwind_counters(stats: &[(String, f64)]) -> String {
-    let sync = [
-        "syncs",
-        "resyncs",
-        "unknown_mapping_reports",
-        "events_ignored",
-    ];
-    stats
-        .iter()
-        .filter(|(n, v)| {
-            (n.starts_with("unwind_") || n.starts_with("frames_unwound") || sync.contains(&&**n))
-                && *v > 0.0
-        })
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The stacks of `comm` that fail `ok`, most frequent first (for failure messages).
@@ -150,13 +82,11 @@ fn assert_chain(dir: &Path, exe: &Path, comm: &str, chain: &[&str]) -> Recorded 
 
 #[test]
 fn c_without_frame_pointers_reaches_main_with_the_full_chain() {
-    if !bpf_available("c_without_frame_pointers_reaches_main_with_the_full_chain") {
+    let test = "c_without_frame_pointers_reaches_main_with_the_full_chain";
+    let Some((test, exe)) = KernelTest::start_with(test, Fixture::c("unw_deep", NOFP_C)) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("unw_deep");
-    let exe = build_fixture(&dir, "unw_deep", NOFP_C);
-    let (_, stats) = assert_chain(&dir, &exe, "unw_deep", &["main", "a", "b", "c"]);
+    };
+    let (_, stats) = assert_chain(&test.dir, &exe, "unw_deep", &["main", "a", "b", "c"]);
     assert!(
         stat(&stats, "frames_unwound_by_table") > stat(&stats, "frames_unwound_by_fp") * 10.0,
         "{}",
@@ -166,12 +96,13 @@ fn c_without_frame_pointers_reaches_main_with_the_full_chain() {
 
 #[test]
 fn cpp_with_exceptions_reaches_main_with_the_full_chain() {
-    if !bpf_available("cpp_with_exceptions_reaches_main_with_the_full_chain") {
+    let Some(test) = KernelTest::start("cpp_with_exceptions_reaches_main_with_the_full_chain")
+    else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("unw_cpp");
-    let exe = compile(&dir, "g++", "unw_cpp.cpp", "unw_cpp", &["-O2"]);
+    };
+    let Some(exe) = test.build(Fixture::new("unw_cpp.cpp").flags(&["-O2"])) else {
+        return;
+    };
     // Below step: compute (or its [clone .cold] throwing part), or the catch handler's
     // __cxa_begin_catch / exception destructor.
     let chain = [
@@ -179,7 +110,7 @@ fn cpp_with_exceptions_reaches_main_with_the_full_chain() {
         "unw::Worker::run(double)",
         "unw::Worker::step(unsigned long)",
     ];
-    let (lines, stats) = assert_chain(&dir, &exe, "unw_cpp", &chain);
+    let (lines, stats) = assert_chain(&test.dir, &exe, "unw_cpp", &chain);
     // Samples taken while an exception is in flight: the walk goes through libstdc++ and
     // libgcc_s's own unwinder and must still reach main.
     let throwing = count(&lines, "unw_cpp", |s| s.contains(";__cxa_throw"));
@@ -200,24 +131,25 @@ fn cpp_with_exceptions_reaches_main_with_the_full_chain() {
 
 #[test]
 fn rust_release_binary_without_frame_pointers_reaches_main() {
-    if !bpf_available("rust_release_binary_without_frame_pointers_reaches_main") {
+    let test = "rust_release_binary_without_frame_pointers_reaches_main";
+    let Some(test) = KernelTest::start(test) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("unw_rust");
+    };
     let flags = [
         "-Copt-level=2",
         "-Cforce-frame-pointers=no",
         "-Cdebuginfo=0",
     ];
-    let exe = compile(&dir, "rustc", "unw_rust.rs", "unw_rust", &flags);
+    let Some(exe) = test.build(Fixture::new("unw_rust.rs").flags(&flags)) else {
+        return;
+    };
     let chain = [
         "unw_rust::main",
         "unw_rust::alpha",
         "unw_rust::beta",
         "unw_rust::gamma",
     ];
-    let (lines, stats) = assert_chain(&dir, &exe, "unw_rust", &chain);
+    let (lines, stats) = assert_chain(&test.dir, &exe, "unw_rust", &chain);
     // From _start through the C `main` and the runtime's frames down to `unw_rust::main`.
     let from_start = |s: &str| {
         let f = frames(s);
@@ -237,13 +169,13 @@ fn rust_release_binary_without_frame_pointers_reaches_main() {
 
 #[test]
 fn recursion_300_deep_is_recorded_at_full_depth() {
-    if !bpf_available("recursion_300_deep_is_recorded_at_full_depth") {
+    let Some((test, exe)) = KernelTest::start_with(
+        "recursion_300_deep_is_recorded_at_full_depth",
+        Fixture::c("unw_recurse", NOFP_C),
+    ) else {
         return;
-    }
-    let _serial = serial();
-    let dir = scratch("unw_recurse");
-    let exe = build_fixture(&dir, "unw_recurse", NOFP_C);
-    let (lines, stats) = record(&dir, "rec", &[exe.to_str().unwrap(), "4", "300"], &[0]);
+    };
+    let (lines, stats) = record(&test.dir, "rec", &[exe.to_str().unwrap(), "4", "300"], &[0]);
     let depth = |s: &str| frames(s).iter().filter(|f| **f == "rec").count();
     let total = comm_total(&lines, "unw_recurse");
     let full_depth = |s: &str| {
@@ -316,28 +248,24 @@ fn child_named(parent: u32, comm: &str) -> Option<u32> {
 
 #[test]
 fn unwound_stacks_equal_gdb_backtraces() {
-    if !bpf_available("unwound_stacks_equal_gdb_backtraces") {
+    let Some(test) = KernelTest::start("unwound_stacks_equal_gdb_backtraces") else {
         return;
-    }
+    };
     let gdb = Command::new("gdb").arg("--version").output();
     if !gdb.is_ok_and(|out| out.status.success()) {
-        profiler::testing::skip("unwound_stacks_equal_gdb_backtraces", "no gdb on PATH");
+        profiler::testing::skip(test.name, "no gdb on PATH");
         return;
     }
-    let _serial = serial();
-    let dir = scratch("unw_gdb");
-    let exe = build_fixture(&dir, "unw_gdb", &["-O2", "-fomit-frame-pointer"]);
-    let out_path = dir.join("gdb.folded");
-    let session = Command::new(PROFILER)
-        .args(["record", "-F", "199", "-o", out_path.to_str().unwrap()])
-        .args(["--", exe.to_str().unwrap(), "7"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let Some(exe) = test.build(Fixture::c("unw_gdb", &["-O2", "-fomit-frame-pointer"])) else {
+        return;
+    };
+    let session = Record::new(&test.dir, "gdb.folded")
+        .args(&["-F", "199"])
+        .command(&[arg(&exe), "7"])
+        .spawn();
     let started = Instant::now();
     let pid = loop {
-        if let Some(pid) = child_named(session.id(), "unw_gdb") {
+        if let Some(pid) = child_named(session.pid(), "unw_gdb") {
             break pid;
         }
         assert!(
@@ -370,10 +298,10 @@ fn unwound_stacks_equal_gdb_backtraces() {
             *snapshots.entry(names).or_default() += 1;
         }
     }
-    let out = session.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded = session.wait();
+    recorded.assert_success();
     assert!(taken >= 2, "too few usable gdb stops: {transcripts:#?}");
-    let lines = folded(&out_path);
+    let lines = recorded.folded();
     for gdb in snapshots.keys() {
         // gdb: innermost first, past main down to _start. Folded: thread, root ... leaf, kernel.
         let root_first: Vec<&str> = gdb.iter().rev().map(String::as_str).collect();
@@ -411,279 +339,3 @@ fn unwound_stacks_equal_gdb_backtraces() {
     eprintln!("unw_gdb: {known} of {total} samples are main;outer;middle;leaf or main;side;leaf");
     assert!(known * 100 >= total * 97, "{known} of {total}: {lines:#?}");
 }
-
-/// The ranges of `.eh_frame` FDEs that mark the return address undefined (glibc's `_start`,
-/// `clone`, `clone3` thread start) and the entry point: the frames where a complete walk ends.
-struct Outermost {
-    /// (file offset, address, size) of each segment, to turn `file+0xOFFSET` into an address.
-    segments: Vec<(u64, u64, u64)>,
-    ranges: Vec<(u64, u64)>,
-}
-
-fn outermost(path: &Path) -> Option<Outermost> {
-    use gimli::{CallFrameInstruction, CieOrFde, EhFrame, UnwindSection};
-    use object::{Object, ObjectSection, ObjectSegment};
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
-    let segments = file
-        .segments()
-        .map(|s| (s.file_range().0, s.address(), s.file_range().1))
-        .collect();
-    let section = file.section_by_name(".eh_frame")?;
-    let eh = EhFrame::new(section.data().ok()?, gimli::LittleEndian);
-    let mut bases = gimli::BaseAddresses::default().set_eh_frame(section.address());
-    if let Some(text) = file.section_by_name(".text") {
-        bases = bases.set_text(text.address());
-    }
-    let undefined_ra = |mut it: gimli::CallFrameInstructionIter<_>| loop {
-        match it.next() {
-            Ok(Some(CallFrameInstruction::Undefined { register }))
-                if register == gimli::X86_64::RA =>
-            {
-                return true
-            }
-            Ok(Some(_)) => {}
-            _ => return false,
-        }
-    };
-    let mut ranges = Vec::new();
-    let mut entries = eh.entries(&bases);
-    while let Ok(Some(entry)) = entries.next() {
-        let CieOrFde::Fde(partial) = entry else {
-            continue;
-        };
-        let Ok(fde) = partial.parse(EhFrame::cie_from_offset) else {
-            continue;
-        };
-        if undefined_ra(fde.instructions(&eh, &bases))
-            || undefined_ra(fde.cie().instructions(&eh, &bases))
-        {
-            ranges.push((fde.initial_address(), fde.initial_address() + fde.len()));
-        }
-    }
-    // The entry point itself (ld.so's `_start` has no FDE at all): a walk that got there is
-    // complete even if the unwinder could not tell.
-    ranges.push((file.entry(), file.entry() + 0x30));
-    Some(Outermost { segments, ranges })
-}
-
-impl Outermost {
-    fn covers_offset(&self, offset: u64) -> bool {
-        let Some(&(start, addr, _)) = self
-            .segments
-            .iter()
-            .find(|(start, _, size)| (*start..start + size).contains(&offset))
-        else {
-            return false;
-        };
-        let addr = addr + (offset - start);
-        // The root is a return address (or one byte before it).
-        self.ranges
-            .iter()
-            .any(|(lo, hi)| (*lo..=*hi).contains(&addr))
-    }
-}
-
-const OUTERMOST_NAMES: &[&str] = &["_start", "__clone3", "clone3", "__clone", "clone"];
-
-/// Whether a root frame is where a complete walk ends: `_start` or a thread entry by name, or
-/// an unsymbolized `file+0xOFFSET` inside an FDE with an undefined return address.
-fn is_outermost(root: &str, exe: &Path, cache: &mut HashMap<String, Option<Outermost>>) -> bool {
-    if OUTERMOST_NAMES.contains(&root) {
-        return true;
-    }
-    let Some((file, offset)) = root.rsplit_once("+0x") else {
-        return false;
-    };
-    let Ok(offset) = u64::from_str_radix(offset, 16) else {
-        return false;
-    };
-    let info = cache.entry(file.to_string()).or_insert_with(|| {
-        let candidates = [
-            exe.with_file_name(file),
-            Path::new("/lib/x86_64-linux-gnu").join(file),
-            Path::new("/usr/lib/x86_64-linux-gnu").join(file),
-        ];
-        let path = candidates.into_iter().find(|p| p.exists())?;
-        outermost(&path)
-    });
-    info.as_ref().is_some_and(|o| o.covers_offset(offset))
-}
-
-/// Profiles `cmd` (whose samples are under thread name `comm`, executable `exe`), prints the
-/// share of samples whose stack reaches the outermost frame and what stops the others.
-fn completeness(tag: &str, comm: &str, exe: &str, cmd: &[&str], dir: &Path) {
-    completeness_at_least(95.0, tag, comm, exe, cmd, dir)
-}
-
-fn completeness_at_least(min: f64, tag: &str, comm: &str, exe: &str, cmd: &[&str], dir: &Path) {
-    let (lines, stats) = record(dir, tag, cmd, &[0, 124]);
-    let mut cache = HashMap::new();
-    let exe = Path::new(exe);
-    let (mut total, mut complete) = (0, 0);
-    let mut stops: BTreeMap<String, u64> = BTreeMap::new();
-    let mut roots: BTreeMap<&str, u64> = BTreeMap::new();
-    for (stack, n) in &lines {
-        let f = frames(stack);
-        if f[0] != comm {
-            continue;
-        }
-        total += n;
-        if f.len() > 1 && is_outermost(f[1], exe, &mut cache) {
-            complete += n;
-            *roots.entry(f[1]).or_default() += n;
-        } else {
-            let user: Vec<_> = f[1..].iter().take(3).copied().collect();
-            *stops.entry(user.join(";")).or_default() += n;
-        }
-    }
-    let share = 100.0 * complete as f64 / total.max(1) as f64;
-    let mut stops: Vec<_> = stops.into_iter().collect();
-    stops.sort_by_key(|(_, c)| std::cmp::Reverse(*c));
-    eprintln!(
-        "COMPLETENESS {comm}: {complete} of {total} samples ({share:.2}%) reach the outermost \
-         frame; stats: outermost {} of {} samples; {}",
-        stat(&stats, "unwind_outermost"),
-        stat(&stats, "samples"),
-        unwind_counters(&stats)
-    );
-    eprintln!("  complete stacks by root: {roots:?}");
-    for (root, n) in stops.iter().take(6) {
-        eprintln!("  truncated ({n}): {root}");
-    }
-    assert!(total >= 200, "only {total} samples of {comm}");
-    assert!(
-        share >= min,
-        "{comm}: {share:.2}% complete (at least {min}% wanted); truncated roots: {stops:?}"
-    );
-}
-
-/// ~40 MB of text lines: words from a small vocabulary and numbers (compressible and sortable).
-fn generate_text(path: &Path) {
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let words: Vec<String> = (0..4000)
-        .map(|_| {
-            let len = 3 + next() % 8;
-            (0..len)
-                .map(|_| (b'a' + (next() % 26) as u8) as char)
-                .collect()
-        })
-        .collect();
-    let mut text = String::with_capacity(41 << 20);
-    while text.len() < 40 << 20 {
-        for _ in 0..5 {
-            text.push_str(&words[(next() % 4000) as usize]);
-            text.push(' ');
-        }
-        text.push_str(&(next() % 1_000_000_000).to_string());
-        text.push('\n');
-    }
-    std::fs::write(path, text).unwrap();
-}
-
-/// Runs `timeout 4 BINARY ARGS DATA...` with the generated data file `copies` times.
-fn debian_binary(binary: &str, args: &[&str], copies: usize) {
-    debian_binary_at_least(95.0, binary, args, copies)
-}
-
-fn debian_binary_at_least(min: f64, binary: &str, args: &[&str], copies: usize) {
-    let dir = scratch(binary);
-    let data = dir.join("data");
-    generate_text(&data);
-    let data = data.to_str().unwrap();
-    let exe = format!("/usr/bin/{binary}");
-    // Through sh only to send the output to /dev/null; sh execs timeout, which runs the binary.
-    let script = format!("exec timeout 4 {exe} {} \"$@\" > /dev/null", args.join(" "));
-    let mut cmd = vec!["sh", "-c", script.as_str(), "sh"];
-    cmd.extend(std::iter::repeat_n(data, copies));
-    completeness_at_least(min, binary, binary, &exe, &cmd, &dir);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Four seconds of a recursive pure-Python function.
-const PYTHON_FIB: &str = "import time\n\
-                          def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\
-                          end = time.time() + 4\n\
-                          while time.time() < end:\n    fib(18)\n";
-
-#[test]
-fn debian_python_stacks_are_complete() {
-    if !bpf_available("debian_python_stacks_are_complete") {
-        return;
-    }
-    let _serial = serial();
-    let dir = scratch("python");
-    let exe = "/usr/bin/python3.11";
-    completeness("python", "python3.11", exe, &[exe, "-c", PYTHON_FIB], &dir);
-}
-
-macro_rules! debian_test {
-    ($name:ident, $binary:literal, $args:expr, $copies:literal) => {
-        #[test]
-        fn $name() {
-            if !bpf_available(stringify!($name)) {
-                return;
-            }
-            let _serial = serial();
-            debian_binary($binary, $args, $copies);
-        }
-    };
-}
-
-debian_test!(debian_xz_stacks_are_complete, "xz", &["-9", "-T1", "-c"], 1);
-debian_test!(debian_gzip_stacks_are_complete, "gzip", &["-9", "-c"], 8);
-debian_test!(debian_sha256sum_stacks_are_complete, "sha256sum", &[], 200);
-// sort has helper threads: their stacks end in libc's clone3, not in _start.
-debian_test!(debian_sort_stacks_are_complete, "sort", &[], 4);
-
-/// Two unrelated CPU-bound processes, one per CPU of the test machine, for as long as it lives:
-/// the profiler's threads then compete for the CPUs, as on a busy machine.
-struct Load(Vec<std::process::Child>);
-
-impl Load {
-    fn start() -> Self {
-        Self(
-            (0..2)
-                .map(|_| {
-                    Command::new("sh")
-                        .args(["-c", "while :; do :; done"])
-                        .spawn()
-                        .unwrap()
-                })
-                .collect(),
-        )
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = (child.kill(), child.wait());
-        }
-    }
-}
-
-/// On a saturated machine the maintainer syncs late; first sight keeps the stacks complete.
-#[test]
-fn debian_stacks_stay_complete_on_a_saturated_machine() {
-    if !bpf_available("debian_stacks_stay_complete_on_a_saturated_machine") {
-        return;
-    }
-    let _serial = serial();
-    let _load = Load::start();
-    let dir = scratch("loaded-python");
-    let exe = "/usr/bin/python3.11";
-    let cmd = [exe, "-c", PYTHON_FIB];
-    completeness_at_least(LOADED_MIN, "python-loaded", "python3.11", exe, &cmd, &dir);
-    debian_binary_at_least(LOADED_MIN, "xz", &["-9", "-T1", "-c"], 1);
-    debian_binary_at_least(LOADED_MIN, "sort", &[], 4);
-}
-
-/// The share of samples that must be complete under load.
-const LOADED_MIN: f64 = 99.0;

@@ -1,10 +1,10 @@
 //! OTLP profiles output: a [`Profile`] as an `ExportProfilesServiceRequest` (the OTLP/HTTP body)
 //! or a `ProfilesData` (a file), both with one shared [`proto::ProfilesDictionary`].
 //!
-//! This module owns the mapping from our data model onto OTLP's resources and dictionary tables,
-//! and [`check_dictionary`], which verifies the dictionary rules of `profiles.proto` on any
-//! decoded message. The wire layout lives in [`crate::proto::otlp`]; sending is the transport's
-//! job, not this module's.
+//! This module owns the mapping from our data model onto OTLP's resources and dictionary tables.
+//! The wire layout lives in [`crate::proto::otlp`]; sending is the transport's job, not this
+//! module's. The dictionary rules of `profiles.proto` are checked by the tests
+//! (`tests/common/otlp_check.rs`), on this module's output and on what a receiver got.
 //!
 //! Layout: one `ResourceProfiles` per process (sorted by pid), each with one `ScopeProfiles`
 //! (this profiler) holding one `Profile` of `samples/count` values, period `cpu/nanoseconds`.
@@ -29,8 +29,6 @@ use crate::profile::is_symbolized;
 use crate::profile::KERNEL_MODULE;
 use crate::profile::{Frame, FrameKind, Profile, StackSample};
 use crate::proto::otlp::{self as proto, any_value::Value};
-
-pub use self::check::{check_dictionary, check_request};
 
 /// What the profile alone does not say: who sent it, from where, about which executables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -415,9 +413,6 @@ impl<'a> Builder<'a> {
         })
     }
 }
-
-#[path = "otlp_check.rs"]
-mod check;
 
 #[cfg(test)]
 #[path = "otlp_tests.rs"]

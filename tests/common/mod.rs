@@ -1,10 +1,34 @@
-//! Helpers shared by the integration tests: privilege gating, fixture builds, running the
-//! profiler binary and reading its outputs.
+//! Helpers shared by the integration tests. This file owns the small pieces every kind of test
+//! uses: privilege gating (through `profiler::testing::skip`), the serial lock, scratch
+//! directories, running the profiler binary, reading folded and `--stats-json` output, bounded
+//! waits, and child processes killed on drop. The larger pieces are its submodules:
+//! [`fixture`] (programs built from `tests/fixtures`), [`record`] (`profiler record` sessions),
+//! [`daemon`] (`profiler daemon` processes), [`receiver`] (the loopback OTLP/HTTP collector),
+//! [`otlp`] (sample profiles and reading OTLP messages back), [`otlp_check`] (the dictionary
+//! rules), [`python`] (the OpenTelemetry project's own classes reading our bytes) and
+//! [`unwind`] (sessions and stacks as the unwinding tests read them).
 #![allow(dead_code)]
 
+pub mod daemon;
+pub mod fixture;
+pub mod otlp;
+pub mod otlp_check;
+pub mod python;
+pub mod receiver;
+pub mod record;
+pub mod unwind;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+// The two builders most tests use, at hand with `use common::*` (not every test uses both).
+#[allow(unused_imports)]
+pub use fixture::Fixture;
+#[allow(unused_imports)]
+pub use record::Record;
 
 /// The profiler binary cargo built for these tests.
 pub const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
@@ -13,7 +37,7 @@ pub const PROFILER: &str = env!("CARGO_BIN_EXE_profiler");
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Takes the serial lock (a test that panicked while holding it does not poison the rest).
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -37,6 +61,43 @@ pub fn bpf_available(test: &str) -> bool {
     root
 }
 
+/// A test of the real kernel path that measures samples: it runs as root, alone, in a scratch
+/// directory of its own.
+pub struct KernelTest {
+    /// The test's name, for skips.
+    pub name: &'static str,
+    pub dir: PathBuf,
+    _serial: MutexGuard<'static, ()>,
+}
+
+impl KernelTest {
+    /// Root (or a skip through `profiler::testing::skip`), then the serial lock and a scratch
+    /// directory named after the test.
+    pub fn start(name: &'static str) -> Option<KernelTest> {
+        if !bpf_available(name) {
+            return None;
+        }
+        let serial = serial();
+        Some(KernelTest {
+            name,
+            dir: scratch(name),
+            _serial: serial,
+        })
+    }
+
+    /// [`KernelTest::start`], then builds `fixture`: the test and its program.
+    pub fn start_with(name: &'static str, fixture: Fixture) -> Option<(KernelTest, PathBuf)> {
+        let test = KernelTest::start(name)?;
+        let program = test.build(fixture)?;
+        Some((test, program))
+    }
+
+    /// Builds `fixture`; `None` once the test is skipped for want of its compiler.
+    pub fn build(&self, fixture: Fixture) -> Option<PathBuf> {
+        fixture.build(self.name)
+    }
+}
+
 /// A fresh scratch directory for one test.
 pub fn scratch(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -50,21 +111,9 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Compiles `tests/fixtures/NAME.c` into `dir` with the given flags.
-pub fn build_fixture(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("{name}.c"));
-    let out = dir.join(name);
-    let status = Command::new("cc")
-        .args(flags)
-        .arg("-o")
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .expect("run cc");
-    assert!(status.success(), "cc failed for {name}");
-    out
+/// `path` as the `&str` a command line takes.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
 }
 
 /// Runs the profiler with `args`, returning its output.
@@ -79,6 +128,18 @@ pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Runs `profiler ARGS` and checks that it exits `code` with `message` on stderr, not panicking.
+pub fn expect_exit(args: &[&str], code: i32, message: &str) {
+    let out = profiler(args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(
+        err.contains(message),
+        "{args:?}: expected {message:?} in: {err}"
+    );
+    assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+}
+
 /// Parses folded text into (stack, count) lines.
 pub fn folded(path: &Path) -> Vec<(String, u64)> {
     let text = std::fs::read_to_string(path).expect("read folded output");
@@ -88,6 +149,11 @@ pub fn folded(path: &Path) -> Vec<(String, u64)> {
             (stack.to_string(), count.parse().expect("a numeric count"))
         })
         .collect()
+}
+
+/// The samples of the folded `lines` whose stack passes `f`.
+pub fn count_where(lines: &[(String, u64)], f: impl Fn(&str) -> bool) -> u64 {
+    lines.iter().filter(|(s, _)| f(s)).map(|(_, c)| c).sum()
 }
 
 /// Reads `--stats-json` output as (name, value) pairs (flat object of numbers).
@@ -113,4 +179,49 @@ pub fn stat(stats: &[(String, f64)], name: &str) -> f64 {
         .find(|(n, _)| n == name)
         .map(|(_, v)| *v)
         .unwrap_or_else(|| panic!("no counter {name}"))
+}
+
+/// Checks that each counter named in `expected` has its value in `stats`.
+pub fn assert_stats(stats: &[(String, f64)], expected: &[(&str, f64)]) {
+    for &(name, value) in expected {
+        assert_eq!(stat(stats, name), value, "counter {name}");
+    }
+}
+
+/// Polls `done` every 50 ms for at most `timeout`; true if it became true.
+pub fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child killed (and reaped) when dropped, so a failing test leaves nothing running; `drop`
+/// it to stop it at a given point.
+pub struct Guard(pub Child);
+
+impl Guard {
+    /// Starts `command`.
+    pub fn spawn(command: &mut Command) -> Guard {
+        Guard(command.spawn().expect("start a child process"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

@@ -1,13 +1,14 @@
-//! The dictionary rules of OTLP `profiles.proto`, checked on a decoded message.
+//! The dictionary rules of OTLP `profiles.proto`, checked on a decoded message. The tests check
+//! our encoder's output, and what a receiver got, against them.
 //!
 //! This module owns [`check_dictionary`] and nothing else: it reads messages, it never builds
-//! them. It is public so tests, and receivers in tests, can verify what was sent.
+//! them. It lives with the tests, not in the library, which has no use for it.
 
 use std::collections::{HashMap, HashSet};
 
 use prost::Message;
 
-use crate::proto::otlp::{self as proto, any_value::Value};
+use profiler::proto::otlp::{self as proto, any_value::Value};
 
 /// Checks the dictionary rules of `profiles.proto` on a decoded message: every table present
 /// with its zero value at index 0, no duplicate entries, every index in range, every entry past
@@ -48,6 +49,19 @@ fn check(
     Err(checker.errors.join("\n"))
 }
 
+/// The length of each of the dictionary's tables, in [`TableId`] order.
+pub fn table_lens(d: &proto::ProfilesDictionary) -> [usize; 7] {
+    [
+        d.string_table.len(),
+        d.mapping_table.len(),
+        d.location_table.len(),
+        d.function_table.len(),
+        d.link_table.len(),
+        d.attribute_table.len(),
+        d.stack_table.len(),
+    ]
+}
+
 /// The dictionary's tables, as indices into [`Checker::used`].
 #[derive(Clone, Copy, Debug)]
 enum TableId {
@@ -82,19 +96,9 @@ struct Checker<'d> {
 
 impl<'d> Checker<'d> {
     fn new(dictionary: &'d proto::ProfilesDictionary) -> Self {
-        let d = dictionary;
-        let lens = [
-            d.string_table.len(),
-            d.mapping_table.len(),
-            d.location_table.len(),
-            d.function_table.len(),
-            d.link_table.len(),
-            d.attribute_table.len(),
-            d.stack_table.len(),
-        ];
         Checker {
             dictionary,
-            used: lens.map(|len| vec![false; len]),
+            used: table_lens(dictionary).map(|len| vec![false; len]),
             errors: Vec::new(),
         }
     }
