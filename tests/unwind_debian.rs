@@ -6,11 +6,43 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::unwind::{frames, record, unwind_counters};
 use common::*;
+
+/// A program of the distribution: found on the system's default PATH (`getconf PATH`), not
+/// the user's, so a pyenv or ~/.local build (with other compiler flags) cannot stand in for
+/// it. Resolved through symlinks (`python3` → `python3.11`: the name the kernel shows).
+fn system_program(test: &str, name: &str) -> Option<PathBuf> {
+    let found = Command::new("getconf")
+        .arg("PATH")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|dirs| {
+            dirs.trim()
+                .split(':')
+                .map(|dir| Path::new(dir).join(name))
+                .find(|p| p.is_file())
+        })
+        .and_then(|p| p.canonicalize().ok());
+    if found.is_none() {
+        profiler::testing::skip(test, &format!("no system {name} (getconf PATH)"));
+    }
+    found
+}
+
+/// The directory of the C library this test runs with (where the distribution's shared
+/// libraries are).
+fn library_dir() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libc.so.6"))
+        .and_then(|path| Path::new(path).parent().map(Path::to_path_buf))
+}
 
 /// The ranges of `.eh_frame` FDEs that mark the return address undefined (glibc's `_start`,
 /// `clone`, `clone3` thread start) and the entry point: the frames where a complete walk ends.
@@ -100,11 +132,10 @@ fn is_outermost(root: &str, exe: &Path, cache: &mut HashMap<String, Option<Outer
     };
     let info = cache.entry(file.to_string()).or_insert_with(|| {
         let candidates = [
-            exe.with_file_name(file),
-            Path::new("/lib/x86_64-linux-gnu").join(file),
-            Path::new("/usr/lib/x86_64-linux-gnu").join(file),
+            Some(exe.with_file_name(file)),
+            library_dir().map(|d| d.join(file)),
         ];
-        let path = candidates.into_iter().find(|p| p.exists())?;
+        let path = candidates.into_iter().flatten().find(|p| p.exists())?;
         outermost(&path)
     });
     info.as_ref().is_some_and(|o| o.covers_offset(offset))
@@ -188,22 +219,32 @@ fn generate_text(path: &Path) {
 }
 
 /// Runs `timeout 4 BINARY ARGS DATA...` with the generated data file `copies` times.
-fn debian_binary(binary: &str, args: &[&str], copies: usize) {
-    debian_binary_at_least(95.0, binary, args, copies)
+fn debian_binary(test: &str, binary: &str, args: &[&str], copies: usize) {
+    debian_binary_at_least(test, 95.0, binary, args, copies)
 }
 
-fn debian_binary_at_least(min: f64, binary: &str, args: &[&str], copies: usize) {
+fn debian_binary_at_least(test: &str, min: f64, binary: &str, args: &[&str], copies: usize) {
+    let Some(exe) = system_program(test, binary) else {
+        return;
+    };
+    let exe = exe.to_str().unwrap();
     let dir = scratch(binary);
     let data = dir.join("data");
     generate_text(&data);
     let data = data.to_str().unwrap();
-    let exe = format!("/usr/bin/{binary}");
     // Through sh only to send the output to /dev/null; sh execs timeout, which runs the binary.
     let script = format!("exec timeout 4 {exe} {} \"$@\" > /dev/null", args.join(" "));
     let mut cmd = vec!["sh", "-c", script.as_str(), "sh"];
     cmd.extend(std::iter::repeat_n(data, copies));
-    completeness_at_least(min, binary, binary, &exe, &cmd, &dir);
+    completeness_at_least(min, binary, binary, exe, &cmd, &dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The distribution's python3 (path, and the name its samples carry).
+fn system_python(test: &str) -> Option<(String, String)> {
+    let exe = system_program(test, "python3")?;
+    let comm = exe.file_name()?.to_str()?.to_owned();
+    Some((exe.to_str()?.to_owned(), comm))
 }
 
 /// Four seconds of a recursive pure-Python function.
@@ -214,17 +255,14 @@ const PYTHON_FIB: &str = "import time\n\
 
 #[test]
 fn debian_python_stacks_are_complete() {
-    let Some(test) = KernelTest::start("debian_python_stacks_are_complete") else {
+    let name = "debian_python_stacks_are_complete";
+    let Some(test) = KernelTest::start(name) else {
         return;
     };
-    let exe = "/usr/bin/python3.11";
-    completeness(
-        "python",
-        "python3.11",
-        exe,
-        &[exe, "-c", PYTHON_FIB],
-        &test.dir,
-    );
+    let Some((exe, comm)) = system_python(name) else {
+        return;
+    };
+    completeness("python", &comm, &exe, &[&exe, "-c", PYTHON_FIB], &test.dir);
 }
 
 macro_rules! debian_test {
@@ -234,7 +272,7 @@ macro_rules! debian_test {
             let Some(_test) = KernelTest::start(stringify!($name)) else {
                 return;
             };
-            debian_binary($binary, $args, $copies);
+            debian_binary(stringify!($name), $binary, $args, $copies);
         }
     };
 }
@@ -256,23 +294,18 @@ fn load() -> Vec<Guard> {
 /// On a saturated machine the maintainer syncs late; first sight keeps the stacks complete.
 #[test]
 fn debian_stacks_stay_complete_on_a_saturated_machine() {
-    let test = "debian_stacks_stay_complete_on_a_saturated_machine";
-    let Some(test) = KernelTest::start(test) else {
+    let name = "debian_stacks_stay_complete_on_a_saturated_machine";
+    let Some(test) = KernelTest::start(name) else {
+        return;
+    };
+    let Some((exe, comm)) = system_python(name) else {
         return;
     };
     let _load = load();
-    let exe = "/usr/bin/python3.11";
-    let cmd = [exe, "-c", PYTHON_FIB];
-    completeness_at_least(
-        LOADED_MIN,
-        "python-loaded",
-        "python3.11",
-        exe,
-        &cmd,
-        &test.dir,
-    );
-    debian_binary_at_least(LOADED_MIN, "xz", &["-9", "-T1", "-c"], 1);
-    debian_binary_at_least(LOADED_MIN, "sort", &[], 4);
+    let cmd = [exe.as_str(), "-c", PYTHON_FIB];
+    completeness_at_least(LOADED_MIN, "python-loaded", &comm, &exe, &cmd, &test.dir);
+    debian_binary_at_least(name, LOADED_MIN, "xz", &["-9", "-T1", "-c"], 1);
+    debian_binary_at_least(name, LOADED_MIN, "sort", &[], 4);
 }
 
 /// The share of samples that must be complete under load.
