@@ -6,6 +6,7 @@ pub mod encode;
 pub mod exporter;
 pub mod log;
 pub mod maintainer;
+pub mod metrics;
 pub mod output_file;
 pub mod pipeline;
 pub mod poller;

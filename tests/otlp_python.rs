@@ -93,6 +93,7 @@ fn sample_profile() -> Profile {
         duration_ns: 5_000_000_000,
         period_ns: 10_101_010,
         executables: Default::default(),
+        cgroups: Default::default(),
         samples: vec![
             sample(
                 100,

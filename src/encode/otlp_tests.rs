@@ -63,6 +63,7 @@ fn sample_profile() -> Profile {
         duration_ns: 5_000_000_000,
         period_ns: 10_101_010,
         executables: Default::default(),
+        cgroups: Default::default(),
         samples: vec![
             stack_sample(300, "gone", vec![write], 0),
             stack_sample(200, "other", vec![libc_raw, unknown, main.clone()], 1),
@@ -394,7 +395,7 @@ fn empty_profile_has_only_zero_entries() {
         d.stack_table.len(),
     ];
     assert_eq!(lens, [1; 6]);
-    assert_eq!(d.link_table[0].trace_id, [0; 16]);
+    assert_eq!(d.link_table[0], proto::Link::default(), "an empty link");
 }
 
 #[test]
@@ -404,6 +405,7 @@ fn empty_stacks_and_saturated_values() {
         period_ns: u64::MAX,
         samples: vec![stack_sample(u32::MAX, "", vec![], u64::MAX)],
         executables: Default::default(),
+        cgroups: Default::default(),
         ..Profile::default()
     };
     let data = to_profiles_data(&profile, &OtlpContext::default());
