@@ -211,6 +211,50 @@ fn one_resource_per_process_with_attributes() {
 }
 
 #[test]
+fn cgroup_container_and_user_attributes_and_profile_ids() {
+    let id = "ab".repeat(32);
+    let mut ctx = context();
+    let cgroup = crate::process::cgroup::parse(&format!("0::/system.slice/docker-{id}.scope"));
+    ctx.cgroups.insert(200, cgroup.expect("a cgroup"));
+    ctx.resource_attributes = vec![
+        ("deployment.environment".into(), "test".into()),
+        ("process.pid".into(), "1".into()),
+    ];
+    ctx.profile_id_base = [0xff; 16];
+    let data = to_profiles_data(&sample_profile(), &ctx);
+    let attributes = resource_attributes(&data.resource_profiles[1]);
+    assert_eq!(
+        attributes[3..],
+        [
+            "process.executable.name=other".to_owned(),
+            format!("process.linux.cgroup=0::/system.slice/docker-{id}.scope"),
+            format!("container.id={id}"),
+            "deployment.environment=test".to_owned(),
+        ],
+        "the profiler's own process.pid wins"
+    );
+    let ids: Vec<&[u8]> = data
+        .resource_profiles
+        .iter()
+        .map(|rp| rp.scope_profiles[0].profiles[0].profile_id.as_slice())
+        .collect();
+    // The base plus 0 and plus 1 (wrapping past all ones, and never all zero).
+    assert_eq!(
+        ids,
+        [
+            &[0xff; 16][..],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1][..]
+        ]
+    );
+    let fresh = OtlpContext::for_profile(&sample_profile(), "svc");
+    assert_ne!(fresh.profile_id_base, [0; 16]);
+    assert_ne!(
+        fresh.profile_id_base,
+        OtlpContext::for_profile(&sample_profile(), "svc").profile_id_base
+    );
+}
+
+#[test]
 fn empty_host_and_service_are_left_out() {
     let data = to_profiles_data(&sample_profile(), &OtlpContext::default());
     assert_eq!(
