@@ -31,6 +31,7 @@ pub mod encode;
 pub mod exporter;
 pub mod log;
 pub mod maintainer;
+pub mod metrics;
 pub mod output_file;
 pub mod pid_mappings;
 pub mod pipeline;

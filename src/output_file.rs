@@ -1,7 +1,8 @@
 //! Output files readers never see half-written, for `record` and the daemon: each is written
 //! to `.NAME.PID.tmp` beside its target, synced, then renamed over the target. A temporary
 //! file that a killed run left behind (its PID no longer exists) is removed by the next run
-//! that writes the same target.
+//! that writes the same target, or, for names that change with every file, by a sweep of the
+//! directory at start ([`remove_stale_in`]).
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
@@ -29,22 +30,41 @@ fn remove_stale(target: &Path) {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    remove_stale_where(dir, |target_name| target_name == name);
+}
+
+/// Removes the temporary files in `dir` of targets whose name starts with `prefix` (a run that
+/// writes a new name each time, like the daemon's window files) whose writer's PID is gone;
+/// returns how many.
+pub fn remove_stale_in(dir: &Path, prefix: &str) -> usize {
+    remove_stale_where(dir, |target_name| target_name.starts_with(prefix))
+}
+
+fn remove_stale_where(dir: &Path, is_ours: impl Fn(&str) -> bool) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+        return 0;
     };
-    let prefix = format!(".{name}.");
+    let mut removed = 0;
     for entry in entries.flatten() {
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        let pid = file_name
-            .strip_prefix(&prefix)
+        // `.NAME.PID.tmp`
+        let parsed = file_name
+            .strip_prefix('.')
             .and_then(|rest| rest.strip_suffix(".tmp"))
-            .and_then(|pid| pid.parse::<u32>().ok());
-        if let Some(pid) = pid {
-            if pid != std::process::id() && !crate::sys::process::exists(pid) {
-                let _ = std::fs::remove_file(entry.path());
-            }
+            .and_then(|rest| rest.rsplit_once('.'))
+            .and_then(|(name, pid)| Some((name, pid.parse::<u32>().ok()?)));
+        let Some((name, pid)) = parsed else {
+            continue;
+        };
+        if is_ours(name)
+            && pid != std::process::id()
+            && !crate::sys::process::exists(pid)
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
         }
     }
+    removed
 }
 
 impl PendingFile {
@@ -163,6 +183,28 @@ mod tests {
             entries(&dir),
             vec![".p.pb.gz.1.tmp", ".q.pb.gz.4194304.tmp", "p.pb.gz"]
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_sweep_removes_the_dead_writers_files_of_a_prefix() {
+        let dir = scratch("sweep");
+        let names = [
+            ".profile-1.otlp.4194304.tmp",
+            ".profile-2.otlp.1.tmp",
+            ".other.otlp.4194304.tmp",
+            "profile-3.otlp",
+            ".profile-4.otlp.x.tmp",
+        ];
+        for name in names {
+            std::fs::write(dir.join(name), b"partial").unwrap();
+        }
+        assert_eq!(remove_stale_in(&dir, "profile-"), 1);
+        assert_eq!(entries(&dir), {
+            let mut left = names[1..].to_vec();
+            left.sort();
+            left
+        });
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -63,6 +63,8 @@ pub struct Profile {
     pub samples: Vec<StackSample>,
     /// The executable of each process in `samples`, where known.
     pub executables: std::collections::BTreeMap<u32, String>,
+    /// The cgroup (and container) of each process in `samples`, where known.
+    pub cgroups: std::collections::BTreeMap<u32, crate::process::cgroup::Cgroup>,
 }
 
 impl Profile {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use crate::maintainer::Maintainer;
 use crate::pipeline::{ReportMsg, MAINTAINER_QUEUE, REPORT_QUEUE};
 use crate::poller::{self, Router};
+use crate::process::filter::ProcessFilter;
 use crate::process::source::Procfs;
 use crate::profile::Profile;
 use crate::reporter::{self, unix_now_ns, Windows};
@@ -26,6 +27,8 @@ pub struct SessionConfig {
     pub frequency_hz: u64,
     /// Cut a profile every `window` (daemon), or one for the whole session (`None`).
     pub window: Option<Duration>,
+    /// Which processes the profiles keep (the sampler still samples the whole target).
+    pub filter: ProcessFilter,
 }
 
 /// A running session.
@@ -73,8 +76,16 @@ impl Session {
                 file_tables: sampler.file_tables()?,
                 buckets: sampler.unwind_buckets()?,
             });
+        let filter = config.filter.clone();
         let reporter = spawn("reporter", move || {
-            reporter::run(report_rx, reporter_stats, windows, Some(tables), sink)
+            reporter::run(
+                report_rx,
+                reporter_stats,
+                windows,
+                Some(tables),
+                filter,
+                sink,
+            )
         })?;
         let source = Procfs;
         let pid_mappings = sampler.pid_mappings()?;

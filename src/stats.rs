@@ -30,6 +30,8 @@ counters! {
     samples_send_failed,
     /// Samples dropped because the reporter fell behind (its queue was full).
     samples_queue_dropped,
+    /// Samples of processes the daemon's `--comm`/`--cgroup` filter leaves out.
+    samples_filtered,
     /// Records that did not decode (a version mismatch or a bug).
     records_undecodable,
     /// BPF program runs on non-idle tasks, and those skipped by the PID filter.
@@ -165,6 +167,8 @@ counters! {
     export_partial_success,
     /// Bytes sent in delivered requests (after gzip).
     export_bytes,
+    /// Windows in the export queue now, counting the one being sent (a gauge).
+    export_queue_depth,
 }
 
 impl Stats {
@@ -204,7 +208,9 @@ impl Stats {
     }
 }
 
-fn format_number(value: f64) -> String {
+/// A number as JSON (and the Prometheus text format) writes it: whole numbers without a
+/// fraction, others with six decimals, non-finite ones as `null`.
+pub fn format_number(value: f64) -> String {
     if value.is_finite() {
         if value.fract() == 0.0 && value.abs() < 1e15 {
             format!("{}", value as i64)

@@ -291,7 +291,7 @@ fn empty_profile_has_only_zero_entries() {
     let d = dict(&data);
     assert_eq!(d.string_table, [""]);
     assert_eq!(table_lens(d), [1; 7], "every table only its zero entry");
-    assert_eq!(d.link_table[0].trace_id, [0; 16]);
+    assert_eq!(d.link_table[0], proto::Link::default(), "an empty link");
 }
 
 #[test]
@@ -301,6 +301,7 @@ fn empty_stacks_and_saturated_values() {
         period_ns: u64::MAX,
         samples: vec![stack_sample(u32::MAX, "", vec![], u64::MAX)],
         executables: Default::default(),
+        cgroups: Default::default(),
         ..Profile::default()
     };
     let data = to_profiles_data(&profile, &OtlpContext::default());
@@ -425,4 +426,51 @@ fn checker_accepts_either_zero_link() {
     let mut data = sample_data();
     dict_mut(&mut data).link_table[0] = proto::Link::default();
     check_dictionary(&data).expect("empty IDs are a zero link too");
+}
+
+#[test]
+fn cgroup_container_and_user_attributes_and_profile_ids() {
+    let id = "ab".repeat(32);
+    let mut ctx = context();
+    let cgroup = profiler::process::cgroup::parse(&format!("0::/system.slice/docker-{id}.scope"));
+    ctx.cgroups.insert(200, cgroup.expect("a cgroup"));
+    ctx.resource_attributes = vec![
+        ("deployment.environment".into(), "test".into()),
+        ("process.pid".into(), "1".into()),
+    ];
+    ctx.profile_id_base = [0xff; 16];
+    let data = to_profiles_data(&sample_profile(), &ctx);
+    let attributes: Vec<String> = resource_attributes(dict(&data), &data.resource_profiles[1])
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    assert_eq!(
+        attributes[3..],
+        [
+            "process.executable.name=other".to_owned(),
+            format!("process.linux.cgroup=0::/system.slice/docker-{id}.scope"),
+            format!("container.id={id}"),
+            "deployment.environment=test".to_owned(),
+        ],
+        "the profiler's own process.pid wins"
+    );
+    let ids: Vec<&[u8]> = data
+        .resource_profiles
+        .iter()
+        .map(|rp| rp.scope_profiles[0].profiles[0].profile_id.as_slice())
+        .collect();
+    // The base plus 0 and plus 1 (wrapping past all ones, and never all zero).
+    assert_eq!(
+        ids,
+        [
+            &[0xff; 16][..],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1][..]
+        ]
+    );
+    let fresh = OtlpContext::for_profile(&sample_profile(), "svc");
+    assert_ne!(fresh.profile_id_base, [0; 16]);
+    assert_ne!(
+        fresh.profile_id_base,
+        OtlpContext::for_profile(&sample_profile(), "svc").profile_id_base
+    );
 }

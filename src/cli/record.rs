@@ -195,6 +195,7 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
         target: plan.target.clone(),
         frequency_hz: plan.frequency_hz,
         window: None,
+        filter: Default::default(),
     };
     let (profile_tx, profile_rx) = std::sync::mpsc::channel();
     let sink = move |profile: Profile| {

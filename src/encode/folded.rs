@@ -117,6 +117,7 @@ mod tests {
         Profile {
             samples,
             executables: Default::default(),
+            cgroups: Default::default(),
             ..Profile::default()
         }
     }

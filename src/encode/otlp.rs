@@ -25,6 +25,7 @@ use std::io::{self, Write};
 
 use prost::Message;
 
+use crate::process::cgroup::Cgroup;
 use crate::profile::is_symbolized;
 use crate::profile::KERNEL_MODULE;
 use crate::profile::{Frame, FrameKind, Profile, StackSample};
@@ -46,6 +47,14 @@ pub struct OtlpContext {
     /// is the executable's, truncated to 15 bytes, unless the program renamed it), and has no
     /// path.
     pub executables: HashMap<u32, String>,
+    /// Each process's cgroup, giving `process.linux.cgroup` and, in a container, `container.id`.
+    pub cgroups: HashMap<u32, Cgroup>,
+    /// More attributes for every resource (`OTEL_RESOURCE_ATTRIBUTES`); those this profiler
+    /// sets itself (`process.pid`, `host.name`...) win over them.
+    pub resource_attributes: Vec<(String, String)>,
+    /// Where the profiles' `profile_id`s come from: the `i`th profile of a message gets this
+    /// number plus `i`. All zero: no IDs (the same input then encodes to the same bytes).
+    pub profile_id_base: [u8; 16],
 }
 
 impl OtlpContext {
@@ -57,10 +66,14 @@ impl OtlpContext {
             scope_name: env!("CARGO_PKG_NAME").to_owned(),
             scope_version: env!("CARGO_PKG_VERSION").to_owned(),
             executables: HashMap::new(),
+            cgroups: HashMap::new(),
+            resource_attributes: Vec::new(),
+            profile_id_base: [0; 16],
         }
     }
 
-    /// This host's context for `profile`, with the executables the profile knows.
+    /// This host's context for `profile`, with the executables and cgroups the profile knows
+    /// and fresh random profile IDs.
     pub fn for_profile(profile: &Profile, service_name: &str) -> Self {
         let mut ctx = Self::for_this_profiler(host_name(), service_name.to_owned());
         ctx.executables = profile
@@ -68,7 +81,25 @@ impl OtlpContext {
             .iter()
             .map(|(&pid, exe)| (pid, exe.clone()))
             .collect();
+        ctx.cgroups = profile
+            .cgroups
+            .iter()
+            .map(|(&pid, cgroup)| (pid, cgroup.clone()))
+            .collect();
+        // Without the kernel's randomness the profiles go without IDs (an empty ID is valid).
+        ctx.profile_id_base = crate::sys::random::bytes16().unwrap_or([0; 16]);
         ctx
+    }
+
+    /// The `profile_id` of the `index`th profile of a message (empty without a base).
+    fn profile_id(&self, index: usize) -> Vec<u8> {
+        if self.profile_id_base == [0; 16] {
+            return Vec::new();
+        }
+        let id = u128::from_be_bytes(self.profile_id_base).wrapping_add(index as u128);
+        // All zero is an invalid ID.
+        let id = if id == 0 { 1 } else { id };
+        id.to_be_bytes().to_vec()
     }
 }
 
@@ -108,7 +139,14 @@ pub fn to_profiles_data(profile: &Profile, ctx: &OtlpContext) -> proto::Profiles
     let mut builder = Builder::default();
     let resource_profiles = by_pid
         .into_iter()
-        .map(|(pid, samples)| resource_profiles(&mut builder, profile, ctx, pid, &samples))
+        .enumerate()
+        .map(|(index, (pid, samples))| {
+            let mut rp = resource_profiles(&mut builder, profile, ctx, pid, &samples);
+            for p in rp.scope_profiles.iter_mut().flat_map(|s| &mut s.profiles) {
+                p.profile_id = ctx.profile_id(index);
+            }
+            rp
+        })
         .collect();
     proto::ProfilesData {
         resource_profiles,
@@ -186,16 +224,11 @@ fn thread_id(sample: &StackSample) -> Option<u32> {
     (sample.tid != 0).then_some(sample.tid)
 }
 
-/// A process's resource: host, service, pid and executable.
+/// A process's resource: host, service, pid, executable, cgroup and container, then the
+/// user's attributes.
 fn resource(ctx: &OtlpContext, pid: u32, fallback_name: &str) -> proto::Resource {
-    let mut attributes = Vec::with_capacity(5);
-    let mut push = |key: &str, value: Value| {
-        attributes.push(proto::KeyValue {
-            key: key.to_owned(),
-            value: Some(proto::AnyValue { value: Some(value) }),
-            key_strindex: 0,
-        });
-    };
+    let mut attributes = Vec::with_capacity(7 + ctx.resource_attributes.len());
+    let mut push = |key: &str, value: Value| attributes.push(key_value(key, value));
     if !ctx.host_name.is_empty() {
         push("host.name", Value::StringValue(ctx.host_name.clone()));
     }
@@ -217,9 +250,31 @@ fn resource(ctx: &OtlpContext, pid: u32, fallback_name: &str) -> proto::Resource
             Value::StringValue(fallback_name.to_owned()),
         ),
     }
+    if let Some(cgroup) = ctx.cgroups.get(&pid) {
+        push(
+            "process.linux.cgroup",
+            Value::StringValue(cgroup.entry.clone()),
+        );
+        if let Some(id) = &cgroup.container_id {
+            push("container.id", Value::StringValue(id.clone()));
+        }
+    }
+    for (key, value) in &ctx.resource_attributes {
+        if !attributes.iter().any(|kv| kv.key == *key) {
+            attributes.push(key_value(key, Value::StringValue(value.clone())));
+        }
+    }
     proto::Resource {
         attributes,
         ..Default::default()
+    }
+}
+
+fn key_value(key: &str, value: Value) -> proto::KeyValue {
+    proto::KeyValue {
+        key: key.to_owned(),
+        value: Some(proto::AnyValue { value: Some(value) }),
+        key_strindex: 0,
     }
 }
 
@@ -308,11 +363,8 @@ impl<'a> Builder<'a> {
             mapping_table: self.mappings.entries,
             location_table: self.locations.entries,
             function_table: self.functions.entries,
-            // The spec prefers the all-zero 16/8-byte IDs to empty ones for the zero link.
-            link_table: vec![proto::Link {
-                trace_id: vec![0; 16],
-                span_id: vec![0; 8],
-            }],
+            // The zero link: no trace, no span (empty IDs, as `Link::default()`).
+            link_table: vec![proto::Link::default()],
             string_table: self.strings.entries,
             attribute_table: self.attributes.entries,
             stack_table: self.stacks.entries,

@@ -314,6 +314,7 @@ mod tests {
             duration_ns: 5_000_000_000,
             period_ns: 10_101_010,
             executables: Default::default(),
+            cgroups: Default::default(),
             samples: vec![
                 StackSample {
                     pid: 100,
@@ -521,6 +522,7 @@ mod tests {
         Profile {
             samples: vec![stack],
             executables: Default::default(),
+            cgroups: Default::default(),
             ..Profile::default()
         }
     }

@@ -17,12 +17,14 @@ const RESERVED_HEADERS: [&str; 5] = [
     "host",
 ];
 
-/// Where and how to send windows.
-#[derive(Clone, Debug)]
+/// Where and how to send windows. Its `Debug` form leaves out the header values.
+#[derive(Clone)]
 pub struct TransportConfig {
     /// The collector's base URL (`http://localhost:4318`); [`PROFILES_PATH`] is appended unless
-    /// the URL already ends with it.
+    /// the URL already ends with it, or `exact_url` is set.
     pub endpoint: String,
+    /// `endpoint` is the whole URL to post to (`OTEL_EXPORTER_OTLP_PROFILES_ENDPOINT`).
+    pub exact_url: bool,
     /// Extra request headers (authentication), sent as given.
     pub headers: Vec<(String, String)>,
     /// Gzip request bodies (`Content-Encoding: gzip`).
@@ -43,6 +45,7 @@ impl TransportConfig {
     pub fn new(endpoint: impl Into<String>) -> Self {
         TransportConfig {
             endpoint: endpoint.into(),
+            exact_url: false,
             headers: Vec::new(),
             gzip: false,
             queue_capacity: 16,
@@ -54,15 +57,17 @@ impl TransportConfig {
 
     /// The URL requests are posted to.
     pub fn url(&self) -> String {
-        profiles_url(&self.endpoint)
+        if self.exact_url {
+            self.endpoint.trim().to_owned()
+        } else {
+            profiles_url(&self.endpoint)
+        }
     }
 
     /// Checks everything a request could later fail on, with a message the user can act on.
     pub fn validate(&self) -> Result<(), String> {
         validate_endpoint(&self.endpoint)?;
-        for (name, value) in &self.headers {
-            validate_header(name, value)?;
-        }
+        validate_headers(&self.headers)?;
         let zero = [
             (self.queue_capacity == 0, "the export queue capacity"),
             (self.request_timeout.is_zero(), "the request timeout"),
@@ -104,6 +109,29 @@ fn validate_endpoint(endpoint: &str) -> Result<(), String> {
         Some(host) if !host.is_empty() => Ok(()),
         _ => Err(format!("endpoint {endpoint:?} has no host: {hint}")),
     }
+}
+
+impl std::fmt::Debug for TransportConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("TransportConfig")
+            .field("url", &self.url())
+            .field("header_names", &names)
+            .field("gzip", &self.gzip)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("request_timeout", &self.request_timeout)
+            .field("initial_backoff", &self.initial_backoff)
+            .field("max_backoff", &self.max_backoff)
+            .finish()
+    }
+}
+
+/// Checks extra headers: valid HTTP names and values, none the exporter sets itself. The
+/// errors name the header, never its value.
+pub fn validate_headers(headers: &[(String, String)]) -> Result<(), String> {
+    headers
+        .iter()
+        .try_for_each(|(name, value)| validate_header(name, value))
 }
 
 fn validate_header(name: &str, value: &str) -> Result<(), String> {
@@ -219,6 +247,13 @@ mod tests {
         assert!(with_header("content-encoding", "br").is_err());
 
         let mut config = TransportConfig::new("http://h");
+        config
+            .headers
+            .push(("Authorization".into(), "Bearer s3cret".into()));
+        assert!(!format!("{config:?}").contains("s3cret"));
+        config.exact_url = true;
+        config.endpoint = "http://h/custom ".into();
+        assert_eq!(config.url(), "http://h/custom");
         config.queue_capacity = 0;
         assert!(config.validate().unwrap_err().contains("queue capacity"));
         let mut config = TransportConfig::new("http://h");

@@ -6,7 +6,8 @@
 //! 429/502/503/504 and connection failures are retried with exponential backoff and jitter,
 //! honouring `Retry-After`; every other failure status is final. The pure helpers (delays, log
 //! throttling, the window queue) are in `policy.rs`, [`TransportConfig`] and its validation
-//! in `config.rs`. It does not build payloads (that is [`crate::encode::otlp`]).
+//! in `config.rs`, the header sources in `headers.rs` and the `OTEL_*` environment in
+//! `otel_env.rs`. It does not build payloads (that is [`crate::encode::otlp`]).
 //!
 //! The queue holds at most `queue_capacity` windows, counting the one being sent or retried; when
 //! a new window arrives at a full queue the oldest goes, even if it is the one being retried, so
@@ -14,6 +15,8 @@
 //! `export_delivered`, `export_rejected` or `export_dropped`.
 
 mod config;
+pub mod headers;
+pub mod otel_env;
 mod policy;
 
 use std::borrow::Cow;
@@ -29,12 +32,12 @@ use prost::Message;
 use crate::log;
 use crate::proto::otlp::ExportProfilesServiceResponse;
 use crate::stats::Stats;
-use policy::{backoff, jittered, parse_retry_after, Evicted, Rng, Throttle, WindowQueue};
+#[cfg(test)]
+use policy::BODY_EXCERPT;
+use policy::{backoff, excerpt, jittered, parse_retry_after, Evicted, Rng, Throttle, WindowQueue};
 
-pub use config::{profiles_url, TransportConfig, PROFILES_PATH};
+pub use config::{profiles_url, validate_headers, TransportConfig, PROFILES_PATH};
 
-/// How much of a rejected request's response body a warning quotes.
-const BODY_EXCERPT: usize = 200;
 /// The most of a response body read: a collector's answer is a few bytes.
 const MAX_RESPONSE: u64 = 64 * 1024;
 
@@ -59,6 +62,8 @@ struct Totals {
 
 struct State {
     queue: WindowQueue,
+    /// The extra headers of the next request ([`Exporter::set_headers`] replaces them).
+    headers: Arc<Vec<(String, String)>>,
     totals: Totals,
     /// No more windows will come; set with the deadline by shutdown (or drop).
     closed: bool,
@@ -88,6 +93,11 @@ impl State {
                 Stats::add(&stats.export_dropped, windows);
             }
         }
+        self.show_depth(stats);
+    }
+
+    fn show_depth(&self, stats: &Stats) {
+        Stats::set(&stats.export_queue_depth, self.queue.outstanding());
     }
 
     /// Ends window `seq`, unless shutdown already gave up on it.
@@ -151,6 +161,7 @@ impl Exporter {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queue: WindowQueue::new(config.queue_capacity),
+                headers: Arc::new(config.headers.clone()),
                 totals: Totals::default(),
                 closed: false,
                 deadline: None,
@@ -196,6 +207,7 @@ impl Exporter {
             _ => state.overflow.note(()),
         };
         let capacity = state.queue.capacity;
+        state.show_depth(&self.stats);
         drop(state);
         self.shared.wake.notify_all();
         if let Some(n) = log_overflow {
@@ -204,6 +216,14 @@ impl Exporter {
                  ({n} since the last delivery)"
             ));
         }
+    }
+
+    /// Replaces the extra headers from the next request on (a re-read header file), after
+    /// checking them as [`TransportConfig::validate`] does.
+    pub fn set_headers(&self, headers: Vec<(String, String)>) -> Result<(), String> {
+        validate_headers(&headers)?;
+        self.shared.lock().headers = Arc::new(headers);
+        Ok(())
     }
 
     /// Stops accepting windows and tries to deliver the queued ones (the one being retried
@@ -438,7 +458,8 @@ impl Sender {
         if gzipped {
             request = request.header("Content-Encoding", "gzip");
         }
-        for (name, value) in &self.config.headers {
+        let headers = Arc::clone(&self.shared.lock().headers);
+        for (name, value) in headers.iter() {
             request = request.header(name, value);
         }
         let result = request
@@ -574,26 +595,6 @@ impl Sender {
         );
         self.refusal(Kind::PartialSuccess, &message);
     }
-}
-
-/// The start of a response body for a log line: lossy UTF-8, control characters escaped.
-pub(crate) fn excerpt(body: &[u8]) -> String {
-    if body.is_empty() {
-        return "(empty body)".into();
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]);
-    let mut out = String::new();
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    if body.len() > BODY_EXCERPT {
-        out.push('…');
-    }
-    out
 }
 
 #[cfg(test)]

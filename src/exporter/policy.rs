@@ -1,7 +1,7 @@
 //! The OTLP/HTTP transport's pure policy pieces: the retry delay (exponential backoff, jitter, a
-//! small PRNG to draw it, `Retry-After` parsing), throttling of repeated log lines, and the
-//! bounded drop-oldest queue of windows. Nothing here blocks, sleeps or touches the network; the
-//! export thread that uses them is [`super`].
+//! small PRNG to draw it, `Retry-After` parsing), throttling of repeated log lines, the bounded
+//! drop-oldest queue of windows, and the excerpt of a response body a warning quotes. Nothing
+//! here blocks, sleeps or touches the network; the export thread that uses them is [`super`].
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -222,6 +222,29 @@ impl WindowQueue {
         self.in_flight = None;
         outstanding
     }
+}
+
+/// How much of a rejected request's response body a warning quotes.
+pub(super) const BODY_EXCERPT: usize = 200;
+
+/// The start of a response body for a log line: lossy UTF-8, control characters escaped.
+pub(super) fn excerpt(body: &[u8]) -> String {
+    if body.is_empty() {
+        return "(empty body)".into();
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(BODY_EXCERPT)]);
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if body.len() > BODY_EXCERPT {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]

@@ -240,11 +240,28 @@ impl Aggregator {
     /// Symbolizes every distinct frame of the stacks collected so far into `profile` (which
     /// carries times and period), and starts a new window. What is known about files and
     /// processes is kept for the next windows.
-    pub fn flush(&mut self, symbolizer: &mut Symbolizer, mut profile: Profile) -> Profile {
+    pub fn flush(&mut self, symbolizer: &mut Symbolizer, profile: Profile) -> Profile {
+        self.flush_kept(symbolizer, profile, &|_, _, _| true, &mut 0)
+    }
+
+    /// [`Aggregator::flush`], leaving out the stacks that `keep` (given the PID, the thread
+    /// name and the executable) refuses; their samples are added to `dropped`.
+    pub fn flush_kept(
+        &mut self,
+        symbolizer: &mut Symbolizer,
+        mut profile: Profile,
+        keep: &dyn Fn(u32, &str, Option<&str>) -> bool,
+        dropped: &mut u64,
+    ) -> Profile {
         let refs: Vec<FileRef> = self.files.iter().map(|f| self.file_ref(f)).collect();
         let mut cache: HashMap<RawFrame, Frame> = HashMap::new();
         let mut samples = Vec::with_capacity(self.stacks.len());
         for (key, count) in std::mem::take(&mut self.stacks) {
+            let executable = self.executables.get(&key.pid).map(String::as_str);
+            if !keep(key.pid, &key.thread_name, executable) {
+                *dropped += count;
+                continue;
+            }
             let frames = key
                 .frames
                 .iter()

@@ -225,3 +225,36 @@ fn exec_names_of_processes_never_sampled_are_forgotten_after_the_retention() {
     );
     assert_eq!(agg.executables.get(&2).map(String::as_str), Some("/bin/p2"));
 }
+
+#[test]
+fn stacks_a_filter_refuses_are_counted_and_left_out() {
+    let (stats, vmas) = (Stats::default(), Vmas::default());
+    let mut agg = Aggregator::default();
+    agg.on_process(9, "/usr/bin/app".into());
+    for _ in 0..3 {
+        agg.add(
+            &trace(vec![0xffff_ffff_8100_0000], vec![], 0),
+            &vmas,
+            &stats,
+        );
+    }
+    let seen = std::cell::RefCell::new(Vec::new());
+    let keep = |pid: u32, thread: &str, exe: Option<&str>| {
+        seen.borrow_mut()
+            .push((pid, thread.to_owned(), exe.map(str::to_owned)));
+        false
+    };
+    let mut dropped = 0;
+    let profile = agg.flush_kept(
+        &mut Symbolizer::new(None),
+        Profile::default(),
+        &keep,
+        &mut dropped,
+    );
+    assert!(profile.samples.is_empty());
+    assert_eq!(dropped, 3);
+    assert_eq!(
+        seen.into_inner(),
+        [(9, "app".to_owned(), Some("/usr/bin/app".to_owned()))]
+    );
+}

@@ -8,11 +8,14 @@ pub mod complete;
 pub mod live_stack;
 pub mod vmas;
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::pipeline::ReportMsg;
+use crate::process::cgroup::{self, Cgroup};
+use crate::process::filter::ProcessFilter;
 use crate::profile::Profile;
 use crate::stats::Stats;
 use crate::symbolize::{KernelSymbols, Symbolizer};
@@ -60,12 +63,19 @@ struct Reporter {
     tables: Option<Box<dyn Tables + Send>>,
     /// Files were announced since the completer last tried.
     new_files: bool,
+    /// Each process's cgroup, read when its first sample arrives and again after an exec.
+    cgroups: HashMap<u32, Option<Cgroup>>,
+    /// Which processes' samples the profiles keep.
+    filter: ProcessFilter,
 }
 
 impl Reporter {
     fn handle(&mut self, msg: ReportMsg) {
         match msg {
             ReportMsg::Trace(trace) => {
+                self.cgroups
+                    .entry(trace.pid)
+                    .or_insert_with(|| cgroup::read(trace.pid));
                 for trace in self.completer.on_trace(trace, &self.stats) {
                     self.aggregator.add(&trace, &self.vmas, &self.stats);
                 }
@@ -88,6 +98,11 @@ impl Reporter {
             ReportMsg::Exec(exec) => {
                 self.vmas.boundary(exec.pid, exec.ktime_ns);
                 self.aggregator.on_exec(&exec);
+                // A container runtime moves its process into the container's cgroup just
+                // before it executes the container's program.
+                if self.cgroups.contains_key(&exec.pid) {
+                    self.cgroups.insert(exec.pid, cgroup::read(exec.pid));
+                }
             }
             ReportMsg::Exit { pid, ktime_ns } => {
                 self.vmas.boundary(pid, ktime_ns);
@@ -136,7 +151,21 @@ impl Reporter {
             self.windows_since_symbolizer = 0;
         }
         let symbolizer = self.symbolizer.get_or_insert_with(new_symbolizer);
-        let profile = self.aggregator.flush(symbolizer, template);
+        let (cgroups, filter) = (&self.cgroups, &self.filter);
+        let cgroup_of = |pid: u32| cgroups.get(&pid).and_then(Option::as_ref);
+        let keep = |pid: u32, thread: &str, exe: Option<&str>| {
+            filter.keeps_all() || filter.keeps(thread, exe, cgroup_of(pid))
+        };
+        let mut filtered = 0;
+        let mut profile = self
+            .aggregator
+            .flush_kept(symbolizer, template, &keep, &mut filtered);
+        Stats::add(&self.stats.samples_filtered, filtered);
+        for sample in &profile.samples {
+            if let Some(cgroup) = cgroup_of(sample.pid) {
+                profile.cgroups.insert(sample.pid, cgroup.clone());
+            }
+        }
         let counts = symbolizer.stats();
         Stats::set(
             &self.stats.symbolization_misses,
@@ -161,6 +190,7 @@ impl Reporter {
         for (pid, ktime_ns, _) in old {
             self.vmas.forget_until(pid, ktime_ns);
             self.aggregator.forget_process(pid);
+            self.cgroups.remove(&pid);
         }
         self.aggregator.forget_unsampled(now, EXITED_RETENTION);
     }
@@ -184,6 +214,7 @@ pub fn run(
     stats: Arc<Stats>,
     windows: Windows,
     tables: Option<Box<dyn Tables + Send>>,
+    filter: ProcessFilter,
     mut sink: impl FnMut(Profile),
 ) {
     let mut reporter = Reporter {
@@ -200,6 +231,8 @@ pub fn run(
         memory: Default::default(),
         tables,
         new_files: false,
+        cgroups: HashMap::new(),
+        filter,
     };
     loop {
         let timeout = match windows.interval {

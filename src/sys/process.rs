@@ -28,6 +28,32 @@ pub fn exists(pid: u32) -> bool {
     }
 }
 
+/// This process's resident memory (bytes) and the CPU time it used (user + system, seconds).
+pub fn own_usage() -> io::Result<(u64, f64)> {
+    let statm = std::fs::read_to_string("/proc/self/statm")?;
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc/self/statm"))?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    // SAFETY: a zeroed rusage is a valid value for the kernel to overwrite; the pointer is to
+    // a live local.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut usage) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((
+        pages * page_size.max(0) as u64,
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+    ))
+}
+
 /// The name of a signal number, e.g. "SIGTERM".
 pub fn signal_name(signal: i32) -> String {
     match signal {

@@ -1,6 +1,7 @@
 //! Termination signals (SIGINT, SIGTERM, SIGHUP) turned into a flag, and a wait that a signal
 //! ends at once whichever thread it was delivered to (a self-pipe), so the main thread can
-//! sleep for long stretches instead of polling.
+//! sleep for long stretches instead of polling. A daemon may make SIGHUP a reload request
+//! instead ([`install_reload_handler`], [`take_reload`]).
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -8,6 +9,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
+/// SIGHUPs received as reload requests and not yet taken.
+static RELOADS: AtomicI32 = AtomicI32::new(0);
 /// The self-pipe's write end (-1 until the handlers are installed).
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 /// The self-pipe's read end.
@@ -16,6 +19,11 @@ static WAKE_READER: OnceLock<OwnedFd> = OnceLock::new();
 extern "C" fn on_signal(signal: libc::c_int) {
     // An atomic store and a write(2): both async-signal-safe.
     RECEIVED.store(signal, Ordering::SeqCst);
+    wake();
+}
+
+extern "C" fn on_reload(_signal: libc::c_int) {
+    RELOADS.fetch_add(1, Ordering::SeqCst);
     wake();
 }
 
@@ -92,6 +100,18 @@ pub fn install_termination_handlers() -> std::io::Result<()> {
         set_handler(signal, on_signal, 0)?;
     }
     Ok(())
+}
+
+/// Makes SIGHUP a reload request instead of a stop: it ends a [`wait`] at once and
+/// [`take_reload`] reports it. Call after [`install_termination_handlers`].
+pub fn install_reload_handler() -> std::io::Result<()> {
+    make_wake_pipe()?;
+    set_handler(libc::SIGHUP, on_reload, 0)
+}
+
+/// Whether a reload was requested (SIGHUP) since the last call.
+pub fn take_reload() -> bool {
+    RELOADS.swap(0, Ordering::SeqCst) > 0
 }
 
 /// Makes the end of a child process (SIGCHLD) end a [`wait`] at once, so the main thread need

@@ -76,6 +76,7 @@ pub fn sample_profile() -> Profile {
         duration_ns: 5_000_000_000,
         period_ns: 10_101_010,
         executables: Default::default(),
+        cgroups: Default::default(),
         samples: vec![
             stack_sample(300, "gone", vec![write], 0),
             stack_sample(200, "other", vec![libc_raw, unknown, main.clone()], 1),
