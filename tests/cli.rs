@@ -146,7 +146,7 @@ fn bad_daemon_input_is_a_usage_error_with_a_clear_message() {
         (&["--queue", "0"], "--queue must be at least 1"),
         (
             &["--header", "novalue"],
-            "invalid --header \"novalue\": expected KEY=VALUE",
+            "invalid --header (the 1st): expected KEY=VALUE",
         ),
         (
             &["--header", "Content-Type=text/plain"],
