@@ -22,6 +22,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use profiler::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::maintainer::batcher::{Batcher, MapBackend, BATCH_SIZE};
 use profiler::maintainer::lifecycle::ProcessTable;
 use profiler::pid_mappings::prefixes::{cover, marker_key};
@@ -29,7 +30,6 @@ use profiler::pipeline::Trigger;
 use profiler::process::maps::{parse_maps, Mapping};
 use profiler::process::source::{read_identity, ProcSource, Procfs, NS_PER_TICK};
 use profiler::stats::Stats;
-use profiler::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::sys::bpf::{Map, MapKind};
 
 const KEY_SIZE: usize = std::mem::size_of::<PidMappingKey>();

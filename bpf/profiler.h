@@ -2,7 +2,7 @@
 /*
  * Records and maps shared between the BPF programs and user space. This header is the one
  * definition of every layout that crosses the boundary: build.rs generates the Rust constants
- * from it, src/sys/bpf/layout.rs mirrors the structs and asserts their sizes and offsets at
+ * from it, src/layout/ mirrors the structs and asserts their sizes and offsets at
  * compile time, and the _Static_asserts below pin the same numbers here.
  */
 #ifndef PROFILER_SHARED_H

@@ -21,14 +21,16 @@
 //!   each other; [`tables`] uses both.
 //! - Output: [`symbolize`], [`profile`] (the data model), [`summary`], [`encode`] (folded,
 //!   pprof, OTLP) over [`proto`]'s wire messages, [`output_file`].
-//! - Shared: [`stats`], [`log`], [`privileges`], [`sys`] (the only `unsafe`: libbpf, mmap,
-//!   system calls, and the BPF layouts), `testing` (the one gate for test skips).
+//! - Shared: [`layout`] (the records and map values shared with the BPF programs, mirrored
+//!   from `bpf/profiler.h`, and their decoding), [`stats`], [`log`], [`privileges`], [`sys`]
+//!   (the only `unsafe`: libbpf, mmap, system calls), `testing` (the one gate for test skips).
 
 pub mod cfi;
 pub mod cli;
 pub(crate) mod elf;
 pub mod encode;
 pub mod exporter;
+pub mod layout;
 pub mod log;
 pub mod maintainer;
 pub mod metrics;

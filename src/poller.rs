@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
+use crate::layout::{decode, Record};
 use crate::pipeline::Trigger;
 use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{decode, Record};
 use crate::sys::bpf::{Map, PerfBuffer, PerfHandler};
 use crate::sys::poll::Waker;
 
@@ -239,7 +239,7 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::bpf::layout::{consts, RawTrace, UserFrame};
+    use crate::layout::{consts, RawTrace, UserFrame};
     use std::sync::mpsc::sync_channel;
 
     fn trace(pid: u32) -> Record {

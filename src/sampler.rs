@@ -3,8 +3,8 @@
 
 use std::io;
 
+use crate::layout::{consts, SAMPLER_BSS_SIZE, SAMPLER_RODATA_SIZE};
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{consts, SAMPLER_BSS_SIZE, SAMPLER_RODATA_SIZE};
 use crate::sys::bpf::{online_cpus, open_cpu_clock, Link, LoadedObject, Map, OpenObject};
 
 static SAMPLER_OBJECT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sampler.bpf.o"));

@@ -5,10 +5,10 @@
 mod common;
 
 use common::bpf_available;
+use profiler::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::maintainer::batcher::{Batcher, MapBackend};
 use profiler::pid_mappings::prefixes::{cover, marker_key};
 use profiler::stats::Stats;
-use profiler::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 use profiler::sys::bpf::{Map, MapKind};
 
 fn trie() -> Map {

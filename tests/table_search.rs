@@ -8,7 +8,7 @@
 mod common;
 
 use common::bpf_available;
-use profiler::sys::bpf::layout::TableRef;
+use profiler::layout::TableRef;
 use profiler::sys::bpf::{LoadedObject, Map, OpenObject};
 use profiler::unwind::compact::{KEY_PAD, KIND_REDIRECT, KIND_RSP};
 use profiler::unwind::{Bucket, CompactTable, Rule};

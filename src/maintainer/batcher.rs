@@ -6,8 +6,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io;
 
+use crate::layout::{PidMappingKey, PidMappingValue};
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{PidMappingKey, PidMappingValue};
 use crate::sys::bpf::{BatchOutcome, Map};
 
 /// Elements per batch syscall: bounds the kernel's time with the map locked and our buffers.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io;
 
 use super::batcher::MapBackend;
-use crate::sys::bpf::layout::{PidMappingKey, PidMappingValue};
+use crate::layout::{PidMappingKey, PidMappingValue};
 use crate::sys::bpf::BatchOutcome;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

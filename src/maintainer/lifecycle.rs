@@ -26,12 +26,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use super::batcher::{Batcher, MapBackend};
+use crate::layout::{consts, PidMappingKey, PidMappingValue};
 use crate::pid_mappings::wanted::{changes, wanted, Changes, Target};
 use crate::pipeline::Trigger;
 use crate::process::files::{FileTable, SharedFile};
 use crate::process::source::{Identity, ProcError, ProcSource};
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue};
 use crate::tables::{NoTables, TableStore};
 
 const PENDING: u16 = consts::MAPPING_TABLE_PENDING as u16;

@@ -10,12 +10,12 @@
 use std::time::{Duration, Instant};
 
 use super::{ProcessTable, PENDING, REBUILD_AFTER};
+use crate::layout::{consts, TableRef};
 use crate::pid_mappings::wanted::Target;
 use crate::process::files::{FileKey, SharedFile};
 use crate::process::maps::{Backing, Mapping};
 use crate::process::source::ProcSource;
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{consts, TableRef};
 
 impl ProcessTable {
     pub fn take_new_files(&mut self) -> Vec<SharedFile> {

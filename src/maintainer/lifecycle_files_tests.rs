@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use super::super::tests::{World, APP, OTHER};
 use super::super::{ProcessTable, FILE_GRACE, REBUILD_AFTER};
+use crate::layout::{consts, TableRef};
 use crate::pipeline::Trigger;
 use crate::process::files::SharedFile;
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{consts, TableRef};
 use crate::tables::TableStore;
 
 /// A table store whose tables arrive later, when the test says so.

@@ -2,7 +2,7 @@
 //! address range becomes trie keys (`prefixes.rs`), and which entries a process with given
 //! mappings needs and which writes bring its current entries there (`wanted.rs`).
 //!
-//! A leaf (it imports `crate::process::maps` and `crate::sys::bpf::layout` only). Everything
+//! A leaf (it imports `crate::process::maps` and `crate::layout` only). Everything
 //! here is pure: the maintainer thread applies the writes through its batcher, as the only
 //! writer of the map, and decides when a process's entries are computed (its lifecycle).
 

@@ -1,7 +1,7 @@
 //! Address range → LPM prefixes: the smallest set of aligned power-of-two blocks that covers a
 //! mapping exactly, each a key of the `pid_mappings` trie.
 
-use crate::sys::bpf::layout::{consts, PidMappingKey};
+use crate::layout::{consts, PidMappingKey};
 
 /// Bits of PID in front of the address in a key.
 const PID_BITS: u32 = consts::PID_MAPPING_KEY_BITS as u32 - 64;

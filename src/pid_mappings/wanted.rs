@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::prefixes::{cover, marker_key};
+use crate::layout::{consts, PidMappingKey, PidMappingValue, TableRef};
 use crate::process::maps::Mapping;
-use crate::sys::bpf::layout::{consts, PidMappingKey, PidMappingValue, TableRef};
 
 /// A process's entries, by key.
 pub type Entries = BTreeMap<PidMappingKey, PidMappingValue>;

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sys::bpf::layout::TableRef;
+use crate::layout::TableRef;
 
 /// A file's identity: a replaced file (new inode or new mtime/size) is a new file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::vmas::{VmaHit, Vmas};
+use crate::layout::{consts, ExecRecord, RawTrace};
 use crate::process::files::SharedFile;
 use crate::profile::{Frame, Profile, StackSample};
 use crate::stats::Stats;
 use crate::symbolize::{FileRef, Symbolizer};
-use crate::sys::bpf::layout::{consts, ExecRecord, RawTrace};
 
 /// Index into `Aggregator::files`.
 type Slot = u32;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::layout::{UserFrame, VmaRecord};
 use crate::process::files::{FileInfo, FileKey};
 use crate::profile::FrameKind;
-use crate::sys::bpf::layout::{UserFrame, VmaRecord};
 
 const RESOLVED: u32 = consts::FRAME_RESOLVED as u32;
 const NO_PID: u32 = consts::FRAME_NO_PID as u32;

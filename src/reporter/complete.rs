@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use super::live_stack::{LiveStack, Memory, PagePool};
 
-use crate::stats::Stats;
-use crate::sys::bpf::layout::{
+use crate::layout::{
     consts, FileTableValue, ProcVma, RawTrace, StackRecord, TableRef, UserFrame, MAX_USER_FRAMES,
 };
+use crate::stats::Stats;
 use crate::unwind::compact::Bucket;
 use crate::unwind::step::{find_row, step, Regs, Step};
 
@@ -323,7 +323,7 @@ pub struct MapTables {
 
 impl Tables for MapTables {
     fn file(&self, dev: u32, inode: u64) -> Option<FileTableValue> {
-        let key = crate::sys::bpf::layout::FileTableKey {
+        let key = crate::layout::FileTableKey {
             dev,
             _pad: 0,
             inode,

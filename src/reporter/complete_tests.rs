@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 use super::*;
-use crate::sys::bpf::layout::STACK_COPY_BYTES;
+use crate::layout::STACK_COPY_BYTES;
 use crate::unwind::compact::CompactTable;
 use crate::unwind_rows::{CfaRule, RaRule, RegRule, UnwindRow};
 

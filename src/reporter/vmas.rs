@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::sys::bpf::layout::VmaRecord;
+use crate::layout::VmaRecord;
 
 /// VMA reports kept per process (oldest dropped first).
 const MAX_PER_PID: usize = 256;

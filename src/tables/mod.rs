@@ -28,9 +28,9 @@ mod fuzz_tests;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::layout::{FileTableKey, FileTableValue, TableRef, UNWIND_BUCKET_BYTES};
 use crate::process::files::{FileInfo, SharedFile};
 use crate::stats::Stats;
-use crate::sys::bpf::layout::{FileTableKey, FileTableValue, TableRef, UNWIND_BUCKET_BYTES};
 use crate::sys::bpf::Map;
 use crate::unwind::compact::CompactTable;
 use extractor::Extractor;

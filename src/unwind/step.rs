@@ -6,7 +6,7 @@
 //! tested without BPF or a process.
 
 use super::compact::{Bucket, CompactRow, KIND_REDIRECT, SIGFRAME_RBP, SIGFRAME_RIP, SIGFRAME_RSP};
-use crate::sys::bpf::layout::TableRef;
+use crate::layout::TableRef;
 use crate::unwind_rows::{CfaRule, RegRule};
 
 /// The registers a walk carries from frame to frame.

@@ -11,8 +11,6 @@ mod object;
 mod perf_buffer;
 mod test_run;
 
-pub mod layout;
-
 pub use link::{online_cpus, open_cpu_clock, Link};
 pub use map::{possible_cpus, BatchOutcome, Map, MapKind};
 pub use object::{LoadedObject, OpenObject};
