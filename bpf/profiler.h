@@ -22,6 +22,10 @@
 #define MAPPING_CACHE_SLOTS 4
 /* Nanoseconds between two reports of the same unknown PID / mapping / VMA. */
 #define REPORT_INTERVAL_NS 500000000ULL
+/* In a RECORD_UNKNOWN_MAPPING's address: the mmap hook's record shows a file mapped where the
+ * walk went, which user space has not registered (a library mapped since the last sync), not a
+ * stray address from a frame-pointer walk. */
+#define REPORT_ADDR_NEW_FILE (1ULL << 63)
 /* Where the exec count starts in an address-space generation (address_space_gen). */
 #define EXEC_GEN_SHIFT 52
 

@@ -666,7 +666,9 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 		.type = rc->report_kind,
 		.pid = rc->pid,
 		.ktime_ns = now,
-		.addr = rc->report_kind == RECORD_UNKNOWN_MAPPING ? rc->report_addr : 0,
+		.addr = rc->report_kind == RECORD_UNKNOWN_MAPPING
+				? rc->report_addr | (rc->copy_stack ? REPORT_ADDR_NEW_FILE : 0)
+				: 0,
 		.start_ns = rc->start_ns,
 		.exec_gen = rc->exec_gen,
 	};

@@ -17,6 +17,9 @@ use crate::process::files::SharedFile;
 pub enum Trigger {
     UnknownPid,
     UnknownMapping,
+    /// An unknown mapping where the kernel's record shows a file the maintainer has not
+    /// registered: a library mapped since the last sync, worth a re-sync at once.
+    NewFile,
     Exec,
 }
 

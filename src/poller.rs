@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
-use crate::layout::{decode, Record};
+use crate::layout::{consts, decode, Record};
 use crate::pipeline::Trigger;
 use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::stats::Stats;
@@ -152,12 +152,17 @@ impl Router {
                 pid,
                 start_ns,
                 exec_gen,
+                addr,
                 ..
             } => self.maintain(MaintainerMsg::Report {
                 pid,
                 start_ns,
                 exec_gen,
-                trigger: Trigger::UnknownMapping,
+                trigger: if addr & consts::REPORT_ADDR_NEW_FILE != 0 {
+                    Trigger::NewFile
+                } else {
+                    Trigger::UnknownMapping
+                },
             }),
             Record::Vma(vma) => self.report(ReportMsg::Vma(vma)),
             Record::Stack(stack) => self.report(ReportMsg::Stack(stack)),

@@ -168,7 +168,7 @@ impl ProcessTable {
     ) {
         match trigger {
             Trigger::UnknownPid => inc(&stats.unknown_pid_reports),
-            Trigger::UnknownMapping => inc(&stats.unknown_mapping_reports),
+            Trigger::UnknownMapping | Trigger::NewFile => inc(&stats.unknown_mapping_reports),
             Trigger::Exec => {}
         }
         self.note_identity(pid, start_ns, stats, now);

@@ -521,3 +521,25 @@ fn a_report_within_the_exit_grace_starts_the_new_process() {
     assert_eq!(w.ops(), vec![Op::Update(fresh)]);
     assert_eq!(w.counter(&w.stats.pid_reuses), 1);
 }
+
+#[test]
+fn a_library_mapped_since_the_last_sync_is_synced_at_once() {
+    // An unknown mapping right after a sync is taken for a stray address and waits; one where
+    // the kernel's record shows a file (a library dlopen'd or mapped by ld.so since) does not.
+    let mut w = World::new();
+    w.src.spawn(10, 100, APP);
+    w.report(10, Trigger::UnknownPid);
+    w.ops();
+    let more = format!("{APP}500000-501000 r-xp 00000000 08:01 33 /bin/other\n");
+    w.src.spawn(10, 100, &more);
+    w.report(10, Trigger::UnknownMapping);
+    assert_eq!(w.counter(&w.stats.resyncs), 0, "a stray address waits");
+    w.report(10, Trigger::NewFile);
+    assert_eq!(w.counter(&w.stats.resyncs), 1, "a new file does not");
+    assert!(
+        w.map
+            .keys_of(10)
+            .contains(&PidMappingKey::new(10, 0x500000, 84)),
+        "the new library's entry is written"
+    );
+}
