@@ -335,7 +335,9 @@ enum counter {
 	COUNTER_STACK_COPY_FAILED = 29,/* cut walks whose stack could not be copied or sent */
 	/* Exits not sent: of processes never reported to user space (nothing there to clean up). */
 	COUNTER_EXITS_QUIET = 30,
-	COUNTER_MAX = 31,
+	/* Execs not sent: of processes never reported, into a file whose table exists. */
+	COUNTER_EXECS_QUIET = 31,
+	COUNTER_MAX = 32,
 };
 
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");

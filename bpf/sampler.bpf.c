@@ -950,6 +950,17 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	event->exec_gen = address_space_gen(task, event->start_ns);
 	event->inode = BPF_CORE_READ(bprm, file, f_inode, i_ino);
 	event->dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
+	/* A process user space never heard of, starting a file whose table exists: nobody needs
+	 * this event (if the process is ever sampled, the sampler reports it and the maintainer
+	 * names it). Under churn that is almost every exec. */
+	if (!filter_pids && !bpf_map_lookup_elem(&tracked, &tgid)) {
+		struct file_table_key key = { .dev = event->dev, .inode = event->inode };
+		if (bpf_map_lookup_elem(&file_tables, &key)) {
+			count(COUNTER_EXECS_QUIET);
+			seed_vmas(task, tgid);
+			return 0;
+		}
+	}
 	const char *interp = BPF_CORE_READ(bprm, interp);
 	long n = bpf_probe_read_kernel_str(event->path, sizeof(event->path), interp);
 	if (n <= 0) {

@@ -187,6 +187,7 @@ impl Sampler {
         );
         set(&stats.pid_filter_full, read(consts::COUNTER_FILTER_FULL)?);
         set(&stats.exits_quiet, read(consts::COUNTER_EXITS_QUIET)?);
+        set(&stats.execs_quiet, read(consts::COUNTER_EXECS_QUIET)?);
         set(
             &stats.frames_resolved_in_bpf,
             read(consts::COUNTER_FRAMES_RESOLVED)?,

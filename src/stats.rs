@@ -44,6 +44,9 @@ counters! {
     /// Exits the BPF side did not send because user space never heard of the process (no
     /// sample of it was reported): nothing to clean up, so nothing to wake a thread for.
     exits_quiet,
+    /// Execs the BPF side did not send: of processes never reported, into a file whose unwind
+    /// table exists (nobody needs them; a process sampled later is named by its sync).
+    execs_quiet,
     /// Forked children that could not be added to the PID filter (map full).
     pid_filter_full,
     /// Distinct processes seen, and whole-process exits observed.
