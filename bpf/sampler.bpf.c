@@ -234,6 +234,7 @@ struct unwind_state {
 	__u32 copy_stack;   /* the walk stops at a file user space has no table for yet */
 	__u32 _pad;
 	__u64 report_addr;
+	__u64 new_file;     /* inode of the first mapped file user space has not registered */
 	__u64 unknown[MAX_VMA_LOOKUPS];
 };
 
@@ -331,8 +332,11 @@ static __always_inline void resolve(struct unwind_state *st, struct mapping_cach
 								      : RESOLVED_NO_PID;
 		struct proc_vma vma;
 		int found = first_sight(st->pid, st->mm, addr, &vma, view);
-		if (found == -2)
+		if (found == -2) {
 			st->copy_stack = 1;
+			if (!st->new_file)
+				st->new_file = vma.inode;
+		}
 		if (found != 0)
 			return;
 		/* Remember it like a trie entry: the next frames in this file are cache hits. */
@@ -659,6 +663,10 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 	if (!rc->report_kind)
 		return;
 	struct report_key key = { .pid = rc->pid, .what = rc->report_kind, .start_ns = rc->start_ns };
+	/* Each file mapped since the last sync is worth its own report: one that came too early
+	 * (a re-sync before ld.so mapped the next library) must not hold back the next file's. */
+	if (rc->report_kind == RECORD_UNKNOWN_MAPPING && rc->copy_stack)
+		key.gen = rc->new_file | REPORT_ADDR_NEW_FILE;
 	if (recent_report(&key, now))
 		return;
 	mark_reported(&key, now, false);
