@@ -272,8 +272,9 @@ struct proc_event {
 	/* The process's identity next to its PID: the thread group leader's start_boottime (ns).
 	 * /proc/PID/stat shows the same instant in clock ticks. */
 	__u64 start_ns;
-	/* Which address space (image) of the process the event is about: pid_mappings entries
-	 * written for it carry the same value (see address_space_gen in sampler.bpf.c). */
+	/* Reports: which address space (image) of the process they are about; pid_mappings
+	 * entries written for it carry the same value (see address_space_gen in sampler.bpf.c).
+	 * 0 in exits, which need none. */
 	__u64 exec_gen;
 };
 

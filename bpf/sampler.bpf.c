@@ -665,7 +665,7 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 	struct report_key key = { .pid = rc->pid, .what = rc->report_kind, .start_ns = rc->start_ns };
 	/* Each file mapped since the last sync is worth its own report: one that came too early
 	 * (a re-sync before ld.so mapped the next library) must not hold back the next file's. */
-	if (rc->report_kind == RECORD_UNKNOWN_MAPPING && rc->copy_stack)
+	if (rc->report_kind == RECORD_UNKNOWN_MAPPING && rc->new_file)
 		key.gen = rc->new_file | REPORT_ADDR_NEW_FILE;
 	if (recent_report(&key, now))
 		return;
@@ -675,7 +675,7 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 		.pid = rc->pid,
 		.ktime_ns = now,
 		.addr = rc->report_kind == RECORD_UNKNOWN_MAPPING
-				? rc->report_addr | (rc->copy_stack ? REPORT_ADDR_NEW_FILE : 0)
+				? rc->report_addr | (rc->new_file ? REPORT_ADDR_NEW_FILE : 0)
 				: 0,
 		.start_ns = rc->start_ns,
 		.exec_gen = rc->exec_gen,
@@ -882,7 +882,6 @@ static __always_inline void send_proc_event(void *ctx, __u32 type, struct task_s
 		.ktime_ns = bpf_ktime_get_ns(),
 		.start_ns = process_start(task),
 	};
-	event.exec_gen = address_space_gen(task, event.start_ns);
 	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)) != 0)
 		count(COUNTER_EVENT_SEND_FAILED);
 }

@@ -170,12 +170,17 @@ pub(crate) fn extract_with_debug_roots(
     roots: &[PathBuf],
 ) -> Result<UnwindTable, UnwindError> {
     let started = Instant::now();
-    let map = debug_file::map_file(path).map_err(|source| UnwindError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let map = map_file(path)?;
     let mut image = ElfImage::parse(&map).map_err(|e| UnwindError::elf(e, path))?;
     Ok(extract_image(&mut image, Some((path, roots)), started))
+}
+
+/// Maps the file at `path` for reading, an I/O error naming it.
+fn map_file(path: &Path) -> Result<memmap2::Mmap, UnwindError> {
+    debug_file::map_file(path).map_err(|source| UnwindError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Extracts the unwind table of an ELF image in memory (no separate debug file is looked for).
@@ -266,10 +271,7 @@ fn count_rows(rows: &[UnwindRow], stats: &mut UnwindStats) {
 /// and the summary line prints both.
 pub fn describe(path: &Path, addr: Option<u64>) -> Result<String, UnwindError> {
     let started = Instant::now();
-    let map = debug_file::map_file(path).map_err(|source| UnwindError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let map = map_file(path)?;
     let mut image = ElfImage::parse(&map).map_err(|e| UnwindError::elf(e, path))?;
     let target = match addr {
         Some(addr) => match image.vaddr_to_offset(addr) {
