@@ -12,6 +12,8 @@ pub enum FrameKind {
     Kernel,
     /// User-space native code in an ELF file (or an anonymous region).
     Native,
+    /// A CPython function: `module` is the script's file, `address` the instruction offset.
+    Python,
 }
 
 /// The module name of core kernel frames (perf's name for them).
@@ -26,7 +28,20 @@ pub struct Module {
     pub build_id: Option<String>,
 }
 
+/// A position in a source file.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SourceLine {
+    pub file: Arc<str>,
+    /// 1-based; 0 when only the file is known.
+    pub line: u32,
+}
+
 /// One symbolized frame.
+///
+/// A sampled address inside inlined code gives several frames with the same `module` and
+/// `address`: the innermost inlined function first, each with `inlined` set, then the function
+/// the code was compiled into (not inlined). Encoders that have a notion of inlining (pprof and
+/// OTLP lines) fold such a run back into one location; folded output shows each as a frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Frame {
     /// Display name: a demangled symbol, or `module+0xOFFSET`, or `[unknown]`. Never empty.
@@ -37,6 +52,32 @@ pub struct Frame {
     /// Kernel frames: the kernel address. Native frames: the offset in `module`'s file (or the raw
     /// address when `module` is `None`).
     pub address: u64,
+    /// The symbol as the file spells it (mangled), when it differs from `function`.
+    pub system_name: Option<Arc<str>>,
+    /// Where in the source this frame was, when debug info says.
+    pub source: Option<SourceLine>,
+    /// This function was inlined into the next frame's function at this address.
+    pub inlined: bool,
+}
+
+impl Frame {
+    /// A frame with no source position, not inlined, and no separate system name.
+    pub fn new(
+        kind: FrameKind,
+        function: Arc<str>,
+        module: Option<Arc<Module>>,
+        address: u64,
+    ) -> Self {
+        Frame {
+            function,
+            kind,
+            module,
+            address,
+            system_name: None,
+            source: None,
+            inlined: false,
+        }
+    }
 }
 
 /// One distinct stack and how often it was sampled.

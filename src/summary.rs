@@ -103,8 +103,10 @@ fn identity(frame: &Frame) -> String {
     };
     match (frame.kind, &frame.module) {
         (FrameKind::Kernel, _) => format!("{name} [kernel]"),
-        (FrameKind::Native, Some(module)) => format!("{name} ({})", file_name(&module.path)),
-        (FrameKind::Native, None) => name.to_owned(),
+        (FrameKind::Native | FrameKind::Python, Some(module)) => {
+            format!("{name} ({})", file_name(&module.path))
+        }
+        (FrameKind::Native | FrameKind::Python, None) => name.to_owned(),
     }
 }
 
@@ -144,21 +146,16 @@ mod tests {
     }
 
     fn native(name: &str, path: &str) -> Frame {
-        Frame {
-            function: name.into(),
-            kind: FrameKind::Native,
-            module: module(path),
-            address: 0,
-        }
+        Frame::new(FrameKind::Native, name.into(), module(path), 0)
     }
 
     fn kernel(name: &str) -> Frame {
-        Frame {
-            function: name.into(),
-            kind: FrameKind::Kernel,
-            module: module("[kernel.kallsyms]"),
-            address: 0,
-        }
+        Frame::new(
+            FrameKind::Kernel,
+            name.into(),
+            module("[kernel.kallsyms]"),
+            0,
+        )
     }
 
     fn sample(frames: Vec<Frame>, count: u64) -> StackSample {
@@ -261,12 +258,7 @@ mod tests {
 
     #[test]
     fn unknown_module_empty_stack_and_zero_counts() {
-        let unknown = Frame {
-            function: "[unknown]".into(),
-            kind: FrameKind::Native,
-            module: None,
-            address: 0x1234,
-        };
+        let unknown = Frame::new(FrameKind::Native, "[unknown]".into(), None, 0x1234);
         let p = profile(vec![
             sample(vec![unknown], 1),
             sample(vec![], 2),

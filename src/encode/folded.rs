@@ -80,27 +80,24 @@ mod tests {
     use crate::profile::{FrameKind, Module, StackSample};
 
     fn native(name: &str) -> Frame {
-        Frame {
-            function: name.into(),
-            kind: FrameKind::Native,
-            module: Some(Arc::new(Module {
-                path: "/usr/bin/app".into(),
-                build_id: None,
-            })),
-            address: 0x1000,
-        }
+        let module = Arc::new(Module {
+            path: "/usr/bin/app".into(),
+            build_id: None,
+        });
+        Frame::new(FrameKind::Native, name.into(), Some(module), 0x1000)
     }
 
     fn kernel(name: &str) -> Frame {
-        Frame {
-            function: name.into(),
-            kind: FrameKind::Kernel,
-            module: Some(Arc::new(Module {
-                path: "[kernel.kallsyms]".into(),
-                build_id: None,
-            })),
-            address: 0xffff_ffff_8100_0000,
-        }
+        let module = Arc::new(Module {
+            path: "[kernel.kallsyms]".into(),
+            build_id: None,
+        });
+        Frame::new(
+            FrameKind::Kernel,
+            name.into(),
+            Some(module),
+            0xffff_ffff_8100_0000,
+        )
     }
 
     fn sample(thread: &str, frames: Vec<Frame>, count: u64) -> StackSample {

@@ -412,7 +412,7 @@ impl<'a> Builder<'a> {
         let module = match (&frame.module, frame.kind) {
             (Some(module), _) => Some((module.path.as_str(), module.build_id.as_deref())),
             (None, FrameKind::Kernel) => Some((KERNEL_MODULE, None)),
-            (None, FrameKind::Native) => None,
+            (None, FrameKind::Native | FrameKind::Python) => None,
         };
         let mapping_index = module.map_or(0, |m| self.mapping(m, frame.address));
         let function_index = is_symbolized(&frame.function, module.map(|(path, _)| path))
@@ -420,6 +420,7 @@ impl<'a> Builder<'a> {
         let frame_type = match frame.kind {
             FrameKind::Kernel => "kernel",
             FrameKind::Native => "native",
+            FrameKind::Python => "cpython",
         };
         let type_index = self.attribute("profile.frame.type", AttributeValue::Str(frame_type));
         let key = (mapping_index, frame.address, function_index, type_index);

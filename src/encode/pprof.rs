@@ -269,12 +269,7 @@ mod tests {
     }
 
     fn frame(function: &str, kind: FrameKind, module: Option<&Arc<Module>>, address: u64) -> Frame {
-        Frame {
-            function: function.into(),
-            kind,
-            module: module.cloned(),
-            address,
-        }
+        Frame::new(kind, function.into(), module.cloned(), address)
     }
 
     fn decode(bytes: &[u8]) -> proto::Profile {

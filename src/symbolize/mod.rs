@@ -274,12 +274,7 @@ impl Symbolizer {
     /// A frame for an address outside every known mapping.
     pub fn unknown_frame(&mut self, addr: u64) -> Frame {
         self.stats.symbols_missed += 1;
-        Frame {
-            function: Arc::from(UNKNOWN),
-            kind: FrameKind::Native,
-            module: None,
-            address: addr,
-        }
+        Frame::new(FrameKind::Native, Arc::from(UNKNOWN), None, addr)
     }
 
     /// The cached entry for `file`, opening and indexing it on first use.
@@ -313,12 +308,7 @@ fn kernel_names(module: Option<&str>) -> Names {
 }
 
 fn frame(kind: FrameKind, function: Arc<str>, module: &Arc<Module>, address: u64) -> Frame {
-    Frame {
-        function,
-        kind,
-        module: Some(Arc::clone(module)),
-        address,
-    }
+    Frame::new(kind, function, Some(Arc::clone(module)), address)
 }
 
 /// Tries each candidate path in order; the first that is the mapped file wins. The error of the

@@ -28,12 +28,7 @@ pub fn module(path: &str, build_id: Option<&str>) -> Arc<Module> {
 }
 
 pub fn frame(function: &str, kind: FrameKind, module: Option<&Arc<Module>>, address: u64) -> Frame {
-    Frame {
-        function: function.into(),
-        kind,
-        module: module.cloned(),
-        address,
-    }
+    Frame::new(kind, function.into(), module.cloned(), address)
 }
 
 pub fn stack_sample(pid: u32, thread: &str, frames: Vec<Frame>, count: u64) -> StackSample {
