@@ -58,16 +58,26 @@ fn make_wake_pipe() -> std::io::Result<()> {
 /// Sleeps up to `timeout`, or until a termination signal arrives; returns the signal received
 /// (now or before), if any.
 pub fn wait(timeout: Duration) -> Option<i32> {
+    wait_or(timeout, &[])
+}
+
+/// Like [`wait`], and also wakes when one of `fds` polls readable (a pidfd whose process ended).
+pub fn wait_or(timeout: Duration, fds: &[std::os::fd::BorrowedFd<'_>]) -> Option<i32> {
     if received().is_none() {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         match WAKE_READER.get() {
             Some(reader) => {
-                let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-                let woken = super::poll::wait_readable(&[std::os::fd::AsFd::as_fd(reader)], ms);
+                let mut all = vec![std::os::fd::AsFd::as_fd(reader)];
+                all.extend_from_slice(fds);
+                let woken = super::poll::wait_readable(&all, ms);
                 if woken.is_ok_and(|w| w[0]) {
                     drain(reader);
                 }
             }
-            None => std::thread::sleep(timeout),
+            None if fds.is_empty() => std::thread::sleep(timeout),
+            None => {
+                let _ = super::poll::wait_readable(fds, ms);
+            }
         }
     }
     received()

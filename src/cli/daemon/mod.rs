@@ -23,6 +23,7 @@ use crate::exporter::otel_env::OtelEnv;
 use crate::exporter::Exporter;
 use crate::metrics::{exposition, MetricsServer};
 use crate::output_file::write_atomically;
+use crate::process::targets::Targets;
 use crate::profile::Profile;
 use crate::sampler::Target;
 use crate::session::{Session, SessionConfig};
@@ -322,14 +323,20 @@ fn reload(plan: &Plan, exporter: Option<&Exporter>) {
 /// the BPF-side counters once per interval so the windows' log lines and stats files show them.
 fn wait_for_stop(plan: &Plan, session: &Session, exporter: Option<&Exporter>) -> String {
     let mut last_counters = Instant::now();
+    let mut targets = match &plan.target {
+        Target::Pids(pids) => Some(Targets::new(pids)),
+        _ => None,
+    };
     loop {
-        // A signal or the poller stopping ends the wait at once; target processes are looked
-        // at a few times a second, nothing else needs the main thread sooner.
-        let check = match plan.target {
-            Target::Pids(_) => Duration::from_millis(250),
-            _ => Duration::from_secs(1),
-        };
-        if let Some(sig) = signal::wait(check) {
+        // A signal, a target's end (its pidfd) or the poller stopping ends the wait at once;
+        // otherwise nothing needs the main thread before the next counters refresh.
+        let refresh = plan.interval.saturating_sub(last_counters.elapsed());
+        let check = targets
+            .as_ref()
+            .and_then(Targets::probe_interval)
+            .map_or(refresh, |probe| probe.min(refresh));
+        let fds = targets.as_ref().map(Targets::fds).unwrap_or_default();
+        if let Some(sig) = signal::wait_or(check, &fds) {
             return format!("{} received", process::signal_name(sig));
         }
         if signal::take_reload() {
@@ -338,10 +345,8 @@ fn wait_for_stop(plan: &Plan, session: &Session, exporter: Option<&Exporter>) ->
         if session.poller_failed() {
             return "reading samples failed".to_string();
         }
-        if let Target::Pids(pids) = &plan.target {
-            if pids.iter().all(|&pid| !process::exists(pid)) {
-                return "every target process exited".to_string();
-            }
+        if targets.as_mut().is_some_and(Targets::refresh) {
+            return "every target process exited".to_string();
         }
         if last_counters.elapsed() >= plan.interval {
             session.refresh_counters();
