@@ -15,17 +15,28 @@ use crate::layout::{consts, decode, Record};
 use crate::pipeline::Trigger;
 use crate::pipeline::{MaintainerMsg, ReportMsg};
 use crate::stats::Stats;
-use crate::sys::bpf::{Map, PerfBuffer, PerfHandler};
+use crate::sys::bpf::{Map, PerfBuffer, PerfHandler, Wakeup};
 use crate::sys::poll::Waker;
 
-/// Records per CPU between wakeups: waking the reader for each record costs the sampled
-/// program ~5 µs (docs/performance.md, "Wakeups"); the poll timeout picks up the remainder.
-const WAKEUP_EVENTS: u32 = 32;
-/// Nothing on the batched buffer is urgent (what is goes on the prompt one), and each wakeup
-/// of this thread also wakes the reporter and the maintainer: on a VM a wakeup costs tens of
-/// µs, which at 10 a second was most of the profiler's user-space cost. The end of a session
-/// does not wait for this: the stop [`Waker`] ends the wait at once.
-const POLL_TIMEOUT_MS: i32 = 500;
+/// The samples ring wakes the reader when this share of it is waiting (1/4): waking it for each
+/// record costs the sampled program ~5 µs (docs/performance.md, "Wakeups"), and at 19 Hz a
+/// quarter of the ring is several seconds of samples, so the poll timeout reads them first.
+const WATERMARK_DIVISOR: usize = 4;
+/// Nothing on the samples buffer is urgent (what is goes on the prompt one), and each wakeup
+/// of this thread also wakes the reporter (and the maintainer): on a VM a wakeup costs tens of
+/// µs, which at a few a second was most of the profiler's user-space cost at 19 Hz. The end of
+/// a session does not wait for this: the stop [`Waker`] ends the wait at once.
+const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// At least this often when windows are short.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long the poller may leave samples in the rings: [`POLL_INTERVAL`], or a quarter of a
+/// window when windows are shorter than 8 s, so that a window's samples reach the reporter
+/// before it closes that window (they are counted in the window they arrive in).
+pub fn poll_interval(window: Option<Duration>) -> Duration {
+    let quarter = window.map_or(POLL_INTERVAL, |w| w / 4);
+    quarter.clamp(MIN_POLL_INTERVAL, POLL_INTERVAL)
+}
 
 /// Decodes and routes records. Messages are collected during one poll cycle and sent as one
 /// batch per consumer: a consumer then wakes once per cycle, not once per record (which, with
@@ -203,7 +214,7 @@ impl PerfHandler for Router {
 const REPORT_PAGES: usize = 64;
 
 /// Perf ring pages per CPU for a sampling frequency: room for about half a second of the
-/// largest records, at least 256 KiB.
+/// largest records, at least 256 KiB (at 19 Hz, over a minute of typical ones).
 pub fn pages_per_cpu(frequency_hz: u64) -> usize {
     let bytes = frequency_hz as usize * 2_100 / 2;
     (bytes / 4096).max(64).next_power_of_two().min(1024)
@@ -217,16 +228,19 @@ pub fn run(
     samples: Map,
     reports: Map,
     pages: usize,
+    interval: Duration,
     routers: (Router, Router),
     stop: Arc<Waker>,
 ) -> io::Result<()> {
-    let mut samples = PerfBuffer::new(&samples, pages, WAKEUP_EVENTS, routers.0)?;
+    let timeout_ms = interval.as_millis().min(i32::MAX as u128) as i32;
+    let watermark = (pages * 4096 / WATERMARK_DIVISOR) as u32;
+    let mut samples = PerfBuffer::new(&samples, pages, Wakeup::Bytes(watermark), routers.0)?;
     // Room for several stack copies (up to 33 KiB each) per CPU between two reads.
-    let mut reports = PerfBuffer::new(&reports, REPORT_PAGES, 1, routers.1)?;
+    let mut reports = PerfBuffer::new(&reports, REPORT_PAGES, Wakeup::Records(1), routers.1)?;
     while !stop.is_raised() {
         crate::sys::poll::wait_readable(
             &[samples.epoll_fd(), reports.epoll_fd(), stop.fd()],
-            POLL_TIMEOUT_MS,
+            timeout_ms,
         )?;
         reports.consume()?;
         reports.handler_mut().send();
@@ -351,5 +365,19 @@ mod tests {
         assert_eq!(pages_per_cpu(99), 64);
         assert_eq!(pages_per_cpu(10_000), 1024);
         assert!(pages_per_cpu(1000).is_power_of_two());
+    }
+
+    #[test]
+    fn short_windows_are_polled_within_a_quarter_window() {
+        assert_eq!(poll_interval(None), POLL_INTERVAL);
+        assert_eq!(poll_interval(Some(Duration::from_secs(60))), POLL_INTERVAL);
+        assert_eq!(
+            poll_interval(Some(Duration::from_secs(1))),
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            poll_interval(Some(Duration::from_millis(10))),
+            MIN_POLL_INTERVAL
+        );
     }
 }

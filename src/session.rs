@@ -111,10 +111,11 @@ impl Session {
             Router::new(report_tx.clone(), maintain_tx, stats.clone()),
         );
         let pages = poller::pages_per_cpu(config.frequency_hz);
+        let poll_every = poller::poll_interval(config.window);
         let poll_stop = stop.clone();
         let (samples, reports) = events;
         let poller = spawn("poller", move || {
-            let polled = poller::run(samples, reports, pages, routers, poll_stop);
+            let polled = poller::run(samples, reports, pages, poll_every, routers, poll_stop);
             // The main thread sleeps long: tell it at once that the poller has stopped.
             crate::sys::signal::wake();
             polled

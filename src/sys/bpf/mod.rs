@@ -14,7 +14,7 @@ mod test_run;
 pub use link::{online_cpus, open_cpu_clock, Link};
 pub use map::{possible_cpus, BatchOutcome, Map, MapKind};
 pub use object::{LoadedObject, OpenObject};
-pub use perf_buffer::{PerfBuffer, PerfHandler};
+pub use perf_buffer::{PerfBuffer, PerfHandler, Wakeup};
 
 use std::io;
 

@@ -15,6 +15,17 @@ pub trait PerfHandler {
     fn lost(&mut self, cpu: i32, count: u64);
 }
 
+/// When a ring wakes its reader. Waking it costs the BPF program that writes the record ~5 µs
+/// (docs/performance.md, "Wakeups"), so rings that are not urgent wake it rarely and the reader's
+/// poll timeout picks up the rest.
+#[derive(Clone, Copy, Debug)]
+pub enum Wakeup {
+    /// After this many records.
+    Records(u32),
+    /// When this many bytes are waiting: whatever the records' sizes, before the ring fills.
+    Bytes(u32),
+}
+
 /// The reader side of a `BPF_MAP_TYPE_PERF_EVENT_ARRAY`: one mmap'ed ring per CPU.
 pub struct PerfBuffer<H: PerfHandler> {
     pb: NonNull<libbpf_sys::perf_buffer>,
@@ -23,53 +34,89 @@ pub struct PerfBuffer<H: PerfHandler> {
     handler: NonNull<H>,
 }
 
-unsafe extern "C" fn on_sample<H: PerfHandler>(
+/// Dispatches one raw perf record to the handler.
+unsafe extern "C" fn on_event<H: PerfHandler>(
     ctx: *mut c_void,
     cpu: c_int,
-    data: *mut c_void,
-    size: u32,
-) {
+    event: *mut libbpf_sys::perf_event_header,
+) -> libbpf_sys::bpf_perf_event_ret {
     // SAFETY: `ctx` is the leaked handler registered in `PerfBuffer::new`; libbpf calls back
     // only from poll/consume, which take `&mut self`, so no other reference to it is live.
     let handler = unsafe { &mut *ctx.cast::<H>() };
-    // SAFETY: libbpf hands us `size` readable bytes of the record, valid during the callback.
-    let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size as usize) };
-    handler.sample(cpu, bytes);
-}
-
-unsafe extern "C" fn on_lost<H: PerfHandler>(ctx: *mut c_void, cpu: c_int, count: u64) {
-    // SAFETY: as in `on_sample`.
-    let handler = unsafe { &mut *ctx.cast::<H>() };
-    handler.lost(cpu, count);
+    // SAFETY: libbpf hands us one whole record (copied out if it wrapped around the ring),
+    // `header.size` bytes long, valid during the callback.
+    let record = unsafe {
+        let size = (*event).size as usize;
+        std::slice::from_raw_parts(event.cast::<u8>(), size)
+    };
+    let header = std::mem::size_of::<libbpf_sys::perf_event_header>();
+    let word = |at: usize, n: usize| -> Option<u64> {
+        let bytes = record.get(at..at + n)?;
+        Some(
+            bytes
+                .iter()
+                .rev()
+                .fold(0u64, |v, &b| (v << 8) | u64::from(b)),
+        )
+    };
+    // SAFETY: `event` points at a whole header (see above).
+    match unsafe { (*event).type_ } {
+        libbpf_sys::PERF_RECORD_SAMPLE => {
+            // PERF_SAMPLE_RAW only: a u32 size, then the bytes the BPF program sent.
+            if let Some(size) = word(header, 4) {
+                let start = header + 4;
+                if let Some(data) = record.get(start..start + size as usize) {
+                    handler.sample(cpu, data);
+                }
+            }
+        }
+        libbpf_sys::PERF_RECORD_LOST => {
+            // A u64 id, then the number of records lost.
+            if let Some(lost) = word(header + 8, 8) {
+                handler.lost(cpu, lost);
+            }
+        }
+        _ => {}
+    }
+    libbpf_sys::LIBBPF_PERF_EVENT_CONT
 }
 
 impl<H: PerfHandler> PerfBuffer<H> {
-    /// Opens a ring of `pages_per_cpu` pages (a power of two) on every CPU of `map`. Readers are
-    /// woken once per `wakeup_events` records rather than on each one, which is far cheaper for
-    /// the sampled program; `poll` with a timeout plus `consume` picks up the rest.
-    pub fn new(
-        map: &Map,
-        pages_per_cpu: usize,
-        wakeup_events: u32,
-        handler: H,
-    ) -> io::Result<Self> {
+    /// Opens a ring of `pages_per_cpu` pages (a power of two) on every CPU of `map`, waking
+    /// its reader as `wakeup` says.
+    pub fn new(map: &Map, pages_per_cpu: usize, wakeup: Wakeup, handler: H) -> io::Result<Self> {
+        let mut attr = libbpf_sys::perf_event_attr {
+            type_: libbpf_sys::PERF_TYPE_SOFTWARE,
+            size: std::mem::size_of::<libbpf_sys::perf_event_attr>() as u32,
+            config: libbpf_sys::PERF_COUNT_SW_BPF_OUTPUT as u64,
+            sample_type: libbpf_sys::PERF_SAMPLE_RAW as u64,
+            ..Default::default()
+        };
+        attr.__bindgen_anon_1.sample_period = 1;
+        match wakeup {
+            Wakeup::Records(n) => attr.__bindgen_anon_2.wakeup_events = n.max(1),
+            Wakeup::Bytes(n) => {
+                attr.set_watermark(1);
+                attr.__bindgen_anon_2.wakeup_watermark = n.max(1);
+            }
+        }
+        let opts = libbpf_sys::perf_buffer_raw_opts {
+            sz: std::mem::size_of::<libbpf_sys::perf_buffer_raw_opts>() as _,
+            ..Default::default()
+        };
         // Owned through a raw pointer from here on (freed in Drop): libbpf keeps a copy of it,
         // so it must never be retagged by moving a Box.
         let handler = NonNull::from(Box::leak(Box::new(handler)));
-        let opts = libbpf_sys::perf_buffer_opts {
-            sz: std::mem::size_of::<libbpf_sys::perf_buffer_opts>() as _,
-            sample_period: wakeup_events.max(1),
-            ..Default::default()
-        };
         let ctx: *mut H = handler.as_ptr();
-        // SAFETY: the map fd is open for the call; the callbacks match libbpf's signatures and
-        // `ctx` stays valid as long as `self` (the Box is never moved out while `pb` lives).
+        // SAFETY: the map fd is open for the call; `attr` and `opts` are initialized and live
+        // for the call (libbpf copies what it keeps); the callback matches libbpf's signature
+        // and `ctx` stays valid as long as `self` (the Box is never moved out while `pb` lives).
         let pb = unsafe {
-            libbpf_sys::perf_buffer__new(
+            libbpf_sys::perf_buffer__new_raw(
                 map.fd().as_raw_fd(),
                 pages_per_cpu as _,
-                Some(on_sample::<H>),
-                Some(on_lost::<H>),
+                &mut attr,
+                Some(on_event::<H>),
                 ctx.cast(),
                 &opts,
             )
