@@ -54,8 +54,9 @@ pub struct Router {
     stats: Arc<Stats>,
 }
 
-/// How often the maintainer hears which PIDs were sampled.
-const SAMPLED_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the maintainer hears which PIDs were sampled (for its eviction order and the order
+/// in which it builds tables); it rides in the batch of the 2 s poll cycle.
+const SAMPLED_INTERVAL: Duration = Duration::from_secs(2);
 /// Messages per batch at most (bounds the memory a full queue holds).
 const MAX_BATCH: usize = 4096;
 

@@ -27,7 +27,12 @@ use crate::tables::TableStore;
 use batcher::MapBackend;
 use lifecycle::ProcessTable;
 
-const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// How often exited processes and unused files are forgotten after their grace periods.
+const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
+/// How often every live process is looked up in `/proc`, to catch exits the hooks missed:
+/// that costs a read per process, and exits arrive from BPF for every process we synced, so
+/// this is a safety net, run sooner (at the next expiry) only when events were lost.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// How often built tables are picked up while some are due.
 const TABLE_POLL: Duration = Duration::from_millis(5);
 /// How long the end of a session waits for tables still being built.
@@ -75,14 +80,16 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
 
     /// Runs until every sender of `inbox` is gone, then settles and audits once more.
     pub fn run(mut self, inbox: Receiver<Vec<MaintainerMsg>>) {
-        let (mut last_sweep, mut last_audit) = (Instant::now(), Instant::now());
+        let (mut last_expire, mut last_sweep) = (Instant::now(), Instant::now());
+        let mut last_audit = Instant::now();
+        let mut losses = self.losses();
         loop {
             // Built tables are picked up between messages: wake often while some are due.
-            // Otherwise nothing is due before the next sweep (each wakeup costs tens of µs).
+            // Otherwise nothing is due before the next expiry (each wakeup costs tens of µs).
             let timeout = if self.table.tables_pending() {
                 TABLE_POLL
             } else {
-                SWEEP_INTERVAL.saturating_sub(last_sweep.elapsed())
+                EXPIRE_INTERVAL.saturating_sub(last_expire.elapsed())
             };
             match inbox.recv_timeout(timeout) {
                 Ok(batch) => {
@@ -97,8 +104,12 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             self.table.tables_ready(Duration::ZERO, &self.stats);
             self.flush();
             let now = Instant::now();
-            if now.duration_since(last_sweep) >= SWEEP_INTERVAL {
-                self.table.sweep(&self.source, &self.stats, now);
+            if now.duration_since(last_expire) >= EXPIRE_INTERVAL {
+                let lost = self.losses();
+                if lost != losses || now.duration_since(last_sweep) >= SWEEP_INTERVAL {
+                    self.table.sweep(&self.source, &self.stats, now);
+                    (losses, last_sweep) = (lost, now);
+                }
                 let released: Vec<ReportMsg> = self
                     .table
                     .expire(&self.stats, now)
@@ -109,7 +120,7 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
                     let _ = self.reporter.send(released);
                 }
                 self.flush();
-                last_sweep = now;
+                last_expire = now;
             }
             if now.duration_since(last_audit) >= AUDIT_INTERVAL {
                 self.audit();
@@ -117,6 +128,20 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             }
         }
         self.settle();
+    }
+
+    /// Records lost on the way from the hooks (an exit among them would leave a process live).
+    fn losses(&self) -> u64 {
+        let s = &self.stats;
+        [
+            &s.samples_lost,
+            &s.process_events_lost,
+            &s.events_queue_dropped,
+            &s.maintainer_queue_dropped,
+        ]
+        .into_iter()
+        .map(Stats::get)
+        .sum()
     }
 
     pub fn handle(&mut self, msg: MaintainerMsg) {
