@@ -185,7 +185,7 @@ run_workload() {
         if [[ $w == W2 ]]; then
             churn_read
             churn[$t]=$(awk -v n="$((CHURN_N - n0))" -v a="$t0" -v b="$CHURN_T" \
-                'BEGIN { printf "%.0f", b > a ? n * 1e6 / (b - a) : 0 }')
+                'BEGIN { printf "%.0f", (b > a ? n * 1e6 / (b - a) : 0) }')
         fi
         sleep 1
     done
