@@ -39,38 +39,8 @@ forks() { local k v; while read -r k v; do if [[ $k == processes ]]; then echo "
 # --- workload: two CPU-bound processes ----------------------------------------------------
 start_spin 2
 
-# --- churn: RATE x /bin/true per second ---------------------------------------------------
-# Paced against a schedule (t0 + n/RATE), sleeping with nap (`read -t` on a FIFO nobody
-# writes), so the loop itself forks nothing but /bin/true. The count lands in churn.count every
-# 20 runs.
-churn() {
-    local n=0 t0 next now d s step=$((1000000 / RATE))
-    t0=${EPOCHREALTIME/./}
-    while :; do
-        /bin/true
-        n=$((n + 1))
-        ((n % 20)) || echo "$n ${EPOCHREALTIME/./}" >"$tmp/churn.count"
-        next=$((t0 + n * step)) now=${EPOCHREALTIME/./}
-        d=$((next - now))
-        if ((d > 0)); then
-            ((d > 999999)) && d=999999
-            printf -v s '0.%06d' "$d"
-            nap "$s"
-        fi
-    done
-}
-churn & pids+=("$!")
-# churn_read: CHURN_N, CHURN_T (µs) = the loop's last count and when it was written.
-churn_read() {
-    local i n t
-    for i in 1 2 3 4 5; do   # the loop may be rewriting the file: retry an empty read
-        n="" t=""
-        read -r n t 2>/dev/null <"$tmp/churn.count" || true
-        [[ -n $n && -n $t ]] && break
-        nap 0.01
-    done
-    CHURN_N=${n:-0} CHURN_T=${t:-${EPOCHREALTIME/./}}
-}
+# --- churn: RATE x /bin/true per second (start_churn, churn_read: lib.sh) ----------------------
+start_churn "$RATE"
 sleep 1   # let the workload and the churn settle
 
 # --- polling -----------------------------------------------------------------------------------

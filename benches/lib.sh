@@ -4,7 +4,8 @@
 # functions and variables, nothing runs until a script calls them.
 #
 # Conventions: $tmp is the script's temp dir (removed at exit); pids the workload's processes
-# (stopped by stop_workload, and at exit); tool the measured command, or /usr/bin/time around it,
+# (stopped by stop_workload, and at exit), PGROUPS the process groups of workload loops whose
+# children have children (stopped whole); tool the measured command, or /usr/bin/time around it,
 # while it runs (TOOL_PID the command itself); AUX_PIDS other helpers to stop at exit; fd 4 a FIFO
 # nobody writes, so that nap sleeps without a fork. The readings of a polled process (read_pid)
 # land in global variables, and the functions that take them use bash builtins only, to stay out
@@ -12,7 +13,8 @@
 #
 # Checks and set-up
 #   die MSG...           prints "NAME: MSG" (NAME = the script's name) to stderr and exits 1
-#   bench_checks         dies unless root, $PROFILER is executable and bash is 5 or newer
+#   bench_checks         dies unless root, bash is 5 or newer and (unless NO_PROFILER is set)
+#                        $PROFILER is executable
 #   need_cmd CMD...      dies unless every CMD is on PATH ("CMD not found")
 #   need_w1              dies unless start_w1 can run: sets XZ (xz on PATH), checks $PYTHON
 #   bench_setup          makes $tmp, fd 4 and the exit trap; keeps kernel.bpf_stats_enabled
@@ -28,7 +30,14 @@
 #                        pointers kept) built with cc, else shell loops; SPIN = the command
 #   start_w1             W1: xz -9 -T1 in a loop ($XZ) + a recursive pure-Python fib ($PYTHON);
 #                        W1_LOOP = the loop, W1_PIDS = (xz, python)
-#   stop_workload        stops pids (and the children of the loops), waits for them, empties pids
+#   start_churn RATE     W2's churn: a loop starting RATE /bin/true per second, paced with nap
+#                        (it forks nothing else); its count lands in $tmp/churn.count
+#   churn_read           CHURN_N, CHURN_T (µs): the churn loop's last count and when it was written
+#   start_cc N           N loops compiling a generated C file with `gcc -O2 -c` (cc1, as: processes
+#                        that live well under a second), each in its own process group (PGROUPS)
+#   start_w2 RATE        W2: start_w1's CPU load + start_churn RATE + start_cc 2
+#   stop_workload        stops pids (and the children of the loops) and PGROUPS, waits for them,
+#                        empties pids and PGROUPS
 # BPF run-time stats
 #   bpf_stats_helper     builds $tmp/bpfstats (with gcc, when there): it holds a BPF_ENABLE_STATS fd
 #   bpf_stats_on         stats on: through the helper when built (another script that restores
@@ -55,6 +64,17 @@
 #   mb KB                prints KB in MB, one decimal
 #   size_h FILE          prints FILE's size, human-readable (numfmt --to=iec)
 #   json_num KEY FILE    prints the first number after "KEY": in FILE (a --stats-json file)
+# Stacks: each tool's output as lines "COMM<tab>COUNT<tab>FRAME;FRAME;..." (frame order as the
+# tool prints it; a frame is its symbol, or an address when unknown)
+#   folded_stacks FILE   from folded output (profiler record -o X.folded)
+#   perf_stacks FILE     from `perf script` output
+#   bpftrace_stacks FILE from a printed bpftrace map keyed [comm, kstack, ustack] (any key order
+#                        of one comm and stacks), counts as values
+#   stack_count          reads such lines, prints the sum of COUNT (samples)
+#   stack_share REGEX    reads such lines, prints "PCT/N": N samples of the processes whose COMM
+#                        matches REGEX (whole), PCT the % of them complete, i.e. with a frame
+#                        `_start` or `__libc_start_main` (or its `_impl` / versioned alias); "-"
+#                        when there are none
 #
 # A reading (read_pid) sets: TICKS (utime+stime of the process, clock ticks), HWM_KB (VmHWM),
 # T_LAST (EPOCHREALTIME) and NOW_US (the same in µs); per thread id TASK_NS (on-CPU ns from
@@ -65,7 +85,8 @@
 # BPF_TYPE[fd] and BPF_ID[fd] (BPF_SAMPLE_FD: the perf_event one, prog_type 7, on_sample); a
 # perf_event link's program id goes to BPF_LINK_ID. bpf_read sets BPF_NS[fd] and BPF_CNT[fd]
 # (run_time_ns, run_cnt; an fd that cannot be read keeps its last values), ALL_NS (their sum)
-# and RUN_NS / RUN_CNT (on_sample's). mark N copies T_LAST, TICKS, NS, RUN_NS, RUN_CNT and ALL_NS
+# and RUN_NS / RUN_CNT (the sums over its perf_event programs: the profiler's on_sample; bpftrace's
+# profile and interval probes). mark N copies T_LAST, TICKS, NS, RUN_NS, RUN_CNT and ALL_NS
 # to TN, TICKSN, NSN, RUN_NSN, RUN_CNTN, ALL_NSN, and the maps TASK_NS, TASK_TICKS, TASK_SW,
 # BPF_NS and BPF_CNT to the same names with N appended. run_figures: WALL from T_START to T_LAST,
 # CPU = NS over WALL, RSS from HWM_KB, or with TIMED /usr/bin/time's wall, (user+sys) / wall and
@@ -77,7 +98,7 @@ BENCH_NAME=${BENCH_NAME%.sh}
 PROFILER=${PROFILER:-$BENCHES/../target/release/profiler}
 PYTHON=${PYTHON:-/usr/bin/python3.11}   # W1's python (start_w1)
 
-declare -ga pids=() AUX_PIDS=() BPF_FDS=() SPIN=() W1_PIDS=()
+declare -ga pids=() PGROUPS=() AUX_PIDS=() BPF_FDS=() SPIN=() W1_PIDS=()
 declare -gA TASK_NS=() TASK_TICKS=() TASK_SW=() TASK_COMM=() BPF_TYPE=() BPF_ID=() BPF_NS=() \
     BPF_CNT=() TASK_NS0=() TASK_TICKS0=() TASK_SW0=() BPF_NS0=() BPF_CNT0=() TASK_NS1=() \
     TASK_TICKS1=() TASK_SW1=() BPF_NS1=() BPF_CNT1=()
@@ -87,7 +108,7 @@ tmp="" tool="" TOOL_PID="" TOOL_NAME="" TIMED="" stats_pid="" stats_sysctl="" ol
 die() { echo "$BENCH_NAME: $*" >&2; exit 1; }
 bench_checks() {
     [[ $EUID -eq 0 ]] || die "run as root"
-    [[ -x $PROFILER ]] || die "no profiler at $PROFILER (cargo build --release)"
+    [[ -n ${NO_PROFILER:-} || -x $PROFILER ]] || die "no profiler at $PROFILER (cargo build --release)"
     ((BASH_VERSINFO[0] >= 5)) || die "needs bash 5 (EPOCHREALTIME)"
 }
 need_cmd() { local c; for c; do command -v "$c" >/dev/null || die "$c not found"; done; }
@@ -165,15 +186,71 @@ while True:
     sleep 2   # both on a CPU
     W1_PIDS=("$(pgrep -P "$W1_LOOP" || true)" "$!")
 }
+start_churn() {
+    local rate=$1
+    # Paced against a schedule (t0 + n/RATE), sleeping with nap (`read -t` on a FIFO nobody
+    # writes), so the loop itself forks nothing but /bin/true. The count lands in churn.count
+    # every 20 runs.
+    churn() {
+        local n=0 t0 next now d s step=$((1000000 / rate))
+        t0=${EPOCHREALTIME/./}
+        while :; do
+            /bin/true
+            n=$((n + 1))
+            ((n % 20)) || echo "$n ${EPOCHREALTIME/./}" >"$tmp/churn.count"
+            next=$((t0 + n * step)) now=${EPOCHREALTIME/./}
+            d=$((next - now))
+            if ((d > 0)); then
+                ((d > 999999)) && d=999999
+                printf -v s '0.%06d' "$d"
+                nap "$s"
+            fi
+        done
+    }
+    churn & pids+=("$!")
+}
+churn_read() {
+    local i n t
+    for i in 1 2 3 4 5; do   # the loop may be rewriting the file: retry an empty read
+        n="" t=""
+        read -r n t 2>/dev/null <"$tmp/churn.count" || true
+        [[ -n $n && -n $t ]] && break
+        nap 0.01
+    done
+    CHURN_N=${n:-0} CHURN_T=${t:-${EPOCHREALTIME/./}}
+}
+start_cc() {
+    local i
+    # A small translation unit that keeps cc1 busy for a fraction of a second at -O2.
+    [[ -f $tmp/unit.c ]] || for ((i = 0; i < 40; i++)); do
+        printf 'static double t%d[64];\n' "$i"
+        printf 'double f%d(int n) { double s = 0; for (int j = 0; j < n; j++) { t%d[j & 63] += j * %d.5;' "$i" "$i" "$i"
+        printf ' s += t%d[(j * 7) & 63] / (j + 1); if (s > 1e9) s = s / 3; } return s; }\n' "$i"
+    done >"$tmp/unit.c"
+    for ((i = 0; i < $1; i++)); do
+        # setsid: a process group of its own (the loop, gcc, cc1, as), stopped whole
+        # shellcheck disable=SC2016  # $1, $2: the inner bash's arguments
+        setsid bash -c 'while :; do gcc -O2 -c -o "$2" "$1"; done' cc "$tmp/unit.c" "$tmp/unit$i.o" \
+            </dev/null >/dev/null 2>&1 &
+        PGROUPS+=("$!")
+    done
+}
+start_w2() {
+    start_w1
+    start_churn "$1"
+    start_cc 2
+    sleep 1   # the churn and the compilers running
+}
 stop_workload() {
     local p c kids
+    for p in "${PGROUPS[@]}"; do kill -- "-$p" 2>/dev/null || true; done
     for p in "${pids[@]}"; do
         kids=$(pgrep -P "$p" || true)   # a loop's xz: stop the loop first, then it
         kill "$p" 2>/dev/null || true
         for c in $kids; do kill "$c" 2>/dev/null || true; done
     done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    pids=()
+    for p in "${pids[@]}" "${PGROUPS[@]}"; do wait "$p" 2>/dev/null || true; done
+    pids=() PGROUPS=()
 }
 
 # --- BPF run-time stats ---------------------------------------------------------------------------
@@ -308,7 +385,11 @@ bpf_read() {
         done 2>/dev/null <"/proc/$1/fdinfo/$fd" || true
         ALL_NS=$((ALL_NS + ${BPF_NS[$fd]:-0}))
     done
-    [[ -z $BPF_SAMPLE_FD ]] || RUN_NS=${BPF_NS[$BPF_SAMPLE_FD]:-0} RUN_CNT=${BPF_CNT[$BPF_SAMPLE_FD]:-0}
+    RUN_NS=0 RUN_CNT=0
+    for fd in "${BPF_FDS[@]}"; do
+        [[ ${BPF_TYPE[$fd]} == 7 ]] || continue
+        RUN_NS=$((RUN_NS + ${BPF_NS[$fd]:-0})) RUN_CNT=$((RUN_CNT + ${BPF_CNT[$fd]:-0}))
+    done
 }
 mark() {
     local n=$1 m
@@ -357,3 +438,32 @@ pct() {
 mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 size_h() { numfmt --to=iec --suffix=B "$(stat -c %s "$1")"; }
 json_num() { sed -n "s/.*\"$1\": *\\([0-9.]*\\).*/\\1/p" "$2" | head -1; }
+
+# --- stacks ---------------------------------------------------------------------------------------
+folded_stacks() {   # "comm;frame;...;frame COUNT", frames may hold spaces
+    awk '{ c = $NF; s = $0; sub(/ [0-9]+$/, "", s); i = index(s, ";")
+        if (i) print substr(s, 1, i - 1) "\t" c "\t" substr(s, i + 1); else print s "\t" c "\t" }' "$1"
+}
+perf_stacks() {   # a header line (comm, pid, [cpu], ...), a line per frame (addr sym+off (dso)), a blank
+    awk 'function flush() { if (comm != "") print comm "\t1\t" frames; comm = "" }
+        /^[^ \t]/ { flush(); comm = $0; sub(/^ */, "", comm)
+            if (match(comm, / +[0-9]+(\/[0-9]+)? +\[[0-9]+\]/)) comm = substr(comm, 1, RSTART - 1)
+            else sub(/ .*/, "", comm)
+            frames = ""; next }
+        /^[ \t]+[0-9a-f]+ / { f = $2; sub(/\+0x[0-9a-f]+$/, "", f); frames = frames (frames == "" ? "" : ";") f; next }
+        /^$/ { flush() }
+        END { flush() }' "$1"
+}
+bpftrace_stacks() {   # @[comm, \n frames \n, \n frames \n]: COUNT (an empty stack: ", , " on one line)
+    awk '/^@[A-Za-z_0-9]*\[/ { s = $0; sub(/^@[A-Za-z_0-9]*\[/, "", s); sub(/, .*$/, "", s)
+            comm = s; frames = ""; on = 1; next }
+        on && /^\]: [0-9]+$/ { print comm "\t" $2 "\t" frames; on = 0; next }
+        on && /^ +[^ ]/ { f = $1; sub(/\+[0-9]+$/, "", f); frames = frames (frames == "" ? "" : ";") f }' "$1"
+}
+stack_count() { awk -F '\t' '{ n += $2 } END { print n + 0 }'; }
+stack_share() {
+    awk -F '\t' -v re="$1" '$1 ~ re { t += $2; n = split($3, f, ";")
+            for (i = 1; i <= n; i++)
+                if (f[i] ~ /^(_start|__libc_start_main(_impl)?)(@.*)?$/) { r += $2; break } }
+        END { if (t) printf "%.1f/%d\n", 100 * r / t, t; else print "-" }'
+}
