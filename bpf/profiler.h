@@ -19,7 +19,7 @@
 #define MAX_FRAME_WORDS (MAX_KERNEL_FRAMES + 2 * MAX_USER_FRAMES)
 #define MAX_FILTER_PIDS 65536
 /* Recent mappings each CPU remembers in front of the pid_mappings trie. */
-#define MAPPING_CACHE_SLOTS 4
+#define MAPPING_CACHE_SLOTS 8
 /* Nanoseconds between two reports of the same unknown PID / mapping / VMA. */
 #define REPORT_INTERVAL_NS 500000000ULL
 /* In a RECORD_UNKNOWN_MAPPING's address: the mmap hook's record shows a file mapped where the
@@ -96,6 +96,11 @@ struct pid_mapping_value {
 	__u32 table_first;
 	__u32 table_direct;
 	__u64 table_base;
+	/* The whole mapping this entry is a block of, [map_start, map_end): the sampler's per-CPU
+	 * cache then holds one slot per mapping, not one per block of the trie's cover (a mapping
+	 * takes up to ~2 x 47 blocks), so a stack through one library costs one trie lookup. */
+	__u64 map_start;
+	__u64 map_end;
 };
 
 /*
@@ -343,7 +348,7 @@ enum counter {
 
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");
 _Static_assert(sizeof(struct pid_mapping_key) == 16, "pid_mapping_key layout");
-_Static_assert(sizeof(struct pid_mapping_value) == 48, "pid_mapping_value layout");
+_Static_assert(sizeof(struct pid_mapping_value) == 64, "pid_mapping_value layout");
 _Static_assert(sizeof(struct unwind_bucket) == 256, "unwind_bucket layout");
 _Static_assert(sizeof(struct file_table_key) == 16, "file_table_key layout");
 _Static_assert(sizeof(struct file_table_value) == 24, "file_table_value layout");

@@ -359,13 +359,19 @@ static __always_inline void resolve(struct unwind_state *st, struct mapping_cach
 	view->table.base = value->table_base;
 	view->pending = value->flags & MAPPING_TABLE_PENDING;
 
+	/* Cache the whole mapping (one trie lookup per library per CPU), or at least the block. */
+	__u64 start = value->map_start, end = value->map_end;
 	__u32 prefix_bits = PID_MAPPING_KEY_BITS - value->prefixlen;
-	if (prefix_bits < 64) {
+	if (!(start <= addr && addr < end) && prefix_bits < 64) {
+		start = value->prefix_addr;
+		end = value->prefix_addr + (1ULL << prefix_bits);
+	}
+	if (start <= addr && addr < end) {
 		__u32 n = cache->next % MAPPING_CACHE_SLOTS;
 		struct cache_slot *slot = &cache->slots[n];
 		slot->pid = st->pid;
-		slot->start = value->prefix_addr;
-		slot->end = value->prefix_addr + (1ULL << prefix_bits);
+		slot->start = start;
+		slot->end = end;
 		slot->exec_gen = value->exec_gen;
 		slot->generation = st->generation;
 		slot->view = *view;

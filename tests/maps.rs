@@ -30,7 +30,7 @@ fn value_for(key: &PidMappingKey, file_id: u32) -> PidMappingValue {
         bias: 0x1000,
         prefix_addr: key.addr(),
         exec_gen: 0,
-        table: Default::default(),
+        ..Default::default()
     }
 }
 

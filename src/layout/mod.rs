@@ -205,12 +205,17 @@ pub struct PidMappingValue {
     pub prefix_addr: u64,
     pub exec_gen: u64,
     pub table: TableRef,
+    /// The whole mapping the entry's block belongs to (0, 0 for markers).
+    pub map_start: u64,
+    pub map_end: u64,
 }
-const _: () = assert!(size_of::<PidMappingValue>() == 48);
+const _: () = assert!(size_of::<PidMappingValue>() == 64);
 const _: () = assert!(offset_of!(PidMappingValue, bias) == 8);
 const _: () = assert!(offset_of!(PidMappingValue, prefix_addr) == 16);
 const _: () = assert!(offset_of!(PidMappingValue, exec_gen) == 24);
 const _: () = assert!(offset_of!(PidMappingValue, table) == 32);
+const _: () = assert!(offset_of!(PidMappingValue, map_start) == 48);
+const _: () = assert!(offset_of!(PidMappingValue, map_end) == 56);
 
 /// `struct table_ref`: where a file's unwind table lives in `unwind_buckets` (also the last
 /// three fields of `struct pid_mapping_value`). `direct == 0`: no table.
@@ -323,6 +328,8 @@ impl PidMappingValue {
         b[32..36].copy_from_slice(&self.table.first.to_ne_bytes());
         b[36..40].copy_from_slice(&self.table.direct.to_ne_bytes());
         b[40..48].copy_from_slice(&self.table.base.to_ne_bytes());
+        b[48..56].copy_from_slice(&self.map_start.to_ne_bytes());
+        b[56..64].copy_from_slice(&self.map_end.to_ne_bytes());
         b
     }
 
@@ -339,6 +346,8 @@ impl PidMappingValue {
                 direct: u32_at(b, 36),
                 base: u64_at(b, 40),
             },
+            map_start: u64_at(b, 48),
+            map_end: u64_at(b, 56),
         })
     }
 }

@@ -199,6 +199,8 @@ fn mapping_keys_and_values_round_trip() {
             direct: 6,
             base: 0x7000,
         },
+        map_start: 0x7f00_0000_1000,
+        map_end: 0x7f00_0000_9000,
     };
     assert_eq!(PidMappingValue::from_bytes(&value.to_bytes()), Some(value));
 }

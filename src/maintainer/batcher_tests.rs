@@ -17,6 +17,8 @@ fn value(addr: u64) -> PidMappingValue {
         prefix_addr: addr,
         exec_gen: 0,
         table: Default::default(),
+        map_start: addr,
+        map_end: addr + 0x1000,
     }
 }
 

@@ -54,6 +54,8 @@ pub fn wanted<'a>(
                 prefix_addr: block.start,
                 exec_gen,
                 table: target.table,
+                map_start: mapping.start,
+                map_end: mapping.end,
             };
             entries.insert(key, value);
         }
