@@ -181,6 +181,13 @@ static __always_inline void count(__u32 which)
 		*value += 1;
 }
 
+static __always_inline void add(__u32 which, __u64 n)
+{
+	__u64 *value = bpf_map_lookup_elem(&counters, &which);
+	if (value && n)
+		*value += n;
+}
+
 static __always_inline bool wanted(__u32 tgid)
 {
 	if (!filter_pids)
@@ -232,6 +239,11 @@ struct unwind_state {
 	__u32 n_unknown;
 	__u32 leaf_unknown; /* the innermost user frame is unresolved (it is unknown[0]) */
 	__u32 copy_stack;   /* the walk stops at a file user space has no table for yet */
+	/* Per-frame counters, added to `counters` once per sample rather than once per frame. */
+	__u32 cache_hits;
+	__u32 resolved;
+	__u32 table_frames;
+	__u32 fp_frames;
 	__u32 _pad;
 	__u64 report_addr;
 	__u64 new_file;     /* inode of the first mapped file user space has not registered */
@@ -317,7 +329,7 @@ static __always_inline void resolve(struct unwind_state *st, struct mapping_cach
 		if (slot->pid == st->pid && slot->start <= addr && addr < slot->end &&
 		    slot->exec_gen == st->exec_gen && slot->generation == st->generation) {
 			*view = slot->view;
-			count(COUNTER_CACHE_HITS);
+			st->cache_hits++;
 			return;
 		}
 	}
@@ -402,7 +414,7 @@ static __always_inline void step_frame_pointer(struct unwind_state *st, __u32 no
 		st->outcome = UNWIND_DONE_READ_FAULT;
 		return;
 	}
-	count(COUNTER_FP_FRAMES);
+	st->fp_frames++;
 	st->sp = bp + 16;
 	st->bp = next_bp;
 	st->pc = ra;
@@ -453,7 +465,7 @@ static __always_inline void step_rule(struct unwind_state *st, struct unwind_rul
 		st->sp = rsp;
 		st->bp = rbp;
 		st->pc_exact = 1; /* the interrupted instruction itself */
-		count(COUNTER_TABLE_FRAMES);
+		st->table_frames++;
 		return;
 	}
 	case UNWIND_NO_INFO:
@@ -481,7 +493,7 @@ static __always_inline void step_rule(struct unwind_state *st, struct unwind_rul
 	} else if (bp_kind == UNWIND_RBP_UNKNOWN) {
 		bp = 0;
 	}
-	count(COUNTER_TABLE_FRAMES);
+	st->table_frames++;
 	st->sp = cfa;
 	st->bp = bp;
 	st->pc = ra;
@@ -522,7 +534,7 @@ __noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapp
 	case RESOLVED_FILE:
 		t->frames[base] = pc - view.bias;
 		t->frames[base + 1] = view.file_id | ((__u64)FRAME_RESOLVED << 32);
-		count(COUNTER_FRAMES_RESOLVED);
+		st->resolved++;
 		break;
 	case RESOLVED_ANON:
 		t->frames[base + 1] = (__u64)FRAME_ANON << 32;
@@ -591,14 +603,16 @@ struct vma_info {
 
 static long read_vma(struct task_struct *task, struct vm_area_struct *vma, struct vma_info *v)
 {
-	v->start = BPF_CORE_READ(vma, vm_start);
-	v->end = BPF_CORE_READ(vma, vm_end);
-	v->pgoff = BPF_CORE_READ(vma, vm_pgoff);
-	v->flags = BPF_CORE_READ(vma, vm_flags);
-	struct file *file = BPF_CORE_READ(vma, vm_file);
+	/* BTF pointers: plain loads (a fault reads 0), not a helper call per field. */
+	v->start = vma->vm_start;
+	v->end = vma->vm_end;
+	v->pgoff = vma->vm_pgoff;
+	v->flags = vma->vm_flags;
+	struct file *file = vma->vm_file;
 	if (file) {
-		v->inode = BPF_CORE_READ(file, f_inode, i_ino);
-		v->dev = BPF_CORE_READ(file, f_inode, i_sb, s_dev);
+		struct inode *inode = file->f_inode;
+		v->inode = inode->i_ino;
+		v->dev = inode->i_sb->s_dev;
 	}
 	v->found = 1;
 	return 0;
@@ -715,7 +729,7 @@ static __always_inline bool send_stack(void *ctx, struct task_struct *task, stru
 	if (!rec || !list || list->mm != st->mm)
 		return false;
 	/* The main thread's frames lie below the stack's start: copy no further than that. */
-	__u64 len = STACK_COPY_BYTES, top = BPF_CORE_READ(task, mm, start_stack);
+	__u64 len = STACK_COPY_BYTES, top = task->mm->start_stack;
 	if (st->sp < top && top - st->sp < len)
 		len = top - st->sp;
 	len &= 0xffff;
@@ -755,7 +769,7 @@ static __always_inline bool send_stack(void *ctx, struct task_struct *task, stru
 /* A process's identity next to its PID: when its thread group leader started. */
 static __always_inline __u64 process_start(struct task_struct *task)
 {
-	return BPF_CORE_READ(task, group_leader, start_boottime);
+	return task->group_leader->start_boottime;
 }
 
 /* Which address space of a process: its start time, with the kernel's count of the execs in
@@ -765,7 +779,7 @@ static __always_inline __u64 process_start(struct task_struct *task)
  * start. User space learns it from the reports and exec events that carry it. */
 static __always_inline __u64 address_space_gen(struct task_struct *task, __u64 start_ns)
 {
-	return start_ns ^ ((__u64)BPF_CORE_READ(task, self_exec_id) << EXEC_GEN_SHIFT);
+	return start_ns ^ ((__u64)task->self_exec_id << EXEC_GEN_SHIFT);
 }
 
 SEC("perf_event")
@@ -795,7 +809,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	bpf_get_current_comm(t->hdr.comm, sizeof(t->hdr.comm));
 
 	struct task_struct *task = bpf_get_current_task_btf();
-	bool kernel_thread = BPF_CORE_READ(task, flags) & PF_KTHREAD;
+	bool kernel_thread = task->flags & PF_KTHREAD;
 	bool kernel_mode = (ctx->regs.cs & 3) == 0;
 
 	long n_kernel = 0;
@@ -834,13 +848,17 @@ int on_sample(struct bpf_perf_event_data *ctx)
 			st.bp = ctx->regs.bp;
 		}
 		st.start_ns = process_start(task);
-		st.mm = (__u64)BPF_CORE_READ(task, mm);
+		st.mm = (__u64)task->mm;
 		st.exec_gen = address_space_gen(task, st.start_ns);
 		if (st.pc)
 			bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
 		if (st.outcome == UNWIND_WALKING)
 			st.outcome = UNWIND_DONE_DEPTH;
 		count(COUNTER_UNWIND_BASE + (st.outcome & 0xf));
+		add(COUNTER_CACHE_HITS, st.cache_hits);
+		add(COUNTER_FRAMES_RESOLVED, st.resolved);
+		add(COUNTER_TABLE_FRAMES, st.table_frames);
+		add(COUNTER_FP_FRAMES, st.fp_frames);
 		t->hdr.flags |= (st.outcome & 0xf) << TRACE_UNWIND_SHIFT;
 	}
 	__u32 n_user = st.n_user;
@@ -937,7 +955,7 @@ static __always_inline void record_vma(struct task_struct *task, __u32 tgid, __u
  * both, from the executable's code start and the entry point the registers hold. */
 static __always_inline void seed_vmas(struct task_struct *task, __u32 tgid)
 {
-	record_vma(task, tgid, BPF_CORE_READ(task, mm, start_code));
+	record_vma(task, tgid, task->mm->start_code);
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
 	__u64 ip = 0;
 	bpf_probe_read_kernel(&ip, sizeof(ip), &regs->ip);
@@ -961,8 +979,9 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	event->ktime_ns = now;
 	event->start_ns = process_start(task);
 	event->exec_gen = address_space_gen(task, event->start_ns);
-	event->inode = BPF_CORE_READ(bprm, file, f_inode, i_ino);
-	event->dev = BPF_CORE_READ(bprm, file, f_inode, i_sb, s_dev);
+	struct inode *inode = bprm->file->f_inode;
+	event->inode = inode->i_ino;
+	event->dev = inode->i_sb->s_dev;
 	/* A process user space never heard of, starting a file whose table exists: nobody needs
 	 * this event (if the process is ever sampled, the sampler reports it and the maintainer
 	 * names it). Under churn that is almost every exec. */
@@ -974,7 +993,7 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 			return 0;
 		}
 	}
-	const char *interp = BPF_CORE_READ(bprm, interp);
+	const char *interp = bprm->interp;
 	long n = bpf_probe_read_kernel_str(event->path, sizeof(event->path), interp);
 	if (n <= 0) {
 		event->path[0] = 0;
@@ -995,7 +1014,7 @@ int BPF_PROG(on_exit, struct task_struct *task)
 {
 	/* do_exit() decrements signal->live before this tracepoint: zero means the last thread
 	 * is leaving. Newer kernels also pass group_dead, older ones do not; this works on both. */
-	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+	if (task->signal->live.counter != 0)
 		return 0; /* another thread of the process lives on */
 	__u32 tgid = task->tgid;
 	if (!wanted(tgid))
