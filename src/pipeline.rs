@@ -71,6 +71,11 @@ pub enum ReportMsg {
         unix_ns: u64,
         at: std::time::Instant,
     },
+    /// Sampling stopped: the last window ends here, whatever the end of the session still does
+    /// (tables being built, symbolization).
+    Stop {
+        at: std::time::Instant,
+    },
 }
 
 /// Queue sizes, in batches (one per poll cycle, at most 4096 messages each): tens of seconds of

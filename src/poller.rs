@@ -18,10 +18,11 @@ use crate::stats::Stats;
 use crate::sys::bpf::{Map, PerfBuffer, PerfHandler, Wakeup};
 use crate::sys::poll::Waker;
 
-/// The samples ring wakes the reader when this share of it is waiting (1/4): waking it for each
-/// record costs the sampled program ~5 µs (docs/performance.md, "Wakeups"), and at 19 Hz a
-/// quarter of the ring is several seconds of samples, so the poll timeout reads them first.
-const WATERMARK_DIVISOR: usize = 4;
+/// The samples ring wakes the reader when this share of it is waiting (1/8): waking it for each
+/// record costs the sampled program ~5 µs (docs/performance.md, "Wakeups"), and at 19 Hz an
+/// eighth of the ring is still seconds of samples, so the poll timeout reads them first. The
+/// other 7/8 absorb a burst of deep stacks while a loaded machine is slow to run the poller.
+const WATERMARK_DIVISOR: usize = 8;
 /// Nothing on the samples buffer is urgent (what is goes on the prompt one), and each wakeup
 /// of this thread also wakes the reporter (and the maintainer): on a VM a wakeup costs tens of
 /// µs, which at a few a second was most of the profiler's user-space cost at 19 Hz. The end of
@@ -252,6 +253,8 @@ pub fn run(
     reports.consume()?;
     reports.handler_mut().send();
     samples.consume()?;
+    let at = Instant::now();
+    samples.handler_mut().report(ReportMsg::Stop { at });
     samples.handler_mut().send();
     Ok(())
 }

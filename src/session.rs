@@ -3,6 +3,7 @@
 //! final window). `record` drives one with a single window; the daemon with periodic ones.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -43,6 +44,8 @@ pub struct Session {
     stats: Arc<Stats>,
     frequency_hz: u64,
     started: Instant,
+    /// How long the end may wait for unwind tables still being built, in ms (the maintainer's).
+    settle_ms: Arc<AtomicU64>,
 }
 
 fn spawn<T: Send + 'static>(
@@ -105,6 +108,7 @@ impl Session {
             Some(sampler.file_tables()?),
         )))
         .sync_on_exec(matches!(config.target, Target::Pids(_)));
+        let settle_ms = maintainer.settle_limit();
         let maintainer = spawn("maintainer", move || maintainer.run(maintain_rx))?;
         let routers = (
             Router::new(report_tx.clone(), maintain_tx.clone(), stats.clone()),
@@ -131,6 +135,7 @@ impl Session {
             stats,
             frequency_hz: config.frequency_hz,
             started: Instant::now(),
+            settle_ms,
         })
     }
 
@@ -156,8 +161,11 @@ impl Session {
     }
 
     /// Stops sampling and drains every queue; the reporter hands its last window to the sink
-    /// before this returns.
-    pub fn finish(mut self) -> io::Result<()> {
+    /// before this returns. Walks cut at files whose tables are still being built are finished
+    /// when those are done, if that takes at most `settle`.
+    pub fn finish(mut self, settle: Duration) -> io::Result<()> {
+        let ms = settle.as_millis().min(u128::from(u64::MAX)) as u64;
+        self.settle_ms.store(ms, Ordering::Relaxed);
         self.sampler.stop();
         self.starter = None;
         self.stop.raise();

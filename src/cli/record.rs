@@ -211,8 +211,14 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
 
     let ended_by = wait(&plan, &session, child.as_mut());
     let status = child.as_mut().map(finish_command);
+    // After a command's end, waiting for its files' tables completes its last walks; after the
+    // duration or a signal the user waits for the output, which must follow within a second.
+    let settle = match ended_by {
+        EndedBy::CommandExited | EndedBy::TargetsExited => crate::maintainer::TABLE_DEADLINE,
+        _ => SETTLE_AFTER_DURATION,
+    };
     session
-        .finish()
+        .finish(settle)
         .map_err(|e| Fatal::failure(e.to_string()))?;
     let profile = profile_rx
         .try_recv()
@@ -308,6 +314,9 @@ enum EndedBy {
     TargetsExited,
     PollerFailed,
 }
+
+/// How long the end of a session cut by `--duration` or a signal waits for unwind tables.
+const SETTLE_AFTER_DURATION: Duration = Duration::from_millis(300);
 
 /// The main thread sleeps until something wakes it: a signal, the command's exit (SIGCHLD), a
 /// target's pidfd, the poller stopping, or the end of the duration; this only bounds the sleep

@@ -15,6 +15,7 @@ pub mod batcher;
 mod fake_map;
 pub mod lifecycle;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,8 +36,9 @@ const EXPIRE_INTERVAL: Duration = Duration::from_secs(5);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// How often built tables are picked up while some are due.
 const TABLE_POLL: Duration = Duration::from_millis(5);
-/// How long the end of a session waits for tables still being built.
-const TABLE_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the end of a session waits at most for tables still being built, unless told
+/// otherwise ([`Maintainer::settle_limit`]).
+pub const TABLE_DEADLINE: Duration = Duration::from_secs(10);
 const AUDIT_INTERVAL: Duration = Duration::from_secs(30);
 
 pub struct Maintainer<M: MapBackend, S: ProcSource, C: CacheInvalidator> {
@@ -46,6 +48,8 @@ pub struct Maintainer<M: MapBackend, S: ProcSource, C: CacheInvalidator> {
     caches: C,
     reporter: SyncSender<Vec<ReportMsg>>,
     stats: Arc<Stats>,
+    /// Milliseconds the end of the session may wait for tables (set when the session ends).
+    settle_ms: Arc<AtomicU64>,
 }
 
 impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
@@ -63,7 +67,15 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             caches,
             reporter,
             stats,
+            settle_ms: Arc::new(AtomicU64::new(TABLE_DEADLINE.as_millis() as u64)),
         }
+    }
+
+    /// Where to say how long the end may wait for tables still being built: walks cut at their
+    /// files are finished with them, which is worth seconds after a command's end but not
+    /// after a `--duration` or Ctrl-C, when the user waits for the output.
+    pub fn settle_limit(&self) -> Arc<AtomicU64> {
+        self.settle_ms.clone()
     }
 
     /// Loads unwind tables into `tables` for every new file.
@@ -244,9 +256,12 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
     /// End of session: the tables still being built (walks cut at their files are finished
     /// with them), one last sweep for exits in flight, a flush, and the final audit.
     pub fn settle(&mut self) {
-        let deadline = Instant::now() + TABLE_DEADLINE;
+        let limit = Duration::from_millis(self.settle_ms.load(Ordering::Relaxed));
+        let deadline = Instant::now() + limit.min(TABLE_DEADLINE);
         while self.table.tables_pending() && Instant::now() < deadline {
-            self.table.tables_ready(TABLE_POLL * 10, &self.stats);
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.table
+                .tables_ready(left.min(TABLE_POLL * 10), &self.stats);
         }
         let now = Instant::now();
         self.table.sweep(&self.source, &self.stats, now);

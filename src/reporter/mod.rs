@@ -54,6 +54,8 @@ struct Reporter {
     symbolizer_totals: (u64, u64),
     exited: Vec<(u32, u64, Instant)>,
     window_start: (Instant, u64),
+    /// When sampling stopped, once it has.
+    stopped: Option<Instant>,
     stats: Arc<Stats>,
     windows: Windows,
     completer: Completer,
@@ -108,7 +110,13 @@ impl Reporter {
                 self.vmas.boundary(pid, ktime_ns);
                 self.exited.push((pid, ktime_ns, Instant::now()));
             }
-            ReportMsg::Start { unix_ns, at } => self.window_start = (at, unix_ns),
+            ReportMsg::Start { unix_ns, at } => {
+                self.window_start = (at, unix_ns);
+                // Read the kernel's symbols now, while sampling, not after the end (a few
+                // hundred ms of /proc/kallsyms that the user would otherwise wait for).
+                self.symbolizer.get_or_insert_with(new_symbolizer);
+            }
+            ReportMsg::Stop { at } => self.stopped = Some(at),
         }
     }
 
@@ -133,7 +141,7 @@ impl Reporter {
 
     /// Symbolizes the current window into a profile and starts the next one.
     fn flush(&mut self) -> Profile {
-        let now = Instant::now();
+        let now = self.stopped.unwrap_or_else(Instant::now);
         let (started, start_unix_ns) = self.window_start;
         let duration_ns = now.duration_since(started).as_nanos() as u64;
         let template = Profile {
@@ -225,6 +233,7 @@ pub fn run(
         symbolizer_totals: (0, 0),
         exited: Vec::new(),
         window_start: (Instant::now(), unix_now_ns()),
+        stopped: None,
         stats: stats.clone(),
         windows,
         completer: Completer::default(),

@@ -16,7 +16,7 @@ use crate::unwind::compact::CompactTable;
 /// A built table (or why there is none), for the file with this ID.
 pub type Built = (SharedFile, Result<CompactTable, String>);
 
-/// The extractor as the maintainer sees it. Dropping it ends the thread once its queue is done.
+/// The extractor as the maintainer sees it. Dropping it ends the thread (see `Drop`).
 pub struct Extractor {
     requests: Option<Sender<SharedFile>>,
     results: Receiver<Built>,
@@ -113,10 +113,15 @@ impl Extractor {
 }
 
 impl Drop for Extractor {
+    /// Ends the thread's loop. A table still being built is not waited for (libLLVM's takes
+    /// up to a second): nobody wants it any more, and the end of a session must not wait on
+    /// it. The thread drops it and ends by itself, or with the process.
     fn drop(&mut self) {
-        self.requests = None; // ends the thread's loop
+        self.requests = None;
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            if !self.busy {
+                let _ = thread.join();
+            }
         }
     }
 }

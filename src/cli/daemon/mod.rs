@@ -34,6 +34,8 @@ use plan::Plan;
 
 /// How long the last window may take to reach the collector after a stop signal.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the last window waits for unwind tables still being built.
+const SHUTDOWN_SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(FromArgs, Debug)]
 /// Profile continuously and export a profile per interval to an OpenTelemetry collector
@@ -159,7 +161,8 @@ pub fn run(args: DaemonArgs) -> Result<i32, Fatal> {
     let reason = wait_for_stop(&plan, &session, exporter.as_deref());
     tell_systemd(&format!("STOPPING=1\nSTATUS={reason}"));
     crate::log::info(&format!("{reason}: flushing the last window"));
-    let finished = session.finish();
+    // Systemd waits for a stopping daemon; the last window should not wait on tables long.
+    let finished = session.finish(SHUTDOWN_SETTLE);
     let mut code = exit::OK;
     if let Err(err) = finished {
         crate::log::error(&format!("{err}"));
