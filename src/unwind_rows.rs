@@ -163,3 +163,183 @@ pub(crate) fn lookup(rows: &[UnwindRow], offset: u64) -> Option<&UnwindRow> {
     let end = rows.partition_point(|r| r.offset <= offset);
     end.checked_sub(1).map(|i| &rows[i])
 }
+
+/// The rules of a row without its offset: what [`PackedRows`] keeps once per distinct value.
+type RuleKey = (CfaRule, RegRule, RaRule);
+
+/// Rows kept compactly: each row is its offset and the index of its rules in a dictionary of
+/// the file's distinct rules (a few thousand even in libLLVM), 16 bytes a row instead of the
+/// 32 of an [`UnwindRow`]. What extraction holds per file while it builds a table, so a
+/// file with millions of rows costs half the memory.
+#[derive(Clone, Debug, Default)]
+pub struct PackedRows {
+    rows: Vec<(u64, u32)>,
+    rules: Vec<RuleKey>,
+    index: std::collections::HashMap<RuleKey, u32, FxBuild>,
+    /// The rules interned last, and their index: consecutive rows often share them.
+    recent: Option<(RuleKey, u32)>,
+}
+
+/// A multiply-rotate hasher for the rule dictionary (keys are a few small integers; SipHash
+/// made packing rows several times slower).
+#[derive(Clone, Copy, Debug, Default)]
+struct FxBuild;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct FxHasher(u64);
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_i32(&mut self, v: i32) {
+        self.write_u64(u64::from(v as u32));
+    }
+    fn write_isize(&mut self, v: isize) {
+        self.write_u64(v as u64);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl PackedRows {
+    pub fn with_capacity(rows: usize) -> Self {
+        Self {
+            rows: Vec::with_capacity(rows),
+            ..Self::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The row at `i`; panics past the end, like slice indexing.
+    pub fn get(&self, i: usize) -> UnwindRow {
+        let (offset, rule) = self.rows[i];
+        let (cfa, rbp, ra) = self.rules[rule as usize];
+        UnwindRow {
+            offset,
+            cfa,
+            rbp,
+            ra,
+        }
+    }
+
+    pub fn last(&self) -> Option<UnwindRow> {
+        self.len().checked_sub(1).map(|i| self.get(i))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = UnwindRow> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// The dictionary index of a row's rules, added when new.
+    fn intern(&mut self, row: &UnwindRow) -> u32 {
+        let key = (row.cfa, row.rbp, row.ra);
+        if let Some((recent, index)) = self.recent {
+            if recent == key {
+                return index;
+            }
+        }
+        let index = *self.index.entry(key).or_insert_with(|| {
+            self.rules.push(key);
+            (self.rules.len() - 1) as u32
+        });
+        self.recent = Some((key, index));
+        index
+    }
+
+    pub fn push(&mut self, row: UnwindRow) {
+        let rule = self.intern(&row);
+        self.rows.push((row.offset, rule));
+    }
+
+    pub fn pop(&mut self) {
+        self.rows.pop();
+    }
+
+    pub fn truncate(&mut self, len: usize) {
+        self.rows.truncate(len);
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.rows.shrink_to_fit();
+    }
+
+    /// The index of the first row whose offset fails `pred` (offsets ascending).
+    pub fn partition_point(&self, pred: impl Fn(u64) -> bool) -> usize {
+        self.rows.partition_point(|&(offset, _)| pred(offset))
+    }
+
+    /// Replaces rows `range` with `with`.
+    pub fn splice(&mut self, range: std::ops::Range<usize>, with: Vec<UnwindRow>) {
+        let packed: Vec<(u64, u32)> = with
+            .iter()
+            .map(|row| (row.offset, self.intern(row)))
+            .collect();
+        self.rows.splice(range, packed);
+    }
+
+    /// Drops each row whose rules equal its predecessor's.
+    pub fn dedup_same_rule(&mut self) {
+        self.rows.dedup_by(|later, kept| later.1 == kept.1);
+    }
+
+    pub fn to_rows(&self) -> Vec<UnwindRow> {
+        self.iter().collect()
+    }
+}
+
+impl From<&[UnwindRow]> for PackedRows {
+    fn from(rows: &[UnwindRow]) -> Self {
+        let mut packed = Self::with_capacity(rows.len());
+        for row in rows {
+            packed.push(*row);
+        }
+        packed
+    }
+}
+
+/// The row in effect at `offset` in packed rows, if any row starts at or before it.
+pub(crate) fn lookup_packed(rows: &PackedRows, offset: u64) -> Option<UnwindRow> {
+    let end = rows.partition_point(|o| o <= offset);
+    end.checked_sub(1).map(|i| rows.get(i))
+}
+
+/// The first index in `lo..hi` where `pred` (true, then false) fails: a slice's
+/// `partition_point` over indices, for rows not held in a slice.
+pub fn partition_point_in(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
