@@ -354,16 +354,7 @@ fn gaps(rows: &PackedRows, start: u64, end: u64) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::unwind_rows::lookup;
-
-    fn row(offset: u64, cfa: i32) -> UnwindRow {
-        UnwindRow {
-            offset,
-            cfa: CfaRule::RspOffset(cfa),
-            rbp: RegRule::Unchanged,
-            ra: RaRule::AtCfaMinus8,
-        }
-    }
+    use crate::unwind_rows::{lookup, rsp_row as row};
 
     #[test]
     fn push_merges_identical_neighbours_and_replaces_same_offset() {
