@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 use object::elf::{PF_X, PT_LOAD};
 use object::read::elf::{ElfFile64, ProgramHeader as _};
 use object::Endianness;
-use profiler::cfi::extract;
+use profiler::cfi::extract_packed;
 use profiler::unwind::CompactTable;
-use profiler::unwind_rows::UnwindRow;
 
 const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
 const PYTHON: &str = "/usr/bin/python3.11";
@@ -92,7 +91,8 @@ fn main() {
 fn child(file: &Path) {
     let hwm0 = vm_hwm_kib();
     let started = Instant::now();
-    let table = match extract(file) {
+    // What the profiler's extractor thread does: packed rows, encoded without unpacking.
+    let table = match extract_packed(file) {
         Ok(table) => table,
         Err(e) => {
             eprintln!("{e}");
@@ -102,7 +102,7 @@ fn child(file: &Path) {
     let extract_ns = started.elapsed().as_nanos();
     let hwm1 = vm_hwm_kib();
     let started = Instant::now();
-    let compact = match CompactTable::encode(&table.rows) {
+    let compact = match CompactTable::encode_packed(&table.rows) {
         Ok(compact) => compact,
         Err(e) => {
             eprintln!("compact: {e}");
@@ -138,7 +138,7 @@ fn child(file: &Path) {
         ("file_bytes", file_bytes.into()),
         ("text_bytes", exec_segment_bytes(file).into()),
         ("rows", s.rows as u128),
-        ("row_heap_bytes", (s.rows * size_of::<UnwindRow>()) as u128),
+        ("row_heap_bytes", (s.rows * 16) as u128),
         ("frame_rows", s.frame_rows as u128),
         ("unsupported_rows", s.unsupported_rows as u128),
         ("plt_rows", s.plt_rows as u128),

@@ -6,7 +6,9 @@
 
 use super::dwarf::{CfiRows, Span};
 use crate::elf::ElfImage;
-use crate::unwind_rows::{lookup, CfaRule, RaRule, RegRule, RowKind, UnwindRow};
+use crate::unwind_rows::{
+    lookup_packed, partition_point_in, CfaRule, PackedRows, RaRule, RegRule, RowKind, UnwindRow,
+};
 
 /// Counters [`assemble`] keeps.
 #[derive(Clone, Copy, Debug, Default)]
@@ -29,16 +31,38 @@ struct Piece {
     span: Span,
 }
 
+/// What the symbol tables say that assembling needs, read before the CFI so the symbol pages
+/// can leave the resident set before the rows grow (libLLVM's `.symtab` and `.strtab` are
+/// 24 MB).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SymbolFacts {
+    /// Sized `_start` symbols (virtual address ranges).
+    start_symbols: Vec<(u64, u64)>,
+    may_define_sigaction: bool,
+}
+
+impl SymbolFacts {
+    pub(crate) fn of(image: &ElfImage<'_>) -> Self {
+        let mut start_symbols = image.start_symbols();
+        start_symbols.truncate(MAX_MARKS);
+        Self {
+            start_symbols,
+            may_define_sigaction: image.may_define_sigaction(),
+        }
+    }
+}
+
 /// Builds the final row list from `.eh_frame` and `.debug_frame` rows. `.debug_frame` only
 /// fills ranges `.eh_frame` does not cover; overlapping FDEs of one source are clipped (the
 /// one starting first wins); every range without CFI starts with an explicit "no info" row.
 pub(crate) fn assemble(
     image: &ElfImage<'_>,
-    sources: [&CfiRows; 2],
+    sources: [CfiRows; 2],
+    symbols: &SymbolFacts,
     stats: &mut AssembleStats,
-) -> Vec<UnwindRow> {
-    let eh = to_pieces(image, sources[0], 0, stats);
-    let debug = disjoint(to_pieces(image, sources[1], 1, stats), stats);
+) -> PackedRows {
+    let eh = to_pieces(image, &sources[0], 0, stats);
+    let debug = disjoint(to_pieces(image, &sources[1], 1, stats), stats);
     let mut pieces = uncovered(&eh, &debug);
     stats.debug_frame_fdes_used = pieces.len() as u32;
     pieces.extend_from_slice(&eh);
@@ -46,7 +70,7 @@ pub(crate) fn assemble(
 
     // Each piece adds its rows and at most one gap row.
     let capacity = sources.iter().map(|s| s.rows.len()).sum::<usize>() + pieces.len() + 1;
-    let mut rows = Vec::with_capacity(capacity);
+    let mut rows = PackedRows::with_capacity(capacity);
     let mut covered_until = 0;
     for piece in &pieces {
         let start = piece.start.max(covered_until);
@@ -57,7 +81,8 @@ pub(crate) fn assemble(
         if start > covered_until && !rows.is_empty() {
             push(&mut rows, UnwindRow::no_info(covered_until));
         }
-        let source = &sources[piece.source].rows[piece.span.first_row..piece.span.row_end];
+        let source = &sources[piece.source].rows;
+        let (first_row, row_end) = (piece.span.first_row, piece.span.row_end);
         // Monotonic in the (sorted) row addresses; past any piece's end when out of range.
         let to_offset = |vaddr: u64| {
             vaddr
@@ -65,10 +90,13 @@ pub(crate) fn assemble(
                 .and_then(|delta| piece.origin.checked_add(delta))
                 .unwrap_or(u64::MAX)
         };
-        let first = source.partition_point(|r| to_offset(r.offset) <= start);
-        let Some(in_effect) = first.checked_sub(1).map(|i| source[i]) else {
+        let first = partition_point_in(first_row, row_end, |i| {
+            to_offset(source.get(i).offset) <= start
+        });
+        let Some(in_effect) = first.checked_sub(1).filter(|&i| i >= first_row) else {
             continue;
         };
+        let in_effect = source.get(in_effect);
         push(
             &mut rows,
             UnwindRow {
@@ -76,12 +104,12 @@ pub(crate) fn assemble(
                 ..in_effect
             },
         );
-        for row in &source[first..] {
+        for row in (first..row_end).map(|i| source.get(i)) {
             let offset = to_offset(row.offset);
             if offset >= piece.end {
                 break;
             }
-            push(&mut rows, UnwindRow { offset, ..*row });
+            push(&mut rows, UnwindRow { offset, ..row });
         }
         covered_until = piece.end;
     }
@@ -89,8 +117,11 @@ pub(crate) fn assemble(
         push(&mut rows, UnwindRow::no_info(covered_until));
     }
 
-    mark_outermost(image, &mut rows);
-    stats.signal_trampolines_by_code = mark_signal_trampolines(image, &mut rows);
+    // The marks below rewrite the table: the per-FDE rows are no longer needed.
+    drop((pieces, sources));
+    mark_outermost(image, &symbols.start_symbols, &mut rows);
+    stats.signal_trampolines_by_code =
+        mark_signal_trampolines(image, symbols.may_define_sigaction, &mut rows);
     rows
 }
 
@@ -179,7 +210,7 @@ fn uncovered(covered: &[Piece], candidates: &[Piece]) -> Vec<Piece> {
 
 /// Appends a row, replacing a row at the same offset and dropping one identical to its
 /// predecessor.
-fn push(rows: &mut Vec<UnwindRow>, row: UnwindRow) {
+fn push(rows: &mut PackedRows, row: UnwindRow) {
     if rows.last().is_some_and(|last| last.offset >= row.offset) {
         rows.pop();
     }
@@ -190,7 +221,7 @@ fn push(rows: &mut Vec<UnwindRow>, row: UnwindRow) {
 
 /// Rewrites the rows covering `[start, end)` with `change`, keeping what follows `end` intact.
 pub(crate) fn overlay(
-    rows: &mut Vec<UnwindRow>,
+    rows: &mut PackedRows,
     start: u64,
     end: u64,
     change: impl Fn(&mut UnwindRow),
@@ -198,7 +229,7 @@ pub(crate) fn overlay(
     if start >= end {
         return;
     }
-    let at = |offset| lookup(rows, offset).map_or(UnwindRow::no_info(offset), |r| *r);
+    let at = |offset| lookup_packed(rows, offset).unwrap_or(UnwindRow::no_info(offset));
     let (mut head, tail) = (
         UnwindRow {
             offset: start,
@@ -210,28 +241,32 @@ pub(crate) fn overlay(
         },
     );
     change(&mut head);
-    let from = rows.partition_point(|r| r.offset < start);
-    let to = rows.partition_point(|r| r.offset < end);
+    let from = rows.partition_point(|o| o < start);
+    let to = rows.partition_point(|o| o < end);
     let mut middle = vec![head];
-    middle.extend(rows[from..to].iter().filter(|r| r.offset > start).map(|r| {
-        let mut r = *r;
-        change(&mut r);
-        r
-    }));
-    if !matches!(rows.get(to), Some(r) if r.offset == end) {
+    middle.extend(
+        (from..to)
+            .map(|i| rows.get(i))
+            .filter(|r| r.offset > start)
+            .map(|mut r| {
+                change(&mut r);
+                r
+            }),
+    );
+    if !(to < rows.len() && rows.get(to).offset == end) {
         middle.push(tail);
     }
     rows.splice(from..to, middle);
     // Re-merge: the edit may have made neighbours identical (offsets stay strictly ordered).
-    rows.dedup_by(|later, kept| later.same_rule(kept));
+    rows.dedup_same_rule();
 }
 
 /// Marks sized `_start` symbols as the outermost frame. glibc's `_start` already says so in
 /// its CFI; this also covers binaries whose `_start` has none or says otherwise. `clone` and
 /// `clone3` are left to their CFI: only their child path is outermost, and glibc marks it.
-fn mark_outermost(image: &ElfImage<'_>, rows: &mut Vec<UnwindRow>) {
+fn mark_outermost(image: &ElfImage<'_>, start_symbols: &[(u64, u64)], rows: &mut PackedRows) {
     // Each mark rewrites the table: a hostile symbol table must not make that quadratic.
-    for (vaddr, vend) in image.start_symbols().into_iter().take(MAX_MARKS) {
+    for &(vaddr, vend) in start_symbols.iter().take(MAX_MARKS) {
         let Some((start, segment_end)) = image.vaddr_to_offset(vaddr) else {
             continue;
         };
@@ -252,8 +287,12 @@ const RESTORE_RT_CODE: [u8; 9] = [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f
 ///
 /// Only files that define `sigaction` or are static are scanned, and only when no CFI already
 /// marks a signal frame: reading the gaps of every library would touch most of its text pages.
-fn mark_signal_trampolines(image: &ElfImage<'_>, rows: &mut Vec<UnwindRow>) -> u32 {
-    if rows.iter().any(|r| r.ra == RaRule::SignalFrame) || !image.may_define_sigaction() {
+fn mark_signal_trampolines(
+    image: &ElfImage<'_>,
+    may_define_sigaction: bool,
+    rows: &mut PackedRows,
+) -> u32 {
+    if !may_define_sigaction || rows.iter().any(|r| r.ra == RaRule::SignalFrame) {
         return 0;
     }
     let mut found = Vec::new();
@@ -290,13 +329,16 @@ fn mark_signal_trampolines(image: &ElfImage<'_>, rows: &mut Vec<UnwindRow>) -> u
 }
 
 /// Ranges of `[start, end)` where no row gives information.
-fn gaps(rows: &[UnwindRow], start: u64, end: u64) -> Vec<(u64, u64)> {
+fn gaps(rows: &PackedRows, start: u64, end: u64) -> Vec<(u64, u64)> {
     let mut out = Vec::new();
-    let first = rows.partition_point(|r| r.offset <= start);
+    let first = rows.partition_point(|o| o <= start);
     // The row in effect at `start`, then every row starting inside the range.
     let mut at = start;
-    let mut no_info = first == 0 || rows[first - 1].kind() == RowKind::NoInfo;
-    for row in rows[first..].iter().take_while(|r| r.offset < end) {
+    let mut no_info = first == 0 || rows.get(first - 1).kind() == RowKind::NoInfo;
+    for row in (first..rows.len())
+        .map(|i| rows.get(i))
+        .take_while(|r| r.offset < end)
+    {
         if no_info && row.offset > at {
             out.push((at, row.offset));
         }
@@ -312,31 +354,24 @@ fn gaps(rows: &[UnwindRow], start: u64, end: u64) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn row(offset: u64, cfa: i32) -> UnwindRow {
-        UnwindRow {
-            offset,
-            cfa: CfaRule::RspOffset(cfa),
-            rbp: RegRule::Unchanged,
-            ra: RaRule::AtCfaMinus8,
-        }
-    }
+    use crate::unwind_rows::{lookup, rsp_row as row};
 
     #[test]
     fn push_merges_identical_neighbours_and_replaces_same_offset() {
-        let mut rows = Vec::new();
+        let mut rows = PackedRows::default();
         push(&mut rows, row(0, 8));
         push(&mut rows, row(4, 8));
         push(&mut rows, row(8, 16));
         push(&mut rows, row(8, 8));
-        assert_eq!(rows, vec![row(0, 8)]);
+        assert_eq!(rows.to_rows(), vec![row(0, 8)]);
     }
 
     #[test]
     fn overlay_changes_only_the_range() {
-        let mut rows = vec![row(0, 8), row(10, 16), UnwindRow::no_info(20)];
+        let mut rows = PackedRows::from(&[row(0, 8), row(10, 16), UnwindRow::no_info(20)][..]);
         overlay(&mut rows, 5, 15, |r| r.ra = RaRule::Outermost);
         let kinds: Vec<_> = rows.iter().map(|r| (r.offset, r.kind())).collect();
+        let rows = rows.to_rows();
         assert_eq!(
             kinds,
             vec![
@@ -360,12 +395,14 @@ mod tests {
 
     #[test]
     fn gaps_cover_no_info_and_before_the_first_row() {
-        let rows = vec![
-            row(10, 8),
-            UnwindRow::no_info(20),
-            row(30, 8),
-            UnwindRow::no_info(40),
-        ];
+        let rows = PackedRows::from(
+            &[
+                row(10, 8),
+                UnwindRow::no_info(20),
+                row(30, 8),
+                UnwindRow::no_info(40),
+            ][..],
+        );
         assert_eq!(gaps(&rows, 0, 50), vec![(0, 10), (20, 30), (40, 50)]);
     }
 

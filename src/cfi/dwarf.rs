@@ -20,7 +20,7 @@ use gimli::{
 };
 
 use crate::elf::{ElfImage, SectionData};
-use crate::unwind_rows::{CfaRule, RaRule, RegRule, UnwindRow};
+use crate::unwind_rows::{CfaRule, PackedRows, RaRule, RegRule, UnwindRow};
 
 /// Rows kept per file at most; the rest of the file's CFI is dropped and counted.
 pub const MAX_ROWS: usize = 1 << 22;
@@ -43,10 +43,11 @@ pub(crate) struct Span {
     pub row_end: usize,
 }
 
-/// Rows read from CFI sections, `offset` holding the virtual address.
+/// Rows read from CFI sections, `offset` holding the virtual address; packed, as a big file
+/// has millions.
 #[derive(Debug, Default)]
 pub(crate) struct CfiRows {
-    pub rows: Vec<UnwindRow>,
+    pub rows: PackedRows,
     pub spans: Vec<Span>,
 }
 
@@ -288,8 +289,9 @@ where
             rbp: rbp_rule(row.register(X86_64::RBP), section, encoding),
             ra,
         };
-        let same = out.rows[first_row..]
-            .last()
+        let same = (out.rows.len() > first_row)
+            .then(|| out.rows.last())
+            .flatten()
             .is_some_and(|l| (l.cfa, l.rbp, l.ra) == (new.cfa, new.rbp, new.ra));
         if !same {
             out.rows.push(new);

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 pub(crate) use dwarf::MAX_CIE_BYTES;
 
 use crate::elf::{ElfError, ElfImage};
-use crate::unwind_rows::{self, CfaRule, RaRule, RegRule, RowKind, UnwindRow};
+use crate::unwind_rows::{self, CfaRule, PackedRows, RaRule, RegRule, RowKind, UnwindRow};
 use debug_file::DEBUG_ROOT;
 use dwarf::{CfiRows, CfiStats};
 
@@ -159,8 +159,31 @@ impl UnwindTable {
     }
 }
 
+/// One file's unwind rows as extraction builds them: packed (16 bytes a row, half an
+/// [`UnwindTable`]'s), what the profiler encodes, so a file with millions of rows never holds
+/// them unpacked.
+#[derive(Clone, Debug, Default)]
+pub struct PackedTable {
+    pub rows: PackedRows,
+    pub stats: UnwindStats,
+}
+
+impl From<PackedTable> for UnwindTable {
+    fn from(table: PackedTable) -> Self {
+        Self {
+            rows: table.rows.to_rows(),
+            stats: table.stats,
+        }
+    }
+}
+
 /// Extracts the unwind table of the ELF file at `path`.
 pub fn extract(path: &Path) -> Result<UnwindTable, UnwindError> {
+    extract_packed(path).map(UnwindTable::from)
+}
+
+/// [`extract`], the rows left packed.
+pub fn extract_packed(path: &Path) -> Result<PackedTable, UnwindError> {
     extract_with_debug_roots(path, &[PathBuf::from(DEBUG_ROOT)])
 }
 
@@ -168,11 +191,17 @@ pub fn extract(path: &Path) -> Result<UnwindTable, UnwindError> {
 pub(crate) fn extract_with_debug_roots(
     path: &Path,
     roots: &[PathBuf],
-) -> Result<UnwindTable, UnwindError> {
+) -> Result<PackedTable, UnwindError> {
     let started = Instant::now();
     let map = map_file(path)?;
     let mut image = ElfImage::parse(&map).map_err(|e| UnwindError::elf(e, path))?;
-    Ok(extract_image(&mut image, Some((path, roots)), started))
+    let release = || crate::sys::mmap::release(&map);
+    Ok(extract_image(
+        &mut image,
+        Some((path, roots)),
+        &release,
+        started,
+    ))
 }
 
 /// Maps the file at `path` for reading, an I/O error naming it.
@@ -185,18 +214,28 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap, UnwindError> {
 
 /// Extracts the unwind table of an ELF image in memory (no separate debug file is looked for).
 pub fn extract_from_bytes(data: &[u8]) -> Result<UnwindTable, UnwindError> {
+    extract_packed_from_bytes(data).map(UnwindTable::from)
+}
+
+/// [`extract_from_bytes`], the rows left packed.
+pub fn extract_packed_from_bytes(data: &[u8]) -> Result<PackedTable, UnwindError> {
     let started = Instant::now();
     let mut image =
         ElfImage::parse(data).map_err(|e| UnwindError::elf(e, Path::new("<memory>")))?;
-    Ok(extract_image(&mut image, None, started))
+    Ok(extract_image(&mut image, None, &|| {}, started))
 }
 
 fn extract_image(
     image: &mut ElfImage<'_>,
     debug_search: Option<(&Path, &[PathBuf])>,
+    release_pages: &dyn Fn(),
     started: Instant,
-) -> UnwindTable {
+) -> PackedTable {
     let mut stats = UnwindStats::default();
+    // Each pass over the mapped file is followed by `release_pages`, so the file pages one pass
+    // read (symbol tables, then CFI) are not resident while the rows of the next one grow.
+    let symbols = assemble::SymbolFacts::of(image);
+    release_pages();
     let (mut eh, mut eh_stats) = (CfiRows::default(), CfiStats::default());
     let eh_section = image.section(".eh_frame").filter(|s| !s.data.is_empty());
     if let Some(section) = eh_section {
@@ -222,8 +261,9 @@ fn extract_image(
         stats.debug_file = Some(file.path.clone());
     }
 
+    release_pages();
     let mut assembled = assemble::AssembleStats::default();
-    let rows = assemble::assemble(image, [&eh, &debug], &mut assembled);
+    let rows = assemble::assemble(image, [eh, debug], &symbols, &mut assembled);
     stats.eh_frame_fdes = eh_stats.fdes;
     stats.debug_frame_fdes = debug_stats.fdes;
     stats.fdes_from_eh_frame_hdr = eh_stats.fdes_from_hdr;
@@ -237,12 +277,12 @@ fn extract_image(
     stats.compressed_sections_skipped += image.compressed_skipped;
     count_rows(&rows, &mut stats);
     stats.elapsed = started.elapsed();
-    UnwindTable { rows, stats }
+    PackedTable { rows, stats }
 }
 
-fn count_rows(rows: &[UnwindRow], stats: &mut UnwindStats) {
+fn count_rows(rows: &PackedRows, stats: &mut UnwindStats) {
     stats.rows = rows.len();
-    for row in rows {
+    for row in rows.iter() {
         match row.kind() {
             RowKind::NoInfo => continue,
             RowKind::Frame => stats.frame_rows += 1,
@@ -286,7 +326,13 @@ pub fn describe(path: &Path, addr: Option<u64>) -> Result<String, UnwindError> {
         None => None,
     };
     let roots = [PathBuf::from(DEBUG_ROOT)];
-    let table = extract_image(&mut image, Some((path, &roots)), started);
+    let release = || crate::sys::mmap::release(&map);
+    let table = UnwindTable::from(extract_image(
+        &mut image,
+        Some((path, &roots)),
+        &release,
+        started,
+    ));
     let s = &table.stats;
     let mut out = String::new();
     // Writing to a String cannot fail.

@@ -78,7 +78,9 @@ struct Fixture {
 
 impl Fixture {
     fn new(path: PathBuf) -> Self {
-        let table = extract_with_debug_roots(&path, &[]).expect("extract");
+        let table = extract_with_debug_roots(&path, &[])
+            .map(UnwindTable::from)
+            .expect("extract");
         Self { path, table }
     }
 
@@ -312,7 +314,9 @@ fn separate_debug_file_is_found_by_debuglink_and_build_id() {
     let by_id = root.join(format!(".build-id/{}/{}.debug", &id[..2], &id[2..]));
     std::fs::create_dir_all(by_id.parent().expect("parent")).expect("mkdir");
     std::fs::rename(&debug, &by_id).expect("move debug file");
-    let table = extract_with_debug_roots(&stripped, std::slice::from_ref(&root)).expect("extract");
+    let table = extract_with_debug_roots(&stripped, std::slice::from_ref(&root))
+        .map(UnwindTable::from)
+        .expect("extract");
     assert_eq!(table.stats.debug_file.as_deref(), Some(by_id.as_path()));
     assert!(table.stats.debug_frame_fdes >= 5);
 
@@ -324,7 +328,9 @@ fn separate_debug_file_is_found_by_debuglink_and_build_id() {
         &["-O2", "-static", "-nostdlib", "-g"],
     );
     std::fs::rename(&other, &by_id).expect("replace debug file");
-    let table = extract_with_debug_roots(&stripped, &[root]).expect("extract");
+    let table = extract_with_debug_roots(&stripped, &[root])
+        .map(UnwindTable::from)
+        .expect("extract");
     assert_eq!(table.stats.debug_file, None);
 }
 

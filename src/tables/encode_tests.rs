@@ -52,3 +52,52 @@ fn compact_lookup_agrees_with_rows_on_every_offset() {
         }
     }
 }
+
+/// The first ELF file called `name` on PATH (skipping script shims), resolved.
+fn on_path(name: &str) -> Option<std::path::PathBuf> {
+    let dirs = std::env::var_os("PATH")?;
+    std::env::split_paths(&dirs)
+        .filter_map(|dir| dir.join(name).canonicalize().ok())
+        .find(|p| {
+            let mut magic = [0u8; 4];
+            std::fs::File::open(p)
+                .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+                .is_ok_and(|()| magic == *b"\x7fELF")
+        })
+}
+
+/// The extractor's path (rows kept packed, encoded without unpacking, file pages released
+/// between passes) gives the same rows and the same bucket bytes as the whole-table path
+/// (every row unpacked into a `Vec<UnwindRow>`, encoded from the slice), on real files.
+#[test]
+fn packed_extraction_encodes_the_same_buckets_as_unpacked_rows() {
+    let mut files = vec![Path::new(LIBC).to_path_buf()];
+    files.push(std::env::current_exe().expect("own path"));
+    match on_path("python3.11").or_else(|| on_path("python3")) {
+        Some(python) => files.push(python),
+        None => crate::testing::skip("packed_extraction", "no python3 on PATH"),
+    }
+    for path in &files {
+        let packed = crate::cfi::extract_packed(path).expect("extract packed");
+        let fast = CompactTable::encode_packed(&packed.rows).expect("encode packed");
+        let rows = extract(path).expect("extract").rows;
+        assert!(rows.len() > 1000, "{}: {} rows", path.display(), rows.len());
+        assert_eq!(packed.rows.to_rows(), rows, "{}", path.display());
+        let whole = CompactTable::encode(&rows).expect("encode");
+        assert_eq!(
+            (fast.base(), fast.direct_buckets()),
+            (whole.base(), whole.direct_buckets()),
+            "{}",
+            path.display()
+        );
+        assert!(
+            fast.buckets()
+                .iter()
+                .map(|b| b.to_bytes())
+                .eq(whole.buckets().iter().map(|b| b.to_bytes())),
+            "{}: bucket bytes differ",
+            path.display()
+        );
+        assert_eq!(fast.stats(), whole.stats(), "{}", path.display());
+    }
+}

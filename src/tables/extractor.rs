@@ -31,14 +31,14 @@ pub struct Extractor {
 pub fn extract(file: &FileInfo) -> Result<CompactTable, String> {
     let table = if file.path == "[vdso]" {
         let image = crate::symbolize::own_vdso_image().map_err(|e| e.to_string())?;
-        crate::cfi::extract_from_bytes(&image)
+        crate::cfi::extract_packed_from_bytes(&image)
     } else {
         let handle = file.handle.as_ref().ok_or("not open")?;
         let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(handle));
-        crate::cfi::extract(Path::new(&path))
+        crate::cfi::extract_packed(Path::new(&path))
     };
     let table = table.map_err(|e| e.to_string())?;
-    CompactTable::encode(&table.rows).map_err(|e| e.to_string())
+    CompactTable::encode_packed(&table.rows).map_err(|e| e.to_string())
 }
 
 impl Extractor {

@@ -79,7 +79,7 @@
 use std::fmt;
 use std::mem::size_of;
 
-use crate::unwind_rows::{CfaRule, RegRule, RowKind, UnwindRow};
+use crate::unwind_rows::{partition_point_in, CfaRule, PackedRows, RegRule, RowKind, UnwindRow};
 
 /// log2 of the text bytes one direct bucket covers.
 pub const BUCKET_TEXT_SHIFT: u32 = 10;
@@ -435,13 +435,25 @@ pub struct CompactTable {
 impl CompactTable {
     /// Encodes sorted, merged rows (as [`crate::cfi::extract`] returns them).
     pub fn encode(rows: &[UnwindRow]) -> Result<Self, CompactError> {
+        Self::encode_with(rows.len(), |i| rows[i])
+    }
+
+    /// [`encode`](Self::encode) from packed rows (as [`crate::cfi::extract_packed`] returns
+    /// them), never unpacking more than one row at a time.
+    pub fn encode_packed(rows: &PackedRows) -> Result<Self, CompactError> {
+        Self::encode_with(rows.len(), |i| rows.get(i))
+    }
+
+    /// Encodes the `n` rows `at(0..n)`.
+    fn encode_with(n: usize, at: impl Fn(usize) -> UnwindRow) -> Result<Self, CompactError> {
+        let get = |i: usize| (i < n).then(|| at(i));
         let mut stats = CompactStats {
             histogram: vec![0; 129],
             ..CompactStats::default()
         };
         let (Some(first), Some(last)) = (
-            rows.iter().find(|r| r.kind() != RowKind::NoInfo),
-            rows.last(),
+            (0..n).map(&at).find(|r| r.kind() != RowKind::NoInfo),
+            n.checked_sub(1).map(&at),
         ) else {
             return Ok(Self {
                 stats,
@@ -461,23 +473,20 @@ impl CompactTable {
         let mut buckets = Vec::with_capacity(direct as usize);
         let mut overflow = Vec::new();
         let mut entries: Vec<(u16, Rule)> = Vec::with_capacity(128);
-        let mut next = rows.partition_point(|r| r.offset <= base);
+        let mut next = partition_point_in(0, n, |i| at(i).offset <= base);
         for kib in 0..direct {
             let start = base + kib * BUCKET_TEXT_BYTES;
-            while rows.get(next).is_some_and(|r| r.offset <= start) {
+            while get(next).is_some_and(|r| r.offset <= start) {
                 next += 1;
             }
             let in_effect = next
                 .checked_sub(1)
-                .map_or(Rule::of_kind(KIND_NO_INFO), |i| Rule::encode(&rows[i]));
+                .map_or(Rule::of_kind(KIND_NO_INFO), |i| Rule::encode(&at(i)));
             entries.clear();
             entries.push((0, in_effect));
-            while let Some(row) = rows
-                .get(next)
-                .filter(|r| r.offset < start + BUCKET_TEXT_BYTES)
-            {
-                let rule = Rule::encode(row);
-                stats.unencodable += usize::from(lossy(row, rule));
+            while let Some(row) = get(next).filter(|r| r.offset < start + BUCKET_TEXT_BYTES) {
+                let rule = Rule::encode(&row);
+                stats.unencodable += usize::from(lossy(&row, rule));
                 if entries.last().map(|e| e.1) != Some(rule) {
                     entries.push(((row.offset - start) as u16, rule));
                 }
