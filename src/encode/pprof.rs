@@ -1,9 +1,10 @@
 //! pprof output: a [`Profile`] as a gzip-compressed `perftools.profiles.Profile`.
 //!
 //! This module owns the mapping from our data model onto pprof's deduplicated tables: one
-//! `Mapping` per distinct [`Module`], one `Function` per distinct (name, module), one `Location`
-//! per distinct (module, address, function), every string once in the string table. The wire
-//! layout itself lives in [`crate::proto::pprof`].
+//! `Mapping` per distinct [`Module`], one `Function` per distinct (name, system name, source
+//! file, module), one `Location` per distinct (module, address, lines), every string once in the
+//! string table. Frames inlined at one address become one `Location` with several `Line`s,
+//! innermost first, as pprof expects. The wire layout itself lives in [`crate::proto::pprof`].
 //!
 //! Addresses: a native frame's address is already a file offset, so its mapping starts at 0 with
 //! file offset 0, which makes pprof's `address - memory_start + file_offset` the file offset
@@ -17,7 +18,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use prost::Message;
 
-use crate::profile::{is_symbolized, Frame, Module, Profile};
+use crate::profile::{code_locations, is_symbolized, Frame, Module, Profile};
 use crate::proto::pprof as proto;
 
 /// The profile, serialized and gzip-compressed, as `go tool pprof` reads it.
@@ -51,10 +52,8 @@ pub fn to_proto(profile: &Profile) -> proto::Profile {
 
     let mut samples = Vec::with_capacity(profile.samples.len());
     for stack in profile.samples.iter().filter(|s| s.count > 0) {
-        let location_id = stack
-            .frames
-            .iter()
-            .map(|frame| builder.location(frame))
+        let location_id = code_locations(&stack.frames)
+            .map(|run| builder.location(run))
             .collect();
         let cpu_ns = stack.count.saturating_mul(profile.period_ns);
         let thread_name = builder.strings.intern(&stack.thread_name);
@@ -150,10 +149,9 @@ struct Builder<'a> {
     mappings: Vec<MappingEntry>,
     mapping_ids: HashMap<&'a Module, u64>,
     functions: Vec<proto::Function>,
-    function_ids: HashMap<(&'a str, Option<&'a Module>), u64>,
+    function_ids: HashMap<FunctionKey<'a>, u64>,
     locations: Vec<proto::Location>,
-    /// Keyed by (mapping id, address, function id).
-    location_ids: HashMap<(u64, u64, u64), u64>,
+    location_ids: HashMap<LocationKey, u64>,
 }
 
 impl<'a> Builder<'a> {
@@ -164,14 +162,24 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// The id of `frame`'s location, created (with its mapping and function) on first sight.
-    fn location(&mut self, frame: &'a Frame) -> u64 {
+    /// The id of the location of `run` (frames at one address, innermost inlined function
+    /// first, see [`code_locations`]), created with its mapping and functions on first sight.
+    fn location(&mut self, run: &'a [Frame]) -> u64 {
+        let Some(frame) = run.last() else {
+            return 0;
+        };
         let mapping_id = frame
             .module
             .as_deref()
             .map_or(0, |module| self.mapping(module, frame));
-        let function_id = self.function(frame);
-        let key = (mapping_id, frame.address, function_id);
+        let lines: Vec<(u64, i64)> = run
+            .iter()
+            .map(|f| {
+                let line = f.source.as_ref().map_or(0, |s| i64::from(s.line));
+                (self.function(f), line)
+            })
+            .collect();
+        let key = (mapping_id, frame.address, lines);
         if let Some(&id) = self.location_ids.get(&key) {
             return id;
         }
@@ -180,10 +188,15 @@ impl<'a> Builder<'a> {
             id,
             mapping_id,
             address: frame.address,
-            line: vec![proto::Line {
-                function_id,
-                ..Default::default()
-            }],
+            line: key
+                .2
+                .iter()
+                .map(|&(function_id, line)| proto::Line {
+                    function_id,
+                    line,
+                    ..Default::default()
+                })
+                .collect(),
             is_folded: false,
         });
         self.location_ids.insert(key, id);
@@ -226,21 +239,41 @@ impl<'a> Builder<'a> {
     }
 
     fn function(&mut self, frame: &'a Frame) -> u64 {
-        let key = (&*frame.function, frame.module.as_deref());
+        let key = FunctionKey {
+            name: &frame.function,
+            system_name: frame.system_name.as_deref(),
+            file: frame.source.as_ref().map(|s| &*s.file),
+            module: frame.module.as_deref(),
+        };
         if let Some(&id) = self.function_ids.get(&key) {
             return id;
         }
         let id = next_id(self.functions.len());
         let name = self.strings.intern(&frame.function);
+        let system_name = key.system_name.map_or(name, |s| self.strings.intern(s));
+        let filename = key.file.map_or(0, |f| self.strings.intern(f));
         self.functions.push(proto::Function {
             id,
             name,
-            system_name: name,
+            system_name,
+            filename,
             ..Default::default()
         });
         self.function_ids.insert(key, id);
         id
     }
+}
+
+/// A location's identity: mapping id, address, lines as (function id, line).
+type LocationKey = (u64, u64, Vec<(u64, i64)>);
+
+/// What makes two frames the same pprof `Function`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct FunctionKey<'a> {
+    name: &'a str,
+    system_name: Option<&'a str>,
+    file: Option<&'a str>,
+    module: Option<&'a Module>,
 }
 
 /// The 1-based id of the entry about to be pushed onto a table of `len` entries.
