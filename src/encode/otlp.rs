@@ -16,7 +16,9 @@
 //! mapping starts at 0 with file offset 0 and ends past the highest address seen. Kernel frames
 //! keep their kernel address in a `[kernel.kallsyms]` mapping laid out the same way. Frames the
 //! symbolizer could not name (`[unknown]`, `module+0xOFFSET`) get a location with no lines, so a
-//! backend can symbolize them from the mapping's build ID.
+//! backend can symbolize them from the mapping's build ID. Frames inlined at one address are one
+//! location with a line each, innermost first; a function carries its system (mangled) name and
+//! source file when known.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
