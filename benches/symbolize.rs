@@ -1,12 +1,13 @@
 //! Symbolization benchmark (issue 11): what turning 10,000 distinct (file, offset) frames of a
 //! large binary into frames costs, cold (the file opened, its symbols indexed, its DWARF
 //! context built and the units touched parsed) and warm (the same frames again, as the next
-//! report of a long session asks them), and the process's peak RSS after each file. A plain
+//! report of a long session asks them), and the process's peak RSS after each file (and its RSS
+//! once the DWARF contexts are released, as the reporter does past its budget). A plain
 //! `main` that prints figures; no harness.
 //!
 //!   cargo bench --bench symbolize [-- FILE...]
 //!
-//! Without arguments it takes rustc's `librustc_driver` (a large Rust library with a symbol
+//! Each file is measured in a process of its own. Without arguments it takes rustc's `librustc_driver` (a large Rust library with a symbol
 //! table and no DWARF; found through `rustc --print sysroot`), this benchmark's own binary (Rust
 //! with line tables and much inlining, as `debug = 1` builds it), and the libc this process
 //! runs with (DWARF through `/usr/lib/debug` when libc6-dbg is installed). Frames are spread
@@ -115,13 +116,18 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .map(PathBuf::from)
         .collect();
-    let files = if args.is_empty() {
-        default_files()
-    } else {
-        args
-    };
-    println!("symbolize: {frames} distinct offsets per file, one symbolizer per file");
-    for path in files {
+    if args.is_empty() {
+        // One process per file, so each peak RSS is that file's alone.
+        println!("symbolize: {frames} distinct offsets per file, one process per file");
+        let Ok(me) = std::env::current_exe() else {
+            return;
+        };
+        for file in default_files() {
+            let _ = Command::new(&me).arg(file).status();
+        }
+        return;
+    }
+    for path in args {
         let Ok(meta) = std::fs::metadata(&path) else {
             println!("{}: cannot stat, skipped", path.display());
             continue;
@@ -137,10 +143,12 @@ fn main() {
         let cold = pass(&mut sym, &file, &offsets);
         let warm = pass(&mut sym, &file, &offsets);
         let (hwm, rss) = rss_mib();
+        sym.release_debug_info();
+        let (_, released) = rss_mib();
         println!(
             "{} ({:.0} MiB): {} offsets -> {} frames ({} with lines, {} inlined); \
              cold {:.1} ms, warm {:.1} ms ({:.2} us/offset); debug info found: {}; \
-             peak RSS {hwm:.1} MiB, RSS now {rss:.1} MiB",
+             peak RSS {hwm:.1} MiB, RSS {rss:.1} MiB, {released:.1} MiB once DWARF is released",
             path.display(),
             meta.len() as f64 / (1 << 20) as f64,
             offsets.len(),

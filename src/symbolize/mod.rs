@@ -113,6 +113,14 @@ impl Symbolizer {
         self
     }
 
+    /// Drops every parsed DWARF context and its mapping; files keep where their debug
+    /// information is, and the next frame that needs it maps and parses it again. For callers
+    /// that keep memory bounded between reports.
+    pub fn release_debug_info(&mut self) {
+        self.dwarf = DwarfCache::default();
+        crate::sys::process::trim_heap();
+    }
+
     /// The counts so far.
     pub fn stats(&self) -> SymbolizerStats {
         self.stats

@@ -315,3 +315,14 @@ fn vdso_frames() {
     assert_eq!(module.build_id.as_deref(), vdso.build_id());
     assert_eq!(sym.stats().files_opened, 1);
 }
+
+#[test]
+fn released_debug_info_is_read_again() {
+    let (file, offset) = own_file();
+    let mut sym = Symbolizer::new(None);
+    let before = sym.native_frame_chain(&file, offset);
+    assert!(before.iter().all(|f| f.source.is_some()));
+    sym.release_debug_info();
+    assert_eq!(sym.native_frame_chain(&file, offset), before);
+    assert_eq!(sym.stats().files_opened, 1);
+}
