@@ -3,7 +3,7 @@
 //! This module owns [`DwarfLines`]: an `addr2line::Context` whose readers point into one
 //! [`SharedBytes`] (a mapping of the file holding the DWARF), so sections are never copied and
 //! units, line programs and inline trees are parsed only when an address in them is asked for.
-//! Compressed sections (`SHF_COMPRESSED` or `.zdebug_*`, zlib) are the one exception: they are
+//! Compressed sections (`SHF_COMPRESSED`, zlib) are the one exception: they are
 //! inflated once, when the context is built. zstd-compressed sections are left out (the lookups
 //! then find no lines in them, and frames fall back to the symbol table).
 //!
