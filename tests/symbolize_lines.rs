@@ -170,6 +170,14 @@ fn inlined_frames_match_binutils_addr2line() {
         };
         check_against_oracle(&exe, flags);
     }
+    // zstd-compressed sections, which gcc here cannot write but objcopy can.
+    let (Some(exe), true) = (fixture(test, &[]), have(test, "objcopy")) else {
+        return;
+    };
+    let zstd = scratch(test).join("inline_lines");
+    let compress = "--compress-debug-sections=zstd";
+    run("objcopy", &[compress, arg(&exe), arg(&zstd)]);
+    check_against_oracle(&zstd, &[compress]);
 }
 
 fn check_against_oracle(exe: &Path, flags: &[&str]) {

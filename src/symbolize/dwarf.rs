@@ -3,9 +3,8 @@
 //! This module owns [`DwarfLines`]: an `addr2line::Context` whose readers point into one
 //! [`SharedBytes`] (a mapping of the file holding the DWARF), so sections are never copied and
 //! units, line programs and inline trees are parsed only when an address in them is asked for.
-//! Compressed sections (`SHF_COMPRESSED`, zlib) are the one exception: they are
-//! inflated once, when the context is built. zstd-compressed sections are left out (the lookups
-//! then find no lines in them, and frames fall back to the symbol table).
+//! Compressed sections (`SHF_COMPRESSED`, zlib or zstd) are the one exception: they are
+//! inflated once, when the context is built.
 //!
 //! It does not find the file (`super::debug_info`), turn names into `Frame`s or cache contexts
 //! (`super`).
@@ -107,11 +106,20 @@ fn section_reader(
             let end = start.checked_add(compressed.data.len())?;
             (end <= bytes.len()).then(|| EndianReader::new(bytes.clone(), endian).range(start..end))
         }
-        CompressionFormat::Zlib if compressed.uncompressed_size <= MAX_INFLATED => {
+        format @ (CompressionFormat::Zlib | CompressionFormat::Zstandard)
+            if compressed.uncompressed_size <= MAX_INFLATED =>
+        {
             let mut out = Vec::with_capacity(usize::try_from(compressed.uncompressed_size).ok()?);
-            flate2::read::ZlibDecoder::new(compressed.data)
-                .read_to_end(&mut out)
-                .ok()?;
+            if format == CompressionFormat::Zlib {
+                flate2::read::ZlibDecoder::new(compressed.data)
+                    .read_to_end(&mut out)
+                    .ok()?;
+            } else {
+                ruzstd::decoding::StreamingDecoder::new(compressed.data)
+                    .ok()?
+                    .read_to_end(&mut out)
+                    .ok()?;
+            }
             Some(EndianReader::new(SharedBytes::from_vec(out), endian))
         }
         _ => None,
