@@ -128,3 +128,60 @@ pub fn is_symbolized(function: &str, module_path: Option<&str>) -> bool {
     let file_name = path.rsplit('/').next().unwrap_or(path);
     !(is_offset && (prefix == path || prefix == file_name))
 }
+
+/// Splits leaf-first `frames` into the runs that share one code address: the frames inlined
+/// there (innermost first, each `inlined`) followed by the frame of the function they were
+/// inlined into. A frame that is not inlined is a run of its own. Encoders with a notion of
+/// inlining (pprof and OTLP locations with several lines) write one location per run.
+pub fn code_locations(frames: &[Frame]) -> impl Iterator<Item = &[Frame]> {
+    let mut rest = frames;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let mut len = 1;
+        while let (Some(prev), Some(next)) = (rest.get(len - 1), rest.get(len)) {
+            if !prev.inlined || next.address != first.address || next.module != first.module {
+                break;
+            }
+            len += 1;
+        }
+        let (run, tail) = rest.split_at(len);
+        rest = tail;
+        Some(run)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(name: &str, address: u64, inlined: bool) -> Frame {
+        let mut frame = Frame::new(FrameKind::Native, name.into(), None, address);
+        frame.inlined = inlined;
+        frame
+    }
+
+    #[test]
+    fn code_locations_group_inlined_runs() {
+        let frames = [
+            frame("inner", 0x10, true),
+            frame("middle", 0x10, true),
+            frame("outer", 0x10, false),
+            frame("caller", 0x20, false),
+            // An inlined frame whose container is missing stays alone.
+            frame("orphan", 0x30, true),
+            frame("other", 0x40, false),
+        ];
+        let runs: Vec<Vec<&str>> = code_locations(&frames)
+            .map(|run| run.iter().map(|f| &*f.function).collect())
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                vec!["inner", "middle", "outer"],
+                vec!["caller"],
+                vec!["orphan"],
+                vec!["other"]
+            ]
+        );
+    }
+}

@@ -298,4 +298,20 @@ mod tests {
         assert!(format_top("T", &rows(&[("f", 4)]), 0).contains("    0.0%  f\n"));
         assert_eq!(format_top("T", &[], 0), "T\n  (no samples)\n");
     }
+
+    #[test]
+    fn an_inlined_call_is_a_function_of_its_own() {
+        // The CPU was in `helper`, inlined into `work` at the same address.
+        let mut helper = native("helper", "/usr/bin/app");
+        helper.inlined = true;
+        let work = native("work", "/usr/bin/app");
+        let main = native("main", "/usr/bin/app");
+        let p = profile(vec![sample(vec![helper, work, main], 3)]);
+        let (by_self, by_total) = top_functions(&p, 10);
+        assert_eq!(by_self, rows(&[("helper (app)", 3)]));
+        assert_eq!(
+            by_total,
+            rows(&[("helper (app)", 3), ("main (app)", 3), ("work (app)", 3)])
+        );
+    }
 }

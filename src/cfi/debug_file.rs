@@ -1,6 +1,8 @@
 //! Separate debug files: the file holding the `.debug_frame` a binary built without
 //! `.eh_frame` left out, found by build ID under the debug roots, then by `.gnu_debuglink`, and
 //! mapped. The one part of extraction that looks at the file system besides the file itself.
+//! Symbolization (`crate::symbolize`) finds the debug file holding a binary's DWARF lines here
+//! too, so both follow one search order and one staleness check.
 
 use std::fmt::Write as _;
 use std::fs::File;

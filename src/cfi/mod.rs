@@ -21,7 +21,7 @@
 //! ground truth the tests compare with.
 
 mod assemble;
-mod debug_file;
+pub(crate) mod debug_file;
 mod dwarf;
 
 #[cfg(test)]

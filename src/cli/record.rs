@@ -13,7 +13,7 @@ use crate::output_file::PendingFile;
 
 use super::{exit, Fatal};
 use crate::encode::otlp::{self, OtlpContext};
-use crate::encode::{write_profile, OutputFormat};
+use crate::encode::{folded, write_profile, OutputFormat};
 use crate::exporter::{Exporter, TransportConfig};
 use crate::process::targets::Targets;
 use crate::profile::Profile;
@@ -57,6 +57,11 @@ pub struct RecordArgs {
     #[argh(option, from_str_fn(parse_format))]
     pub format: Option<OutputFormat>,
 
+    /// in folded output, follow each frame with its source file and line,
+    /// as `function (file.c:12)` (pprof and OTLP always carry lines)
+    #[argh(switch)]
+    pub lines: bool,
+
     /// also write the session's counters as JSON to this file
     #[argh(option)]
     pub stats_json: Option<PathBuf>,
@@ -96,6 +101,8 @@ struct Plan {
     duration: Option<Duration>,
     output: PathBuf,
     format: OutputFormat,
+    /// Source lines in folded output (`--lines`).
+    lines: bool,
     stats_json: Option<PathBuf>,
     endpoint: Option<TransportConfig>,
     command: Vec<String>,
@@ -164,6 +171,7 @@ fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
         duration: args.duration,
         output,
         format,
+        lines: args.lines,
         stats_json: args.stats_json,
         endpoint,
         command: args.command,
@@ -225,7 +233,10 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
         .map_err(|_| Fatal::failure("the reporter produced no profile"))?;
 
     output
-        .commit(|w| write_profile(plan.format, &profile, w))
+        .commit(|w| match plan.format {
+            OutputFormat::Folded if plan.lines => folded::write_with(&profile, true, w),
+            format => write_profile(format, &profile, w),
+        })
         .map_err(|e| Fatal::failure(format!("cannot write {}: {e}", plan.output.display())))?;
     let delivered = plan
         .endpoint

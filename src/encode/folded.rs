@@ -5,6 +5,11 @@
 //! no `_[k]` kernel annotation, as `perf script | stackcollapse-perf.pl` does by default: that
 //! is what speedscope, inferno and flamegraph.pl expect.
 //!
+//! A function inlined at a sampled address is a frame of its own, as perf shows it. With
+//! `lines` (`record --lines`), each frame whose source position is known reads
+//! `function (file.c:LINE)`: the file name without its directory, and the line in that function
+//! (for a caller, the line of the call). Without, names are written alone.
+//!
 //! This module owns the line syntax only: escaping names so that `;`, the final space and the
 //! newline keep their meaning, merging stacks that fold to the same text, and a deterministic
 //! (sorted) order.
@@ -12,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use crate::profile::{Frame, Profile};
+use crate::profile::{Frame, Profile, SourceLine};
 
 /// What an empty name becomes, so a line never has an empty element.
 const UNKNOWN: &str = "[unknown]";
@@ -20,9 +25,14 @@ const UNKNOWN: &str = "[unknown]";
 /// Folds `profile` into `(stack, count)` pairs: one per distinct folded text, counts summed,
 /// sorted by text. Stacks sampled zero times are left out.
 pub fn fold(profile: &Profile) -> Vec<(String, u64)> {
+    fold_with(profile, false)
+}
+
+/// [`fold`], with each frame's source position when `lines` is set.
+pub fn fold_with(profile: &Profile, with_lines: bool) -> Vec<(String, u64)> {
     let mut lines: BTreeMap<String, u64> = BTreeMap::new();
     for sample in profile.samples.iter().filter(|s| s.count > 0) {
-        let stack = fold_stack(&sample.thread_name, &sample.frames);
+        let stack = fold_stack(&sample.thread_name, &sample.frames, with_lines);
         let count = lines.entry(stack).or_insert(0);
         *count = count.saturating_add(sample.count);
     }
@@ -31,8 +41,13 @@ pub fn fold(profile: &Profile) -> Vec<(String, u64)> {
 
 /// The whole profile as folded text, one `\n`-terminated line per stack.
 pub fn encode(profile: &Profile) -> String {
+    encode_with(profile, false)
+}
+
+/// [`encode`], with each frame's source position when `lines` is set.
+pub fn encode_with(profile: &Profile, lines: bool) -> String {
     let mut text = String::new();
-    for (stack, count) in fold(profile) {
+    for (stack, count) in fold_with(profile, lines) {
         text.push_str(&stack);
         text.push(' ');
         text.push_str(&count.to_string());
@@ -46,15 +61,32 @@ pub fn write(profile: &Profile, out: &mut dyn Write) -> io::Result<()> {
     out.write_all(encode(profile).as_bytes())
 }
 
+/// Writes [`encode_with`]'s text to `out`.
+pub fn write_with(profile: &Profile, lines: bool, out: &mut dyn Write) -> io::Result<()> {
+    out.write_all(encode_with(profile, lines).as_bytes())
+}
+
 /// `thread;root;...;leaf`, from frames given leaf first.
-fn fold_stack(thread_name: &str, frames: &[Frame]) -> String {
+fn fold_stack(thread_name: &str, frames: &[Frame], lines: bool) -> String {
     let mut stack = String::with_capacity(16 + frames.len() * 24);
     push_name(&mut stack, thread_name);
     for frame in frames.iter().rev() {
         stack.push(';');
-        push_name(&mut stack, &frame.function);
+        match frame.source.as_ref().filter(|_| lines) {
+            Some(source) => push_name(&mut stack, &with_source(&frame.function, source)),
+            None => push_name(&mut stack, &frame.function),
+        }
     }
     stack
+}
+
+/// `function (file.c:LINE)`, or `function (file.c)` when the line is unknown.
+fn with_source(function: &str, source: &SourceLine) -> String {
+    let file = source.file.rsplit('/').next().unwrap_or(&source.file);
+    match source.line {
+        0 => format!("{function} ({file})"),
+        line => format!("{function} ({file}:{line})"),
+    }
 }
 
 /// Appends `name` with the characters that would break the line syntax replaced: `;` separates
@@ -202,5 +234,31 @@ mod tests {
     #[test]
     fn empty_profile_is_empty_text() {
         assert_eq!(encode(&Profile::default()), "");
+    }
+
+    #[test]
+    fn inlined_frames_and_source_lines() {
+        let mut helper = native("helper");
+        helper.inlined = true;
+        helper.source = Some(SourceLine {
+            file: "/src/dir/lib.h".into(),
+            line: 7,
+        });
+        let mut work = native("work");
+        work.source = Some(SourceLine {
+            file: "/src/work.c".into(),
+            line: 12,
+        });
+        let mut main = native("main");
+        main.source = Some(SourceLine {
+            file: "/src/work.c".into(),
+            line: 0,
+        });
+        let p = profile(vec![sample("app", vec![helper, work, main], 2)]);
+        assert_eq!(encode(&p), "app;main;work;helper 2\n");
+        assert_eq!(
+            encode_with(&p, true),
+            "app;main (work.c);work (work.c:12);helper (lib.h:7) 2\n"
+        );
     }
 }

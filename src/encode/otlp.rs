@@ -16,7 +16,9 @@
 //! mapping starts at 0 with file offset 0 and ends past the highest address seen. Kernel frames
 //! keep their kernel address in a `[kernel.kallsyms]` mapping laid out the same way. Frames the
 //! symbolizer could not name (`[unknown]`, `module+0xOFFSET`) get a location with no lines, so a
-//! backend can symbolize them from the mapping's build ID.
+//! backend can symbolize them from the mapping's build ID. Frames inlined at one address are one
+//! location with a line each, innermost first; a function carries its system (mangled) name and
+//! source file when known.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -26,8 +28,8 @@ use std::io::{self, Write};
 use prost::Message;
 
 use crate::process::cgroup::Cgroup;
-use crate::profile::is_symbolized;
 use crate::profile::KERNEL_MODULE;
+use crate::profile::{code_locations, is_symbolized};
 use crate::profile::{Frame, FrameKind, Profile, StackSample};
 use crate::proto::otlp::{self as proto, any_value::Value};
 
@@ -330,15 +332,17 @@ impl AttributeValue<'_> {
 
 /// A mapping's identity: the module's path and build ID.
 type MappingKey<'a> = (&'a str, Option<&'a str>);
-/// A location's identity: mapping, address, function (`None`: unsymbolized), frame-type attribute.
-type LocationKey = (i32, u64, Option<i32>, i32);
+/// A location's identity: mapping, address, lines as (function, line) (none: unsymbolized),
+/// frame-type attribute.
+type LocationKey = (i32, u64, Vec<(i32, i64)>, i32);
 
 /// The dictionary under construction. Strings come from the profile or are constants.
 struct Builder<'a> {
     strings: Table<&'a str, String>,
     mappings: Table<MappingKey<'a>, proto::Mapping>,
     locations: Table<LocationKey, proto::Location>,
-    functions: Table<i32, proto::Function>,
+    /// Keyed by the (name, system name, file name) string indices.
+    functions: Table<(i32, i32, i32), proto::Function>,
     attributes: Table<(i32, AttributeValue<'a>), proto::KeyValueAndUnit>,
     stacks: Table<Vec<i32>, proto::Stack>,
 }
@@ -401,39 +405,55 @@ impl<'a> Builder<'a> {
 
     /// The stack of `frames` (leaf first).
     fn stack(&mut self, frames: &'a [Frame]) -> i32 {
-        let location_indices: Vec<i32> = frames.iter().map(|f| self.location(f)).collect();
+        let location_indices: Vec<i32> = code_locations(frames)
+            .map(|run| self.location(run))
+            .collect();
         self.stacks
             .intern(location_indices.clone(), || proto::Stack {
                 location_indices,
             })
     }
 
-    fn location(&mut self, frame: &'a Frame) -> i32 {
+    /// The location of `run`: frames at one address, innermost inlined function first (see
+    /// [`code_locations`]), one line each. A frame without a real name gets no line.
+    fn location(&mut self, run: &'a [Frame]) -> i32 {
+        let Some(frame) = run.last() else {
+            return 0;
+        };
         let module = match (&frame.module, frame.kind) {
             (Some(module), _) => Some((module.path.as_str(), module.build_id.as_deref())),
             (None, FrameKind::Kernel) => Some((KERNEL_MODULE, None)),
             (None, FrameKind::Native | FrameKind::Python) => None,
         };
         let mapping_index = module.map_or(0, |m| self.mapping(m, frame.address));
-        let function_index = is_symbolized(&frame.function, module.map(|(path, _)| path))
-            .then(|| self.function(&frame.function));
+        let lines: Vec<(i32, i64)> = run
+            .iter()
+            .filter(|f| is_symbolized(&f.function, module.map(|(path, _)| path)))
+            .map(|f| {
+                let line = f.source.as_ref().map_or(0, |s| i64::from(s.line));
+                (self.function(f), line)
+            })
+            .collect();
         let frame_type = match frame.kind {
             FrameKind::Kernel => "kernel",
             FrameKind::Native => "native",
             FrameKind::Python => "cpython",
         };
         let type_index = self.attribute("profile.frame.type", AttributeValue::Str(frame_type));
-        let key = (mapping_index, frame.address, function_index, type_index);
+        let key = (mapping_index, frame.address, lines, type_index);
+        let proto_lines = key
+            .2
+            .iter()
+            .map(|&(function_index, line)| proto::Line {
+                function_index,
+                line,
+                ..Default::default()
+            })
+            .collect();
         self.locations.intern(key, || proto::Location {
             mapping_index,
             address: frame.address,
-            lines: function_index
-                .map(|function_index| proto::Line {
-                    function_index,
-                    ..Default::default()
-                })
-                .into_iter()
-                .collect(),
+            lines: proto_lines,
             attribute_indices: vec![type_index],
         })
     }
@@ -458,10 +478,17 @@ impl<'a> Builder<'a> {
         index
     }
 
-    fn function(&mut self, name: &'a str) -> i32 {
-        let name_strindex = self.string(name);
-        self.functions.intern(name_strindex, || proto::Function {
+    /// The function of `frame`: its name, its system (mangled) name when it has one, and its
+    /// source file when known.
+    fn function(&mut self, frame: &'a Frame) -> i32 {
+        let name_strindex = self.string(&frame.function);
+        let system_name_strindex = frame.system_name.as_deref().map_or(0, |s| self.string(s));
+        let filename_strindex = frame.source.as_ref().map_or(0, |s| self.string(&s.file));
+        let key = (name_strindex, system_name_strindex, filename_strindex);
+        self.functions.intern(key, || proto::Function {
             name_strindex,
+            system_name_strindex,
+            filename_strindex,
             ..Default::default()
         })
     }

@@ -45,3 +45,53 @@ fn placeholders_are_not_symbols() {
     assert!(is_symbolized("libfoo.so.1+0xzz", path));
     assert!(is_symbolized("libfoo.so.1+0x10", None));
 }
+
+#[test]
+fn inlined_frames_are_one_location_with_lines() {
+    use crate::profile::{Module, SourceLine};
+    use std::sync::Arc;
+    let app = Arc::new(Module {
+        path: "/usr/bin/app".into(),
+        build_id: None,
+    });
+    let at = |name: &str, line, inlined| {
+        let mut frame = Frame::new(FrameKind::Native, name.into(), Some(app.clone()), 0x1100);
+        frame.source = Some(SourceLine {
+            file: "/src/app.c".into(),
+            line,
+        });
+        frame.inlined = inlined;
+        frame
+    };
+    let mut work = at("app::work", 12, false);
+    work.system_name = Some("_ZN3app4work17h0123456789abcdefE".into());
+    let frames = [at("helper", 7, true), work];
+    let mut builder = Builder::default();
+    let stack = builder.stack(&frames);
+    let d = builder.finish();
+    let locations = &d.stack_table[usize::try_from(stack).unwrap()].location_indices;
+    assert_eq!(locations.len(), 1);
+    let location = &d.location_table[usize::try_from(locations[0]).unwrap()];
+    let string = |i: i32| d.string_table[usize::try_from(i).unwrap()].as_str();
+    let lines: Vec<(&str, &str, &str, i64)> = location
+        .lines
+        .iter()
+        .map(|l| {
+            let f = &d.function_table[usize::try_from(l.function_index).unwrap()];
+            let names = (string(f.name_strindex), string(f.system_name_strindex));
+            (names.0, names.1, string(f.filename_strindex), l.line)
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("helper", "", "/src/app.c", 7),
+            (
+                "app::work",
+                "_ZN3app4work17h0123456789abcdefE",
+                "/src/app.c",
+                12
+            )
+        ]
+    );
+}

@@ -254,7 +254,9 @@ impl Aggregator {
         dropped: &mut u64,
     ) -> Profile {
         let refs: Vec<FileRef> = self.files.iter().map(|f| self.file_ref(f)).collect();
-        let mut cache: HashMap<RawFrame, Frame> = HashMap::new();
+        // Each raw frame symbolizes once per flush; a native one may stand for several frames
+        // (the functions inlined at its address, then its own).
+        let mut cache: HashMap<RawFrame, Vec<Frame>> = HashMap::new();
         let mut samples = Vec::with_capacity(self.stacks.len());
         for (key, count) in std::mem::take(&mut self.stacks) {
             let executable = self.executables.get(&key.pid).map(String::as_str);
@@ -262,22 +264,17 @@ impl Aggregator {
                 *dropped += count;
                 continue;
             }
-            let frames = key
-                .frames
-                .iter()
-                .map(|raw| {
-                    cache
-                        .entry(*raw)
-                        .or_insert_with(|| match *raw {
-                            RawFrame::Kernel(addr) => symbolizer.kernel_frame(addr),
-                            RawFrame::File { slot, offset } => {
-                                symbolizer.native_frame(&refs[slot as usize], offset)
-                            }
-                            RawFrame::Unmapped(addr) => symbolizer.unknown_frame(addr),
-                        })
-                        .clone()
-                })
-                .collect();
+            let mut frames = Vec::with_capacity(key.frames.len());
+            for raw in &key.frames {
+                let symbolized = cache.entry(*raw).or_insert_with(|| match *raw {
+                    RawFrame::Kernel(addr) => vec![symbolizer.kernel_frame(addr)],
+                    RawFrame::File { slot, offset } => {
+                        symbolizer.native_frame_chain(&refs[slot as usize], offset)
+                    }
+                    RawFrame::Unmapped(addr) => vec![symbolizer.unknown_frame(addr)],
+                });
+                frames.extend_from_slice(symbolized);
+            }
             if let Some(exe) = self.executables.get(&key.pid) {
                 profile.executables.insert(key.pid, exe.clone());
             }

@@ -26,6 +26,10 @@ use vmas::Vmas;
 /// Windows after which the symbolizer (and its caches, and the kernel's symbol table, which
 /// changes when modules load) is rebuilt.
 const SYMBOLIZER_WINDOWS: u32 = 10;
+/// Past this resident size at the end of a report, the DWARF parsed for it is released (it is
+/// parsed again when a later report needs it): stacks in LLVM-sized binaries would otherwise keep
+/// tens of MB of line tables and inline trees.
+const DEBUG_INFO_RSS_BUDGET: u64 = 32 << 20;
 /// How long what is known about an exited process is kept.
 const EXITED_RETENTION: Duration = Duration::from_secs(60);
 
@@ -173,6 +177,9 @@ impl Reporter {
             if let Some(cgroup) = cgroup_of(sample.pid) {
                 profile.cgroups.insert(sample.pid, cgroup.clone());
             }
+        }
+        if crate::sys::process::own_usage().is_ok_and(|(rss, _)| rss > DEBUG_INFO_RSS_BUDGET) {
+            symbolizer.release_debug_info();
         }
         let counts = symbolizer.stats();
         Stats::set(

@@ -25,7 +25,7 @@ pub fn demangle(name: &str) -> Cow<'_, str> {
 }
 
 /// Drops an ELF symbol version (`name@VERSION` or `name@@VERSION`); no mangling scheme uses `@`.
-fn strip_version(name: &str) -> &str {
+pub(crate) fn strip_version(name: &str) -> &str {
     match name.find('@') {
         Some(at) if at > 0 => &name[..at],
         _ => name,

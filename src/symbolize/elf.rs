@@ -5,7 +5,7 @@
 //! carry, into an ELF virtual address) and its GNU build ID. The file is mapped only while
 //! indexing; names are copied into one owned `String`, so the index borrows nothing.
 //!
-//! It does not read DWARF (line tables and inline frames are later work), separate debug files,
+//! It does not read DWARF (`super::dwarf`), find separate debug files (`super::debug_info`),
 //! or demangle (the caller does). 32- and 64-bit ELF of either byte order are supported.
 
 use std::fs::File;

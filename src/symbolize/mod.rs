@@ -2,35 +2,47 @@
 //!
 //! This module owns the [`Symbolizer`], which caches one index per file ([`ElfSymbols`], keyed
 //! by device, inode and path) and per kernel ([`KernelSymbols`]), shares one `Arc<Module>` per
-//! file and one `Arc<str>` per function among all frames, and counts what it found and missed.
-//! A frame is never dropped: an address without a symbol becomes `module+0xOFFSET`, and one
-//! without even a module becomes `[unknown]`.
+//! file and one `Arc<str>` per function and source file among all frames, and counts what it
+//! found and missed. A frame is never dropped: an address without a symbol becomes
+//! `module+0xOFFSET`, and one without even a module becomes `[unknown]`.
+//!
+//! Native frames get their source lines and inlined calls from DWARF (`dwarf.rs`, through the
+//! `addr2line` crate), found in the file or in separate debug information (`debug_info.rs`:
+//! build ID, `.gnu_debuglink`, MiniDebugInfo, debuginfod); one offset can so give several
+//! frames (`native.rs`). DWARF is read lazily from a mapping, for a bounded number of files.
 //!
 //! It does not read `/proc/PID/maps` or decide which files a process mapped (the process table
-//! does, and hands over a [`FileRef`]), does not adjust return addresses (callers pass the
-//! address they want named), and reads no DWARF yet.
+//! does, and hands over a [`FileRef`]), and does not adjust return addresses (callers pass the
+//! address they want named).
 //! The vDSO is the one pseudo-path it symbolizes, from this process's own copy (`vdso.rs`).
 
+mod debug_info;
+mod debuginfod;
 mod demangle;
+mod dwarf;
 mod elf;
 mod error;
 mod kallsyms;
+mod names;
+mod native;
 mod vdso;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use self::debug_info::DebugSearch;
+pub use self::debuginfod::Debuginfod;
 pub use self::demangle::demangle;
 pub use self::elf::{ElfSymbols, LoadSegment};
 pub use self::error::SymbolizeError;
 pub use self::kallsyms::{KernelSymbol, KernelSymbols, KALLSYMS_PATH};
+pub use self::native::FileRef;
 pub use self::vdso::{own_vdso_image, VDSO_PATH};
 
 use self::kallsyms::CORE_ID;
+use self::names::Names;
+use self::native::{DwarfCache, FileEntry};
 
 use crate::profile::{Frame, FrameKind, Module};
 
@@ -38,20 +50,6 @@ pub use crate::profile::KERNEL_MODULE;
 
 /// The function name of a frame nothing is known about.
 pub const UNKNOWN: &str = "[unknown]";
-
-/// A file as one process mapped it, and where it can be opened from here.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileRef {
-    /// The path as in `/proc/PID/maps` (may end in ` (deleted)`, or be `[vdso]` and the like).
-    pub path: String,
-    /// The device as in `/proc/PID/maps`, `makedev(major, minor)`.
-    pub dev: u64,
-    /// The inode as in `/proc/PID/maps`; 0 when unknown (then no inode check is made).
-    pub inode: u64,
-    /// Paths to try opening, in order (for example `/proc/PID/map_files/...`,
-    /// `/proc/PID/root/<path>`, `<path>`). When empty, `path` itself is tried.
-    pub candidates: Vec<PathBuf>,
-}
 
 /// What the symbolizer did so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -61,125 +59,12 @@ pub struct SymbolizerStats {
     /// Failed attempts to open and index a file (see [`Symbolizer::failures`]). A failed file is
     /// tried again only when a later [`FileRef`] offers other candidate paths.
     pub files_failed: u64,
+    /// Opened files whose DWARF was found (in the file, a debug file or through debuginfod).
+    pub debug_files_found: u64,
     /// Frames (kernel and native) given a symbol name.
     pub symbols_found: u64,
     /// Frames shown as `module+0xOFFSET` or `[unknown]`.
     pub symbols_missed: u64,
-}
-
-/// Names and module of one symbol source, shared by every frame that resolves into it.
-#[derive(Debug)]
-struct Names {
-    module: Arc<Module>,
-    /// The display prefix of fallback names (`libc.so.6` in `libc.so.6+0x1234`).
-    label: String,
-    /// Demangled names by symbol index: one `Arc<str>` per function.
-    by_symbol: HashMap<usize, Arc<str>>,
-    /// Fallback names by address, so a repeated miss does not allocate.
-    by_address: HashMap<u64, Arc<str>>,
-}
-
-impl Names {
-    fn new(module: Module, label: String) -> Self {
-        Names {
-            module: Arc::new(module),
-            label,
-            by_symbol: HashMap::new(),
-            by_address: HashMap::new(),
-        }
-    }
-
-    fn symbol(&mut self, index: usize, raw: &str) -> Arc<str> {
-        self.by_symbol
-            .entry(index)
-            .or_insert_with(|| Arc::from(demangle(raw)))
-            .clone()
-    }
-
-    fn fallback(&mut self, address: u64) -> Arc<str> {
-        let label = &self.label;
-        self.by_address
-            .entry(address)
-            .or_insert_with(|| {
-                let mut name = String::with_capacity(label.len() + 19);
-                // SANITY: writing to a String cannot fail.
-                let _ = write!(name, "{label}+{address:#x}");
-                Arc::from(name)
-            })
-            .clone()
-    }
-}
-
-/// One mapped file: its index (when it could be read) and its names.
-#[derive(Debug)]
-struct FileEntry {
-    path: String,
-    symbols: Option<ElfSymbols>,
-    /// Why the last attempt to open the file failed, and which paths it tried.
-    error: Option<(SymbolizeError, Vec<PathBuf>)>,
-    names: Names,
-}
-
-impl FileEntry {
-    /// Opens and indexes `file`, counting the outcome; pseudo-paths other than the vDSO are not
-    /// opened.
-    fn open(file: &FileRef, stats: &mut SymbolizerStats) -> Self {
-        let label = display_label(&file.path);
-        let module = Module {
-            path: file.path.clone(),
-            build_id: None,
-        };
-        let mut entry = FileEntry {
-            path: file.path.clone(),
-            symbols: None,
-            error: None,
-            names: Names::new(module, label),
-        };
-        if file.path == VDSO_PATH || !is_pseudo_path(&file.path) {
-            entry.try_open(file, stats);
-        }
-        entry
-    }
-
-    /// A failed file is tried again when another process offers other paths to it (the first
-    /// process may have exited, taking `/proc/PID/root` with it).
-    fn retry(&mut self, file: &FileRef, stats: &mut SymbolizerStats) {
-        let retry = match &self.error {
-            Some((SymbolizeError::Io { .. } | SymbolizeError::FileReplaced { .. }, tried)) => {
-                *tried != file.candidates
-            }
-            _ => false,
-        };
-        if retry {
-            self.try_open(file, stats);
-        }
-    }
-
-    fn try_open(&mut self, file: &FileRef, stats: &mut SymbolizerStats) {
-        let opened = if file.path == VDSO_PATH {
-            vdso::own_vdso()
-        } else {
-            open_candidates(file)
-        };
-        match opened {
-            Ok(symbols) => {
-                stats.files_opened += 1;
-                if let Some(build_id) = symbols.build_id() {
-                    let module = Module {
-                        path: file.path.clone(),
-                        build_id: Some(build_id.into()),
-                    };
-                    self.names.module = Arc::new(module);
-                }
-                self.symbols = Some(symbols);
-                self.error = None;
-            }
-            Err(err) => {
-                stats.files_failed += 1;
-                self.error = Some((err, file.candidates.clone()));
-            }
-        }
-    }
 }
 
 /// Symbolizes frames, caching every file and name it has seen.
@@ -190,11 +75,18 @@ pub struct Symbolizer {
     kernel_names: HashMap<u16, Names>,
     /// Files by (dev, inode); several paths may share one inode (hard links, pseudo-paths).
     files: HashMap<(u64, u64), Vec<FileEntry>>,
+    /// Where separate debug information is looked for.
+    search: DebugSearch,
+    /// The DWARF of the files used last.
+    dwarf: DwarfCache,
+    /// The id of the next file entry.
+    next_file_id: u64,
     stats: SymbolizerStats,
 }
 
 impl Symbolizer {
     /// A symbolizer; without kernel symbols every kernel frame is `[kernel.kallsyms]+0xADDR`.
+    /// Debug information is looked for under `/usr/lib/debug` and through `DEBUGINFOD_URLS`.
     pub fn new(kernel: Option<KernelSymbols>) -> Self {
         let mut core = kernel_names(None);
         if let Some(build_id) = kernel.as_ref().and_then(|k| k.build_id()) {
@@ -208,8 +100,25 @@ impl Symbolizer {
             kernel,
             kernel_names: HashMap::from([(CORE_ID, core)]),
             files: HashMap::new(),
+            search: DebugSearch::default(),
+            dwarf: DwarfCache::default(),
+            next_file_id: 0,
             stats: SymbolizerStats::default(),
         }
+    }
+
+    /// Looks for separate debug information as `search` says (for files opened from now on).
+    pub fn with_debug_search(mut self, search: DebugSearch) -> Self {
+        self.search = search;
+        self
+    }
+
+    /// Drops every parsed DWARF context and its mapping; files keep where their debug
+    /// information is, and the next frame that needs it maps and parses it again. For callers
+    /// that keep memory bounded between reports.
+    pub fn release_debug_info(&mut self) {
+        self.dwarf = DwarfCache::default();
+        crate::sys::process::trim_heap();
     }
 
     /// The counts so far.
@@ -225,7 +134,7 @@ impl Symbolizer {
 
     /// A frame for a kernel address.
     pub fn kernel_frame(&mut self, addr: u64) -> Frame {
-        let Some((index, module_id, sym)) = self.kernel.as_ref().and_then(|k| k.find(addr)) else {
+        let Some((_, module_id, sym)) = self.kernel.as_ref().and_then(|k| k.find(addr)) else {
             self.stats.symbols_missed += 1;
             let names = self
                 .kernel_names
@@ -238,60 +147,50 @@ impl Symbolizer {
             .kernel_names
             .entry(module_id)
             .or_insert_with(|| kernel_names(sym.module));
-        frame(
-            FrameKind::Kernel,
-            names.symbol(index, sym.name),
-            &names.module,
-            addr,
-        )
+        let named = names.symbol(sym.name);
+        let mut frame = frame(FrameKind::Kernel, named.function, &names.module, addr);
+        frame.system_name = named.system_name;
+        frame
     }
 
-    /// A frame for an offset in a mapped file.
-    pub fn native_frame(&mut self, file: &FileRef, file_offset: u64) -> Frame {
-        let entry = self.file_entry(file);
-        let hit = entry
-            .symbols
-            .as_ref()
-            .and_then(|s| s.find_file_offset(file_offset));
-        let (function, found) = match hit {
-            Some((index, name, _)) => (entry.names.symbol(index, name), true),
-            None => (entry.names.fallback(file_offset), false),
+    /// Pushes the frames of an offset in a mapped file onto `out`: with DWARF, the functions
+    /// inlined there innermost first (each `inlined`, with its source line), then the function
+    /// the code was compiled into; without, the one frame of its symbol. At least one frame is
+    /// always pushed.
+    pub fn native_frames(&mut self, file: &FileRef, file_offset: u64, out: &mut Vec<Frame>) {
+        let entries = self.files.entry((file.dev, file.inode)).or_default();
+        let entry = match entries.iter().position(|e| e.path == file.path) {
+            Some(position) => {
+                let entry = &mut entries[position];
+                entry.retry(file, &mut self.search, &mut self.stats);
+                entry
+            }
+            None => {
+                let id = self.next_file_id;
+                self.next_file_id += 1;
+                entries.push(FileEntry::open(file, id, &mut self.search, &mut self.stats));
+                let last = entries.len() - 1;
+                &mut entries[last]
+            }
         };
-        let frame = frame(
-            FrameKind::Native,
-            function,
-            &entry.names.module,
-            file_offset,
-        );
-        if found {
+        if entry.frames(file_offset, &mut self.dwarf, out) {
             self.stats.symbols_found += 1;
         } else {
             self.stats.symbols_missed += 1;
         }
-        frame
+    }
+
+    /// The frames of an offset in a mapped file, as [`Symbolizer::native_frames`] pushes them.
+    pub fn native_frame_chain(&mut self, file: &FileRef, file_offset: u64) -> Vec<Frame> {
+        let mut out = Vec::with_capacity(1);
+        self.native_frames(file, file_offset, &mut out);
+        out
     }
 
     /// A frame for an address outside every known mapping.
     pub fn unknown_frame(&mut self, addr: u64) -> Frame {
         self.stats.symbols_missed += 1;
         Frame::new(FrameKind::Native, Arc::from(UNKNOWN), None, addr)
-    }
-
-    /// The cached entry for `file`, opening and indexing it on first use.
-    fn file_entry(&mut self, file: &FileRef) -> &mut FileEntry {
-        let entries = self.files.entry((file.dev, file.inode)).or_default();
-        match entries.iter().position(|e| e.path == file.path) {
-            Some(position) => {
-                let entry = &mut entries[position];
-                entry.retry(file, &mut self.stats);
-                entry
-            }
-            None => {
-                entries.push(FileEntry::open(file, &mut self.stats));
-                let last = entries.len() - 1;
-                &mut entries[last]
-            }
-        }
     }
 }
 
@@ -309,52 +208,6 @@ fn kernel_names(module: Option<&str>) -> Names {
 
 fn frame(kind: FrameKind, function: Arc<str>, module: &Arc<Module>, address: u64) -> Frame {
     Frame::new(kind, function, Some(Arc::clone(module)), address)
-}
-
-/// Tries each candidate path in order; the first that is the mapped file wins. The error of the
-/// last failing candidate is returned when none is usable.
-fn open_candidates(file: &FileRef) -> Result<ElfSymbols, SymbolizeError> {
-    let fallback = [PathBuf::from(
-        file.path.strip_suffix(" (deleted)").unwrap_or(&file.path),
-    )];
-    let candidates = if file.candidates.is_empty() {
-        &fallback[..]
-    } else {
-        &file.candidates
-    };
-    let mut last_error = None;
-    for path in candidates {
-        match open_checked(path, file.inode) {
-            Ok(symbols) => return Ok(symbols),
-            // The right file, but unreadable as ELF: other paths to it will not do better.
-            Err(err @ (SymbolizeError::NotElf { .. } | SymbolizeError::CorruptElf { .. })) => {
-                return Err(err)
-            }
-            Err(err) => last_error = Some(err),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| SymbolizeError::Io {
-        path: PathBuf::from(&file.path),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no path to open"),
-    }))
-}
-
-/// Opens `path` and indexes it if its inode is `inode` (or `inode` is 0).
-fn open_checked(path: &Path, inode: u64) -> Result<ElfSymbols, SymbolizeError> {
-    let io_err = |source| SymbolizeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io_err)?;
-    let found_inode = file.metadata().map_err(io_err)?.ino();
-    if inode != 0 && found_inode != inode {
-        return Err(SymbolizeError::FileReplaced {
-            path: path.to_path_buf(),
-            expected_inode: inode,
-            found_inode,
-        });
-    }
-    ElfSymbols::from_file(&file, path)
 }
 
 /// Mappings with no file to open: `[vdso]`, `[vsyscall]`, `[anon:...]`, anonymous memory.

@@ -2,7 +2,16 @@
 
 use std::io::Cursor;
 
+use std::path::{Path, PathBuf};
+
 use super::*;
+
+/// The frame of the function the code at `offset` belongs to (the last of its chain).
+fn outermost(sym: &mut Symbolizer, file: &FileRef, offset: u64) -> Frame {
+    let mut chain = sym.native_frame_chain(file, offset);
+    assert!(chain[..chain.len() - 1].iter().all(|f| f.inlined));
+    chain.pop().unwrap()
+}
 
 const KALLSYMS: &str = "\
 ffffffff81000000 T _text
@@ -121,7 +130,7 @@ fn own_file() -> (FileRef, u64) {
 fn native_frames_from_own_binary() {
     let (file, offset) = own_file();
     let mut sym = Symbolizer::new(None);
-    let frame = sym.native_frame(&file, offset);
+    let frame = outermost(&mut sym, &file, offset);
     assert!(
         frame.function.ends_with("symbolizer_marker"),
         "{}",
@@ -129,10 +138,24 @@ fn native_frames_from_own_binary() {
     );
     assert_eq!(frame.kind, FrameKind::Native);
     assert_eq!(frame.address, offset);
+    assert!(!frame.inlined);
+    // Release test builds carry line tables (`debug = 1`): the marker's own file.
+    let source = frame.source.clone().expect("a source line from DWARF");
+    assert!(source.file.ends_with("symbolize/tests.rs"), "{source:?}");
+    assert!(source.line > 0);
+    assert!(
+        frame
+            .system_name
+            .as_deref()
+            .is_some_and(|s| s.starts_with("_ZN") || s.starts_with("_R")),
+        "{:?}",
+        frame.system_name
+    );
+    assert_eq!(sym.stats().debug_files_found, 1);
     let module = frame.module.clone().unwrap();
     assert_eq!(module.path, file.path);
 
-    let again = sym.native_frame(&file, offset + 1);
+    let again = outermost(&mut sym, &file, offset + 1);
     assert!(Arc::ptr_eq(&frame.function, &again.function));
     assert!(Arc::ptr_eq(&module, again.module.as_ref().unwrap()));
     let stats = sym.stats();
@@ -148,8 +171,7 @@ fn candidates_are_tried_in_order() {
     file.candidates
         .insert(0, PathBuf::from("/nonexistent/profiler-test"));
     let mut sym = Symbolizer::new(None);
-    assert!(sym
-        .native_frame(&file, offset)
+    assert!(outermost(&mut sym, &file, offset)
         .function
         .ends_with("symbolizer_marker"));
     assert_eq!(sym.stats().files_failed, 0);
@@ -160,7 +182,7 @@ fn replaced_file_is_not_used() {
     let (mut file, offset) = own_file();
     file.inode += 1;
     let mut sym = Symbolizer::new(None);
-    let frame = sym.native_frame(&file, offset);
+    let frame = outermost(&mut sym, &file, offset);
     let base = file.path.rsplit('/').next().unwrap();
     assert_eq!(&*frame.function, format!("{base}+{offset:#x}"));
     assert_eq!(frame.module.as_ref().unwrap().build_id, None);
@@ -174,7 +196,7 @@ fn replaced_file_is_not_used() {
     );
 
     // The same candidates are not tried again for every frame.
-    sym.native_frame(&file, offset);
+    outermost(&mut sym, &file, offset);
     assert_eq!(sym.stats().files_failed, 1);
 }
 
@@ -183,11 +205,10 @@ fn failed_file_is_retried_with_other_candidates() {
     let (mut file, offset) = own_file();
     let good = std::mem::replace(&mut file.candidates, vec![PathBuf::from("/nonexistent/a")]);
     let mut sym = Symbolizer::new(None);
-    assert!(sym.native_frame(&file, offset).function.contains("+0x"));
+    assert!(outermost(&mut sym, &file, offset).function.contains("+0x"));
     assert_eq!(sym.stats().files_failed, 1);
     file.candidates = good;
-    assert!(sym
-        .native_frame(&file, offset)
+    assert!(outermost(&mut sym, &file, offset)
         .function
         .ends_with("symbolizer_marker"));
     assert_eq!(sym.stats().files_opened, 1);
@@ -203,13 +224,13 @@ fn unreadable_files_fall_back_to_basename() {
         candidates: vec![],
     };
     let mut sym = Symbolizer::new(None);
-    let frame = sym.native_frame(&file, 0x1a2b);
+    let frame = outermost(&mut sym, &file, 0x1a2b);
     assert_eq!(&*frame.function, "libgone.so.1+0x1a2b");
     assert_eq!(frame.module.as_ref().unwrap().path, file.path);
     assert_eq!(frame.address, 0x1a2b);
     assert_eq!(sym.stats().files_failed, 1);
     assert_eq!(sym.stats().symbols_missed, 1);
-    let again = sym.native_frame(&file, 0x1a2b);
+    let again = outermost(&mut sym, &file, 0x1a2b);
     assert!(Arc::ptr_eq(&frame.function, &again.function));
 }
 
@@ -222,7 +243,7 @@ fn non_elf_file_is_a_failure() {
         candidates: vec![],
     };
     let mut sym = Symbolizer::new(None);
-    assert_eq!(&*sym.native_frame(&file, 0x10).function, "status+0x10");
+    assert_eq!(&*outermost(&mut sym, &file, 0x10).function, "status+0x10");
     let (_, err) = sym.failures().next().unwrap();
     assert!(matches!(err, SymbolizeError::NotElf { .. }), "{err}");
 }
@@ -241,7 +262,7 @@ fn pseudo_paths_are_not_opened() {
             inode: 0,
             candidates: vec![],
         };
-        let frame = sym.native_frame(&file, 0x120);
+        let frame = outermost(&mut sym, &file, 0x120);
         assert_eq!(&*frame.function, expected);
         assert_eq!(frame.module.as_ref().unwrap().path, path);
     }
@@ -287,10 +308,21 @@ fn vdso_frames() {
         candidates: vec![],
     };
     let mut sym = Symbolizer::new(None);
-    let frame = sym.native_frame(&file, offset);
+    let frame = outermost(&mut sym, &file, offset);
     assert_eq!(&*frame.function, name);
     let module = frame.module.unwrap();
     assert_eq!(module.path, VDSO_PATH);
     assert_eq!(module.build_id.as_deref(), vdso.build_id());
+    assert_eq!(sym.stats().files_opened, 1);
+}
+
+#[test]
+fn released_debug_info_is_read_again() {
+    let (file, offset) = own_file();
+    let mut sym = Symbolizer::new(None);
+    let before = sym.native_frame_chain(&file, offset);
+    assert!(before.iter().all(|f| f.source.is_some()));
+    sym.release_debug_info();
+    assert_eq!(sym.native_frame_chain(&file, offset), before);
     assert_eq!(sym.stats().files_opened, 1);
 }
