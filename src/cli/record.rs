@@ -11,6 +11,7 @@ use argh::FromArgs;
 
 use crate::output_file::PendingFile;
 
+use super::progress::Progress;
 use super::{exit, Fatal};
 use crate::encode::otlp::{self, OtlpContext};
 use crate::encode::{write_profile, OutputFormat};
@@ -52,7 +53,7 @@ pub struct RecordArgs {
     #[argh(option, short = 'o')]
     pub output: Option<PathBuf>,
 
-    /// output format: folded, pprof or otlp (default: from the output file's extension)
+    /// output format: folded, pprof, otlp or svg (default: from the output file's extension)
     #[argh(option, from_str_fn(parse_format))]
     pub format: Option<OutputFormat>,
 
@@ -65,12 +66,16 @@ pub struct RecordArgs {
     #[argh(option)]
     pub endpoint: Option<String>,
 
+    /// show no progress line while recording (it is shown only on a terminal)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+
     /// the command to run and profile, after `--`
     #[argh(positional, greedy)]
     pub command: Vec<String>,
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(value: &str) -> Result<Duration, String> {
     let secs: f64 = value
         .parse()
         .map_err(|_| format!("invalid duration {value:?}: expected a number of seconds"))?;
@@ -83,8 +88,9 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 fn parse_format(value: &str) -> Result<OutputFormat, String> {
-    OutputFormat::from_name(value)
-        .ok_or_else(|| format!("unknown format {value:?}: expected one of folded, pprof, otlp"))
+    OutputFormat::from_name(value).ok_or_else(|| {
+        format!("unknown format {value:?}: expected one of folded, pprof, otlp, svg")
+    })
 }
 
 /// Everything `run` needs, validated.
@@ -98,6 +104,7 @@ struct Plan {
     stats_json: Option<PathBuf>,
     endpoint: Option<TransportConfig>,
     command: Vec<String>,
+    quiet: bool,
 }
 
 /// Checks a sampling frequency against our range and the kernel's limit.
@@ -136,10 +143,10 @@ fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
         Some(format) => format,
         None => {
             return Err(Fatal::usage(format!(
-                "cannot tell the format of {} from its extension: use --format folded|pprof|otlp \
-                 or an extension .folded, .txt, .pb, .pb.gz, .pprof, .otlp",
-                output.display()
-            )))
+            "cannot tell the format of {} from its extension: use --format folded|pprof|otlp|svg \
+                 or an extension .folded, .txt, .pb, .pb.gz, .pprof, .otlp, .svg",
+            output.display()
+        )))
         }
     };
     let endpoint = match &args.endpoint {
@@ -166,6 +173,7 @@ fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
         stats_json: args.stats_json,
         endpoint,
         command: args.command,
+        quiet: args.quiet,
     })
 }
 
@@ -208,7 +216,9 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
         false => Some(start_command(&session, &plan.command)?),
     };
 
-    let ended_by = wait(&plan, &session, child.as_mut());
+    let mut progress = Progress::new(plan.quiet, plan.duration);
+    let ended_by = wait(&plan, &session, child.as_mut(), |_| progress.show(&stats));
+    progress.clear();
     let status = child.as_mut().map(finish_command);
     session
         .finish()
@@ -314,13 +324,20 @@ const TARGETS_CHECK: Duration = Duration::from_millis(250);
 /// poller stopping, or the end of the duration; this only bounds the sleep.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-fn wait(plan: &Plan, session: &Session, mut child: Option<&mut Child>) -> EndedBy {
+/// Waits for the session's end, calling `tick` at every wake-up (at least once a second).
+fn wait(
+    plan: &Plan,
+    session: &Session,
+    mut child: Option<&mut Child>,
+    mut tick: impl FnMut(&Session),
+) -> EndedBy {
     let started = Instant::now();
     let check = match &plan.target {
         Target::Pids(pids) if child.is_none() && !pids.is_empty() => TARGETS_CHECK,
         _ => IDLE_CHECK,
     };
     loop {
+        tick(session);
         let left = plan.duration.map(|d| d.saturating_sub(started.elapsed()));
         if let Some(sig) = signal::wait(left.map_or(check, |l| l.min(check))) {
             if let Some(child) = child.as_deref_mut() {
@@ -480,13 +497,13 @@ mod tests {
         for bad in [
             &["-F", "0"][..],
             &["-F", "100000"],
-            &["-o", "x.svg"],
+            &["-o", "x.png"],
             &["-a", "--", "true"],
         ] {
             let err = plan(args(bad).unwrap()).unwrap_err();
             assert_eq!(err.code, exit::USAGE, "{bad:?}: {}", err.message);
         }
-        assert!(args(&["--format", "svg"]).is_err());
+        assert!(args(&["--format", "png"]).is_err());
         assert!(args(&["-d", "-1"]).is_err());
     }
 
