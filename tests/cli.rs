@@ -243,6 +243,9 @@ fn man_pages_document_every_flag() {
         (&["record", "--help"], "man/profiler-record.1"),
         (&["daemon", "--help"], "man/profiler-daemon.1"),
         (&["unwind-info", "--help"], "man/profiler-unwind-info.1"),
+        (&["report", "--help"], "man/profiler-report.1"),
+        (&["diff", "--help"], "man/profiler-diff.1"),
+        (&["top", "--help"], "man/profiler-top.1"),
     ] {
         let help = String::from_utf8_lossy(&profiler(args).stdout).into_owned();
         let man = std::fs::read_to_string(format!("{root}/{page}"))
