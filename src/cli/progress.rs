@@ -60,3 +60,22 @@ impl Progress {
         }
     }
 }
+
+/// A file size for people: `512 bytes`, `12.3 KiB`, `4.0 MiB`.
+pub fn size(bytes: u64) -> String {
+    match bytes {
+        0..=1023 => format!("{bytes} bytes"),
+        1024..=1_048_575 => format!("{:.1} KiB", bytes as f64 / 1024.0),
+        _ => format!("{:.1} MiB", bytes as f64 / 1_048_576.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::size(512), "512 bytes");
+        assert_eq!(super::size(12_595), "12.3 KiB");
+        assert_eq!(super::size(4 << 20), "4.0 MiB");
+    }
+}

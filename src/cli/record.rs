@@ -454,11 +454,13 @@ fn print_summary(plan: &Plan, profile: &Profile, stats: &Stats, ended_by: &Ended
             parts.join(", ")
         );
     }
+    let size = std::fs::metadata(&plan.output).map_or(0, |m| m.len());
     text += &format!(
-        "profiler: wrote {} ({}, {} distinct stacks)\n",
+        "profiler: wrote {} ({}, {} distinct stacks, {})\n",
         plan.output.display(),
         plan.format.name(),
-        profile.samples.len()
+        profile.samples.len(),
+        super::progress::size(size)
     );
     let total = profile.total_samples();
     let (by_self, by_total) = summary::top_functions(profile, 10);
