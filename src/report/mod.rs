@@ -61,7 +61,12 @@ pub fn parse(bytes: &[u8], name: &str) -> Result<(InputFormat, Profile), String>
     if lower.ends_with(".otlp") || (!lower.ends_with(".pb") && otlp::looks_otlp(bytes)) {
         return Ok((InputFormat::Otlp, otlp::parse(bytes)?));
     }
-    Ok((InputFormat::Pprof, pprof::parse(bytes)?))
+    match pprof::parse(bytes) {
+        Ok(profile) => Ok((InputFormat::Pprof, profile)),
+        // An OTLP file named like a pprof one.
+        Err(_) if otlp::looks_otlp(bytes) => Ok((InputFormat::Otlp, otlp::parse(bytes)?)),
+        Err(e) => Err(e),
+    }
 }
 
 /// Reads every file in `paths`, keeps what `selection` selects, and merges the rest; says on

@@ -97,6 +97,17 @@ fn formats_are_recognised_without_their_extension() {
 }
 
 #[test]
+fn uncompressed_pprof_and_misnamed_otlp_are_read() {
+    let original = recording();
+    let raw = prost::Message::encode_to_vec(&crate::encode::pprof::to_proto(&original));
+    let (format, p) = parse(&raw, "cpu.pb").expect("uncompressed pprof");
+    assert_eq!((format, p.total_samples()), (InputFormat::Pprof, 14));
+    let otlp = encoded(OutputFormat::Otlp, &original);
+    let (format, p) = parse(&otlp, "cpu.pb").expect("OTLP named .pb");
+    assert_eq!((format, p.total_samples()), (InputFormat::Otlp, 14));
+}
+
+#[test]
 fn pprof_and_otlp_keep_processes_kinds_and_times() {
     let original = recording();
     for (format, name) in [
