@@ -44,7 +44,7 @@ window.addEventListener("load", function () {
   function draw() {
     var view = views[state.view], nodes = view.nodes;
     var z = state.zoom || nodes[0];
-    var scale = width / z.w;
+    var scale = width / Math.max(z.w, 1);
     nodes.forEach(function (node) {
       var inside = node.d >= z.d && node.x >= z.x && node.x + node.w <= z.x + z.w;
       var above = node.d < z.d && node.x <= z.x && node.x + node.w >= z.x + z.w;
