@@ -20,7 +20,8 @@
 //!   format and takes a walk's step as the BPF unwinder does. `cfi` and `unwind` do not import
 //!   each other; [`tables`] uses both.
 //! - Output: [`symbolize`], [`profile`] (the data model), [`summary`], [`encode`] (folded,
-//!   pprof, OTLP) over [`proto`]'s wire messages, [`output_file`].
+//!   pprof, OTLP, SVG) over [`proto`]'s wire messages and [`view`] (flame graphs, `top`'s
+//!   table), [`output_file`]; [`report`] reads the files back (for `report` and `diff`).
 //! - Shared: [`layout`] (the records and map values shared with the BPF programs, mirrored
 //!   from `bpf/profiler.h`, and their decoding), [`stats`], [`log`], [`privileges`], [`sys`]
 //!   (the only `unsafe`: libbpf, mmap, system calls), `testing` (the one gate for test skips).
@@ -42,6 +43,7 @@ pub mod privileges;
 pub mod process;
 pub mod profile;
 pub mod proto;
+pub mod report;
 pub mod reporter;
 pub mod sampler;
 pub mod session;
@@ -54,3 +56,4 @@ pub mod tables;
 pub mod testing;
 pub mod unwind;
 pub mod unwind_rows;
+pub mod view;

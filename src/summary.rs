@@ -28,27 +28,55 @@ const UNKNOWN: &str = "[unknown]";
 /// where the CPU was) and by total (the function was anywhere on the stack, counted once per
 /// stack even when it recurses). Both are sorted by count, descending, then by name.
 pub fn top_functions(profile: &Profile, n: usize) -> (Vec<FunctionCount>, Vec<FunctionCount>) {
-    let mut by_self: HashMap<String, u64> = HashMap::new();
-    let mut by_total: HashMap<String, u64> = HashMap::new();
-    let mut on_stack: HashSet<String> = HashSet::new();
+    top_functions_by(profile, n, identity)
+}
 
+/// [`top_functions`] with functions told apart by `name_of` (e.g. by name alone, for formats
+/// that do not keep modules).
+pub fn top_functions_by(
+    profile: &Profile,
+    n: usize,
+    name_of: impl Fn(&Frame) -> String,
+) -> (Vec<FunctionCount>, Vec<FunctionCount>) {
+    let counts = function_counts(profile, name_of);
+    let by_self = counts
+        .iter()
+        .filter(|(_, (own, _))| *own > 0)
+        .map(|(name, (own, _))| (name.clone(), *own))
+        .collect();
+    let by_total = counts
+        .into_iter()
+        .map(|(name, (_, total))| (name, total))
+        .collect();
+    (top(by_self, n), top(by_total, n))
+}
+
+/// Every function's (self, total) samples, functions named by `name_of`.
+pub fn function_counts(
+    profile: &Profile,
+    name_of: impl Fn(&Frame) -> String,
+) -> HashMap<String, (u64, u64)> {
+    let mut counts: HashMap<String, (u64, u64)> = HashMap::new();
+    let mut on_stack: HashSet<String> = HashSet::new();
     for sample in profile.samples.iter().filter(|s| s.count > 0) {
         let leaf = sample
             .frames
             .first()
-            .map_or_else(|| UNKNOWN.to_owned(), identity);
-        add(&mut by_self, leaf, sample.count);
+            .map_or_else(|| UNKNOWN.to_owned(), &name_of);
+        let own = &mut counts.entry(leaf).or_default().0;
+        *own = own.saturating_add(sample.count);
 
         on_stack.clear();
-        on_stack.extend(sample.frames.iter().map(identity));
+        on_stack.extend(sample.frames.iter().map(&name_of));
         if on_stack.is_empty() {
             on_stack.insert(UNKNOWN.to_owned());
         }
         for name in on_stack.drain() {
-            add(&mut by_total, name, sample.count);
+            let total = &mut counts.entry(name).or_default().1;
+            *total = total.saturating_add(sample.count);
         }
     }
-    (top(by_self, n), top(by_total, n))
+    counts
 }
 
 /// Renders `rows` under `title` as a table of samples, share of `total_samples`, and function:
@@ -86,7 +114,7 @@ pub fn format_top(title: &str, rows: &[FunctionCount], total_samples: u64) -> St
 const SAMPLES_HEADER: &str = "SAMPLES";
 
 /// `part` as a percentage of `whole`; 0 when there is nothing to divide by.
-fn percent(part: u64, whole: u64) -> f64 {
+pub fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         return 0.0;
     }
@@ -95,7 +123,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 
 /// A frame's function identity: `name [kernel]`, `name (module file name)`, or just `name` when
 /// not even the module is known.
-fn identity(frame: &Frame) -> String {
+pub fn identity(frame: &Frame) -> String {
     let name = if frame.function.is_empty() {
         UNKNOWN
     } else {
@@ -113,11 +141,6 @@ fn identity(frame: &Frame) -> String {
 /// The last component of a path (`/usr/lib/libc.so.6` → `libc.so.6`); `[vdso]` stays `[vdso]`.
 fn file_name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
-}
-
-fn add(counts: &mut HashMap<String, u64>, name: String, samples: u64) {
-    let count = counts.entry(name).or_insert(0);
-    *count = count.saturating_add(samples);
 }
 
 /// The `n` largest counts, descending, ties broken by name so the output is stable.

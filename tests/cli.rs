@@ -26,9 +26,9 @@ fn invalid_values_are_usage_errors() {
     expect_exit(&["record", "-F", "x"], 2, "-F");
     expect_exit(&["record", "-d", "-1"], 2, "invalid duration \"-1\"");
     expect_exit(&["record", "-d", "0"], 2, "invalid duration");
-    expect_exit(&["record", "--format", "svg"], 2, "unknown format \"svg\"");
+    expect_exit(&["record", "--format", "png"], 2, "unknown format \"png\"");
     expect_exit(
-        &["record", "-o", &format!("{out}.svg")],
+        &["record", "-o", &format!("{out}.png")],
         2,
         "cannot tell the format",
     );
@@ -40,6 +40,14 @@ fn invalid_values_are_usage_errors() {
     expect_exit(&["record", "-p", "1", "--", "true"], 2, "choose one of");
     expect_exit(&["record", "--bogus"], 2, "Unrecognized argument: --bogus");
     expect_exit(&["frobnicate"], 2, "Unrecognized argument: frobnicate");
+    expect_exit(&["top", "-s", "cpu"], 2, "unknown sort \"cpu\"");
+    expect_exit(&["top", "-F", "0"], 2, "invalid frequency 0 Hz");
+    expect_exit(&["top", "-d", "1"], 2, "top needs a terminal");
+    expect_exit(
+        &["diff", "only-one.pb.gz"],
+        2,
+        "Required positional arguments not provided",
+    );
     expect_exit(&[], 2, "no subcommand");
     assert!(
         std::fs::read_dir(&dir).unwrap().next().is_none(),
@@ -243,6 +251,9 @@ fn man_pages_document_every_flag() {
         (&["record", "--help"], "man/profiler-record.1"),
         (&["daemon", "--help"], "man/profiler-daemon.1"),
         (&["unwind-info", "--help"], "man/profiler-unwind-info.1"),
+        (&["report", "--help"], "man/profiler-report.1"),
+        (&["diff", "--help"], "man/profiler-diff.1"),
+        (&["top", "--help"], "man/profiler-top.1"),
     ] {
         let help = String::from_utf8_lossy(&profiler(args).stdout).into_owned();
         let man = std::fs::read_to_string(format!("{root}/{page}"))

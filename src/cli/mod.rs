@@ -2,7 +2,11 @@
 //! man pages document. Each subcommand lives in its own file.
 
 pub mod daemon;
+pub mod diff;
+mod progress;
 pub mod record;
+pub mod report;
+pub mod top;
 pub mod unwind_info;
 
 use argh::FromArgs;
@@ -26,7 +30,7 @@ pub mod exit {
 #[derive(FromArgs, Debug)]
 /// A whole-system eBPF CPU profiler for Linux: samples every CPU, unwinds kernel and user
 /// stacks in the kernel (no frame pointers needed), symbolizes them on the host, and writes
-/// folded stacks, pprof or OTLP, or sends OTLP to a collector.
+/// folded stacks, pprof, OTLP or a flame graph, or sends OTLP to a collector.
 pub struct Cli {
     /// print the version and exit
     #[argh(switch, short = 'V')]
@@ -42,6 +46,9 @@ pub enum Command {
     Record(record::RecordArgs),
     Daemon(daemon::DaemonArgs),
     UnwindInfo(unwind_info::UnwindInfoArgs),
+    Report(report::ReportArgs),
+    Diff(diff::DiffArgs),
+    Top(top::TopArgs),
 }
 
 /// An error that ends the program with a specific exit code.
@@ -112,6 +119,9 @@ pub fn main() -> i32 {
         Some(Command::Record(args)) => record::run(args),
         Some(Command::Daemon(args)) => daemon::run(args),
         Some(Command::UnwindInfo(args)) => unwind_info::run(args),
+        Some(Command::Report(args)) => report::run(args),
+        Some(Command::Diff(args)) => diff::run(args),
+        Some(Command::Top(args)) => top::run(args),
         None => {
             eprintln!("profiler: no subcommand given. Run `{program} help` for usage.");
             return exit::USAGE;

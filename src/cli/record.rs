@@ -11,6 +11,7 @@ use argh::FromArgs;
 
 use crate::output_file::PendingFile;
 
+use super::progress::Progress;
 use super::{exit, Fatal};
 use crate::encode::otlp::{self, OtlpContext};
 use crate::encode::{folded, write_profile, OutputFormat};
@@ -53,7 +54,7 @@ pub struct RecordArgs {
     #[argh(option, short = 'o')]
     pub output: Option<PathBuf>,
 
-    /// output format: folded, pprof or otlp (default: from the output file's extension)
+    /// output format: folded, pprof, otlp or svg (default: from the output file's extension)
     #[argh(option, from_str_fn(parse_format))]
     pub format: Option<OutputFormat>,
 
@@ -71,12 +72,16 @@ pub struct RecordArgs {
     #[argh(option)]
     pub endpoint: Option<String>,
 
+    /// show no progress line while recording (it is shown only on a terminal)
+    #[argh(switch, short = 'q')]
+    pub quiet: bool,
+
     /// the command to run and profile, after `--`
     #[argh(positional, greedy)]
     pub command: Vec<String>,
 }
 
-fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(value: &str) -> Result<Duration, String> {
     let secs: f64 = value
         .parse()
         .map_err(|_| format!("invalid duration {value:?}: expected a number of seconds"))?;
@@ -89,8 +94,9 @@ fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 fn parse_format(value: &str) -> Result<OutputFormat, String> {
-    OutputFormat::from_name(value)
-        .ok_or_else(|| format!("unknown format {value:?}: expected one of folded, pprof, otlp"))
+    OutputFormat::from_name(value).ok_or_else(|| {
+        format!("unknown format {value:?}: expected one of folded, pprof, otlp, svg")
+    })
 }
 
 /// Everything `run` needs, validated.
@@ -106,6 +112,7 @@ struct Plan {
     stats_json: Option<PathBuf>,
     endpoint: Option<TransportConfig>,
     command: Vec<String>,
+    quiet: bool,
 }
 
 /// Checks a sampling frequency against our range and the kernel's limit.
@@ -144,10 +151,10 @@ fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
         Some(format) => format,
         None => {
             return Err(Fatal::usage(format!(
-                "cannot tell the format of {} from its extension: use --format folded|pprof|otlp \
-                 or an extension .folded, .txt, .pb, .pb.gz, .pprof, .otlp",
-                output.display()
-            )))
+            "cannot tell the format of {} from its extension: use --format folded|pprof|otlp|svg \
+                 or an extension .folded, .txt, .pb, .pb.gz, .pprof, .otlp, .svg",
+            output.display()
+        )))
         }
     };
     let endpoint = match &args.endpoint {
@@ -175,6 +182,7 @@ fn plan(args: RecordArgs) -> Result<Plan, Fatal> {
         stats_json: args.stats_json,
         endpoint,
         command: args.command,
+        quiet: args.quiet,
     })
 }
 
@@ -217,7 +225,12 @@ pub fn run(args: RecordArgs) -> Result<i32, Fatal> {
         false => Some(start_command(&session, &plan.command)?),
     };
 
-    let ended_by = wait(&plan, &session, child.as_mut());
+    let mut progress = Progress::new(plan.quiet, plan.duration);
+    let every = progress.refresh_every().unwrap_or(IDLE_CHECK);
+    let ended_by = wait(&plan, &session, child.as_mut(), every, |_| {
+        progress.show(&stats)
+    });
+    progress.clear();
     let status = child.as_mut().map(finish_command);
     // After a command's end, waiting for its files' tables completes its last walks; after the
     // duration or a signal the user waits for the output, which must follow within a second.
@@ -334,18 +347,26 @@ const SETTLE_AFTER_DURATION: Duration = Duration::from_millis(300);
 /// (each wakeup costs tens of µs on a VM).
 const IDLE_CHECK: Duration = Duration::from_secs(10);
 
-fn wait(plan: &Plan, session: &Session, mut child: Option<&mut Child>) -> EndedBy {
+/// Waits for the session's end, calling `tick` at every wake-up (at least every `every`).
+fn wait(
+    plan: &Plan,
+    session: &Session,
+    mut child: Option<&mut Child>,
+    every: Duration,
+    mut tick: impl FnMut(&Session),
+) -> EndedBy {
     let started = Instant::now();
     let mut targets = match &plan.target {
         Target::Pids(pids) if child.is_none() && !pids.is_empty() => Some(Targets::new(pids)),
         _ => None,
     };
     loop {
+        tick(session);
         let left = plan.duration.map(|d| d.saturating_sub(started.elapsed()));
         let check = targets
             .as_ref()
             .and_then(Targets::probe_interval)
-            .unwrap_or(IDLE_CHECK);
+            .map_or(every, |probe| probe.min(every));
         let fds = targets.as_ref().map(Targets::fds).unwrap_or_default();
         if let Some(sig) = signal::wait_or(left.map_or(check, |l| l.min(check)), &fds) {
             if let Some(child) = child.as_deref_mut() {
@@ -462,11 +483,13 @@ fn print_summary(plan: &Plan, profile: &Profile, stats: &Stats, ended_by: &Ended
             parts.join(", ")
         );
     }
+    let size = std::fs::metadata(&plan.output).map_or(0, |m| m.len());
     text += &format!(
-        "profiler: wrote {} ({}, {} distinct stacks)\n",
+        "profiler: wrote {} ({}, {} distinct stacks, {})\n",
         plan.output.display(),
         plan.format.name(),
-        profile.samples.len()
+        profile.samples.len(),
+        super::progress::size(size)
     );
     let total = profile.total_samples();
     let (by_self, by_total) = summary::top_functions(profile, 10);
@@ -505,13 +528,13 @@ mod tests {
         for bad in [
             &["-F", "0"][..],
             &["-F", "100000"],
-            &["-o", "x.svg"],
+            &["-o", "x.png"],
             &["-a", "--", "true"],
         ] {
             let err = plan(args(bad).unwrap()).unwrap_err();
             assert_eq!(err.code, exit::USAGE, "{bad:?}: {}", err.message);
         }
-        assert!(args(&["--format", "svg"]).is_err());
+        assert!(args(&["--format", "png"]).is_err());
         assert!(args(&["-d", "-1"]).is_err());
     }
 

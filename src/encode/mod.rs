@@ -1,5 +1,5 @@
 //! Encoders: turning a symbolized [`Profile`] into bytes, one format each (folded, pprof,
-//! OTLP); the wire messages are `crate::proto`'s.
+//! OTLP, and an SVG flame graph drawn by `crate::view`); the wire messages are `crate::proto`'s.
 //!
 //! This module owns the choice of format (by name or by output path) and the dispatch to the
 //! encoders. It does not build profiles (that is `crate::reporter`); encoders write to a
@@ -8,6 +8,7 @@
 pub mod folded;
 pub mod otlp;
 pub mod pprof;
+pub mod svg;
 
 use std::io::{self, Write};
 use std::path::Path;
@@ -26,14 +27,17 @@ pub enum OutputFormat {
     Pprof,
     /// OTLP `ProfilesData` (profiles v1development), binary protobuf.
     Otlp,
+    /// An interactive flame graph (SVG with its script inside).
+    Svg,
 }
 
 impl OutputFormat {
     /// Every format, in the order a `--help` text should list them.
-    pub const ALL: [OutputFormat; 3] = [
+    pub const ALL: [OutputFormat; 4] = [
         OutputFormat::Folded,
         OutputFormat::Pprof,
         OutputFormat::Otlp,
+        OutputFormat::Svg,
     ];
 
     /// Parses a format name as given on the command line (`folded`, `pprof`).
@@ -42,11 +46,12 @@ impl OutputFormat {
     }
 
     /// Guesses the format from an output path's extension (case-insensitive): `.folded` and
-    /// `.txt` are folded stacks; `.pb`, `.pb.gz` and `.pprof` are pprof. Anything else is `None`,
+    /// `.txt` are folded stacks; `.svg` is a flame graph; `.pb`, `.pb.gz` and `.pprof` are pprof. Anything else is `None`,
     /// so the caller can ask for an explicit format rather than guess.
     pub fn from_path(path: &Path) -> Option<Self> {
         let file_name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
-        const SUFFIXES: [(&str, OutputFormat); 6] = [
+        const SUFFIXES: [(&str, OutputFormat); 7] = [
+            (".svg", OutputFormat::Svg),
             (".otlp", OutputFormat::Otlp),
             (".folded", OutputFormat::Folded),
             (".txt", OutputFormat::Folded),
@@ -66,6 +71,7 @@ impl OutputFormat {
             OutputFormat::Folded => "folded",
             OutputFormat::Pprof => "pprof",
             OutputFormat::Otlp => "otlp",
+            OutputFormat::Svg => "svg",
         }
     }
 }
@@ -85,6 +91,7 @@ pub fn write_profile(
             &otlp::OtlpContext::for_profile(profile, SERVICE_NAME),
             out,
         ),
+        OutputFormat::Svg => svg::write(profile, out),
     }
 }
 
@@ -97,7 +104,8 @@ mod tests {
         for format in OutputFormat::ALL {
             assert_eq!(OutputFormat::from_name(format.name()), Some(format));
         }
-        assert_eq!(OutputFormat::from_name("svg"), None);
+        assert_eq!(OutputFormat::from_name("svg"), Some(OutputFormat::Svg));
+        assert_eq!(OutputFormat::from_name("png"), None);
         assert_eq!(OutputFormat::from_name("Folded"), None);
         assert_eq!(OutputFormat::from_name(""), None);
     }
@@ -111,7 +119,8 @@ mod tests {
             ("profile.pb.gz", Some(OutputFormat::Pprof)),
             ("profile.PB.GZ", Some(OutputFormat::Pprof)),
             ("cpu.pprof", Some(OutputFormat::Pprof)),
-            ("dir.pprof/out.svg", None),
+            ("dir.pprof/out.svg", Some(OutputFormat::Svg)),
+            ("out.png", None),
             ("profile.gz", None),
             ("profile", None),
             (".txt", None),

@@ -32,7 +32,6 @@ pub fn release(map: &Mmap) {
     let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
 }
 
-
 /// What [`SharedBytes`] points into.
 #[derive(Debug)]
 enum Backing {

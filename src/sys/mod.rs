@@ -1,5 +1,5 @@
 //! The one home of `unsafe`: safe wrappers over libbpf (`bpf`) and the few raw system calls the
-//! profiler needs (`signal`, `process`, `poll`, `tracefs`, `random`, `notify`). Everything
+//! profiler needs (`signal`, `process`, `poll`, `tracefs`, `random`, `notify`, `terminal`). Everything
 //! outside `sys` is safe code.
 
 pub mod bpf;
@@ -9,4 +9,5 @@ pub mod poll;
 pub mod process;
 pub mod random;
 pub mod signal;
+pub mod terminal;
 pub mod tracefs;

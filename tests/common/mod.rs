@@ -5,8 +5,9 @@
 //! [`fixture`] (programs built from `tests/fixtures`), [`record`] (`profiler record` sessions),
 //! [`daemon`] (`profiler daemon` processes), [`receiver`] (the loopback OTLP/HTTP collector),
 //! [`otlp`] (sample profiles and reading OTLP messages back), [`otlp_check`] (the dictionary
-//! rules), [`python`] (the OpenTelemetry project's own classes reading our bytes) and
-//! [`unwind`] (sessions and stacks as the unwinding tests read them).
+//! rules), [`python`] (the OpenTelemetry project's own classes reading our bytes),
+//! [`unwind`] (sessions and stacks as the unwinding tests read them) and [`view`] (the frames
+//! of a drawn flame graph).
 #![allow(dead_code)]
 
 pub mod daemon;
@@ -17,6 +18,7 @@ pub mod python;
 pub mod receiver;
 pub mod record;
 pub mod unwind;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
