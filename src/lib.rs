@@ -42,6 +42,7 @@ pub mod privileges;
 pub mod process;
 pub mod profile;
 pub mod proto;
+pub mod python;
 pub mod reporter;
 pub mod sampler;
 pub mod session;

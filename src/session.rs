@@ -104,7 +104,8 @@ impl Session {
             sampler.unwind_buckets()?,
             Some(sampler.file_tables()?),
         )))
-        .sync_on_exec(matches!(config.target, Target::Pids(_)));
+        .sync_on_exec(matches!(config.target, Target::Pids(_)))
+        .with_python(Box::new(sampler.python_maps()?));
         let maintainer = spawn("maintainer", move || maintainer.run(maintain_rx))?;
         let routers = (
             Router::new(report_tx.clone(), maintain_tx.clone(), stats.clone()),

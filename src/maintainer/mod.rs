@@ -14,6 +14,7 @@ pub mod batcher;
 #[cfg(test)]
 mod fake_map;
 pub mod lifecycle;
+pub mod python;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -41,6 +42,8 @@ pub struct Maintainer<M: MapBackend, S: ProcSource, C: CacheInvalidator> {
     caches: C,
     reporter: SyncSender<Vec<ReportMsg>>,
     stats: Arc<Stats>,
+    /// Marks CPython processes for the Python walk (`None`: not walked).
+    python: Option<python::PythonMarking>,
 }
 
 impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
@@ -58,7 +61,14 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             caches,
             reporter,
             stats,
+            python: None,
         }
+    }
+
+    /// Finds CPython processes and marks them in `marks` for the Python walk.
+    pub fn with_python(mut self, marks: Box<dyn crate::sampler::PythonMarks + Send>) -> Self {
+        self.python = Some(python::PythonMarking::new(marks));
+        self
     }
 
     /// Loads unwind tables into `tables` for every new file.
@@ -127,19 +137,37 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
                 start_ns,
                 exec_gen,
                 trigger,
-            } => self.table.on_report(
-                pid,
-                start_ns,
-                exec_gen,
-                trigger,
-                &self.source,
-                &self.stats,
-                now,
-            ),
-            MaintainerMsg::Exit { pid, start_ns } => {
-                self.table.on_exit(pid, start_ns, &self.stats, now)
+            } => {
+                self.table.on_report(
+                    pid,
+                    start_ns,
+                    exec_gen,
+                    trigger,
+                    &self.source,
+                    &self.stats,
+                    now,
+                );
+                if let Some(python) = &mut self.python {
+                    python.on_report(pid, start_ns, &self.reporter, &self.stats);
+                }
             }
-            MaintainerMsg::Sampled(pids) => self.table.on_sampled(&pids, now),
+            MaintainerMsg::Exit { pid, start_ns } => {
+                self.table.on_exit(pid, start_ns, &self.stats, now);
+                if let Some(python) = &mut self.python {
+                    python.on_exit(pid, start_ns);
+                }
+            }
+            MaintainerMsg::Sampled(pids) => {
+                self.table.on_sampled(&pids, now);
+                if let Some(python) = &mut self.python {
+                    for &pid in &pids {
+                        if let Some(p) = self.table.get(pid) {
+                            python.on_sampled(pid, p.start_ns, &self.reporter, &self.stats);
+                        }
+                    }
+                    python.retry(&self.reporter, &self.stats);
+                }
+            }
             MaintainerMsg::FilesUsed(files) => self.table.on_files_used(&files, &self.stats, now),
             MaintainerMsg::Executed { path, dev, inode } => {
                 self.table
