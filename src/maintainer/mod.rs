@@ -89,8 +89,11 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         loop {
             // Built tables are picked up between messages: wake often while some are due.
             // Otherwise nothing is due before the next sweep (each wakeup costs tens of µs).
+            let python_pending = self.python.as_ref().is_some_and(|p| p.pending());
             let timeout = if self.table.tables_pending() {
                 TABLE_POLL
+            } else if python_pending {
+                python::PENDING_POLL
             } else {
                 SWEEP_INTERVAL.saturating_sub(last_sweep.elapsed())
             };
@@ -106,6 +109,9 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             }
             self.table.tables_ready(Duration::ZERO, &self.stats);
             self.flush();
+            if let Some(python) = &mut self.python {
+                python.retry(&self.reporter, &self.stats);
+            }
             let now = Instant::now();
             if now.duration_since(last_sweep) >= SWEEP_INTERVAL {
                 self.table.sweep(&self.source, &self.stats, now);
@@ -165,7 +171,6 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
                             python.on_sampled(pid, p.start_ns, &self.reporter, &self.stats);
                         }
                     }
-                    python.retry(&self.reporter, &self.stats);
                 }
             }
             MaintainerMsg::FilesUsed(files) => self.table.on_files_used(&files, &self.stats, now),

@@ -20,6 +20,11 @@ use crate::stats::Stats;
 
 /// How long a CPython process is waited for to initialise its interpreter.
 const INIT_WAIT: Duration = Duration::from_secs(30);
+/// How often the maintainer looks again while some CPython process is not initialised: its
+/// first Python frames are only walked once it is marked.
+pub const PENDING_POLL: Duration = Duration::from_millis(10);
+/// Processes remembered as looked at, at most (past it the set starts over).
+const MAX_SEEN: usize = 1 << 16;
 
 pub struct PythonMarking {
     marks: Box<dyn PythonMarks + Send>,
@@ -65,13 +70,24 @@ impl PythonMarking {
         reporter: &SyncSender<Vec<ReportMsg>>,
         stats: &Stats,
     ) {
+        if self.seen.len() >= MAX_SEEN {
+            self.seen.clear();
+        }
         if self.marked.get(&pid) != Some(&start_ns) && self.seen.insert((pid, start_ns)) {
             self.check(pid, start_ns, reporter, stats);
         }
     }
 
+    /// Whether some CPython process waits for its interpreter to be initialised.
+    pub fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
     /// Looks again at the CPython processes that were not initialised yet.
     pub fn retry(&mut self, reporter: &SyncSender<Vec<ReportMsg>>, stats: &Stats) {
+        if self.pending.is_empty() {
+            return;
+        }
         let now = Instant::now();
         self.pending
             .retain(|_, (_, since)| now.duration_since(*since) < INIT_WAIT);

@@ -24,6 +24,9 @@ pub struct CodeInfo {
     pub line_table: Arc<[u8]>,
     pub minor: u32,
     pub code_start: u16,
+    /// The code object's name, file and first line fields as read: a code object freed and
+    /// another allocated at the same address differs here.
+    identity: Box<[u8]>,
 }
 
 impl CodeInfo {
@@ -50,12 +53,28 @@ impl CodeInfo {
     }
 }
 
+/// The bytes from the first to the last of the code object's name, file and first line
+/// fields.
+fn identity(memory: &dyn Memory, o: &Offsets, addr: u64) -> Option<Box<[u8]>> {
+    let fields = [
+        o.co_firstlineno,
+        o.co_filename,
+        o.co_qualname.unwrap_or(o.co_name),
+    ];
+    let (lo, hi) = (fields.iter().min()?, fields.iter().max()?);
+    let mut bytes = vec![0u8; usize::from(hi - lo) + 8];
+    memory
+        .read(addr + u64::from(*lo), &mut bytes)
+        .then(|| bytes.into())
+}
+
 /// Reads the code object at `addr`; `None` when it is not one or cannot be read.
 pub fn read_code(memory: &dyn Memory, process: &PythonProcess, addr: u64) -> Option<CodeInfo> {
     let o = &process.offsets;
     if memory.word(addr + offsets::OB_TYPE)? != process.code_type {
         return None;
     }
+    let identity = identity(memory, o, addr)?;
     let field = |off: u16| memory.word(addr + u64::from(off));
     let name = read_str(memory, o, field(o.co_qualname.unwrap_or(o.co_name))?)?;
     let file = read_str(memory, o, field(o.co_filename)?)?;
@@ -83,6 +102,7 @@ pub fn read_code(memory: &dyn Memory, process: &PythonProcess, addr: u64) -> Opt
         line_table: table.into(),
         minor: process.minor,
         code_start: o.co_code_adaptive,
+        identity,
     })
 }
 
@@ -138,12 +158,26 @@ impl CodeCache {
     }
 
     /// The code object at `addr` in `pid`, read on first sight (the process must be alive
-    /// then); `None` when it could not be read.
-    pub fn get(&mut self, pid: u32, addr: u64, memory: &dyn Memory) -> Option<Arc<CodeInfo>> {
-        if let Some(known) = self.codes.get(&(pid, addr)) {
-            return known.clone();
-        }
+    /// then); `None` when it could not be read. With `check`, a known one is compared with
+    /// what the address holds now (a code object freed and another made in its place is read
+    /// again); once the process is gone, what was read is kept.
+    pub fn get(
+        &mut self,
+        pid: u32,
+        addr: u64,
+        memory: &dyn Memory,
+        check: bool,
+    ) -> Option<Arc<CodeInfo>> {
         let process = self.processes.get(&pid)?;
+        if let Some(known) = self.codes.get(&(pid, addr)) {
+            let replaced = check
+                && known.as_ref().is_some_and(|info| {
+                    identity(memory, &process.offsets, addr).is_some_and(|now| now != info.identity)
+                });
+            if !replaced {
+                return known.clone();
+            }
+        }
         let info = read_code(memory, process, addr).map(Arc::new);
         if self.codes.len() >= MAX_CODES {
             self.codes.clear();

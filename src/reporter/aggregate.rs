@@ -172,11 +172,18 @@ impl Aggregator {
             }));
         }
         let (mut resolved, mut unresolved) = (0, 0);
+        let mut checked = HashSet::new();
         for (i, frame) in trace.user.iter().enumerate() {
             if frame.is_python() {
-                // Read the code object now, while the process is surely alive.
+                // Read the code object now, while the process is surely alive (checked once
+                // per trace: the address may hold another code object than when first read).
                 let (pid, code) = (trace.pid, frame.address);
-                if self.python.get(pid, code, &LiveMemory(pid)).is_none() {
+                let check = checked.insert(code);
+                if self
+                    .python
+                    .get(pid, code, &LiveMemory(pid), check)
+                    .is_none()
+                {
                     Stats::inc(&stats.python_code_unreadable);
                 }
                 frames.push(RawFrame::Python {
@@ -336,7 +343,7 @@ impl Aggregator {
 /// A CPython frame: the function's qualified name, its file as the module and the line.
 fn python_frame(codes: &mut CodeCache, pid: u32, code: u64, position: u32) -> Frame {
     // Read when the frame was first added; a process gone since cannot be read again.
-    let Some(info) = codes.get(pid, code, &LiveMemory(pid)) else {
+    let Some(info) = codes.get(pid, code, &LiveMemory(pid), false) else {
         return Frame::new(
             FrameKind::Python,
             format!("[python code 0x{code:x}]").into(),
