@@ -338,7 +338,7 @@ struct Builder<'a> {
     strings: Table<&'a str, String>,
     mappings: Table<MappingKey<'a>, proto::Mapping>,
     locations: Table<LocationKey, proto::Location>,
-    functions: Table<i32, proto::Function>,
+    functions: Table<(i32, i32), proto::Function>,
     attributes: Table<(i32, AttributeValue<'a>), proto::KeyValueAndUnit>,
     stacks: Table<Vec<i32>, proto::Stack>,
 }
@@ -415,8 +415,9 @@ impl<'a> Builder<'a> {
             (None, FrameKind::Native | FrameKind::Python) => None,
         };
         let mapping_index = module.map_or(0, |m| self.mapping(m, frame.address));
+        let file = frame.source.as_ref().map(|s| &*s.file);
         let function_index = is_symbolized(&frame.function, module.map(|(path, _)| path))
-            .then(|| self.function(&frame.function));
+            .then(|| self.function(&frame.function, file));
         let frame_type = match frame.kind {
             FrameKind::Kernel => "kernel",
             FrameKind::Native => "native",
@@ -430,6 +431,7 @@ impl<'a> Builder<'a> {
             lines: function_index
                 .map(|function_index| proto::Line {
                     function_index,
+                    line: frame.source.as_ref().map_or(0, |s| i64::from(s.line)),
                     ..Default::default()
                 })
                 .into_iter()
@@ -458,12 +460,17 @@ impl<'a> Builder<'a> {
         index
     }
 
-    fn function(&mut self, name: &'a str) -> i32 {
+    /// A function by name and source file (Python functions of the same name in two files
+    /// are two functions).
+    fn function(&mut self, name: &'a str, file: Option<&'a str>) -> i32 {
         let name_strindex = self.string(name);
-        self.functions.intern(name_strindex, || proto::Function {
-            name_strindex,
-            ..Default::default()
-        })
+        let filename_strindex = file.map_or(0, |f| self.string(f));
+        self.functions
+            .intern((name_strindex, filename_strindex), || proto::Function {
+                name_strindex,
+                filename_strindex,
+                ..Default::default()
+            })
     }
 }
 

@@ -182,6 +182,7 @@ impl<'a> Builder<'a> {
             address: frame.address,
             line: vec![proto::Line {
                 function_id,
+                line: frame.source.as_ref().map_or(0, |s| i64::from(s.line)),
                 ..Default::default()
             }],
             is_folded: false,
@@ -232,10 +233,15 @@ impl<'a> Builder<'a> {
         }
         let id = next_id(self.functions.len());
         let name = self.strings.intern(&frame.function);
+        let filename = frame
+            .source
+            .as_ref()
+            .map_or(0, |s| self.strings.intern(&s.file));
         self.functions.push(proto::Function {
             id,
             name,
             system_name: name,
+            filename,
             ..Default::default()
         });
         self.function_ids.insert(key, id);
