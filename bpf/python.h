@@ -67,6 +67,30 @@ struct {
 	__type(value, __u32);
 } python_enabled SEC(".maps");
 
+/* Bytes of an interpreter frame read at once: every field the walk uses lies in them (the
+ * furthest, 3.10's f_lasti, ends at 100). */
+#define PY_FRAME_BYTES 104
+
+struct py_frame_buf {
+	__u8 b[PY_FRAME_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct py_frame_buf);
+} python_scratch SEC(".maps");
+
+/* The 8 bytes at `off` of a frame read into `buf`. */
+static __always_inline __u64 py_field(struct py_frame_buf *buf, __u32 off)
+{
+	off &= 127;
+	if (off > PY_FRAME_BYTES - 8)
+		return 0;
+	return *(__u64 *)&buf->b[off];
+}
+
 static __always_inline bool py_read(__u64 *out, __u64 addr)
 {
 	*out = 0;
@@ -158,21 +182,23 @@ __noinline int python_frame(struct python_walk *py, struct trace *t, __u32 base,
 		py->eval_start = 0;
 		return 0;
 	}
-	__u32 minor = py->minor;
-	__u64 previous = 0, code = 0, instr = 0;
-	__u8 owner = 0;
-	if (minor >= 11 && bpf_probe_read_user(&owner, 1, (void *)(frame + py->owner)) != 0)
+	__u32 minor = py->minor, zero = 0;
+	struct py_frame_buf *buf = bpf_map_lookup_elem(&python_scratch, &zero);
+	if (!buf)
+		return 0;
+	/* One read for the whole frame header rather than one per field. */
+	if (bpf_probe_read_user(buf->b, sizeof(buf->b), (void *)frame) != 0)
 		goto fault;
-	if (!py_read(&previous, frame + py->previous))
-		goto fault;
+	__u32 at = py->owner & 127;
+	__u8 owner = minor >= 11 && at < PY_FRAME_BYTES ? buf->b[at] : 0;
+	__u64 previous = py_field(buf, py->previous);
 	if (minor >= 12 && owner == PY_FRAME_OWNED_BY_CSTACK) {
 		/* The entry frame of this eval loop call: its frames are all out. */
 		py->frame = previous;
 		py->done_sp = sp;
 		return 0;
 	}
-	if (!py_read(&code, frame + py->code) || !py_read(&instr, frame + py->instr))
-		goto fault;
+	__u64 code = py_field(buf, py->code), instr = py_field(buf, py->instr);
 	/* 3.10: f_lasti, an int counting code units; later: a pointer into the code object. */
 	__u32 position = minor == 10 ? (__u32)instr : (__u32)(instr - code);
 	base &= 2047;

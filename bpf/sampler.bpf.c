@@ -513,7 +513,7 @@ __noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapp
 	/* A return address points after the call: look up the call itself. */
 	__u64 lookup = st->pc_exact ? pc : pc - 1;
 	/* ---- Python (bpf/python.h): an eval loop's interpreter frames come before it ---- */
-	if (python_frame(&st->py, t, base, lookup, st->sp)) {
+	if (st->py.eval_start && python_frame(&st->py, t, base, lookup, st->sp)) {
 		st->n_user = idx + 1;
 		if (idx >= MAX_USER_FRAMES - 1) {
 			st->outcome = UNWIND_DONE_DEPTH;
