@@ -19,6 +19,8 @@
 //!   vocabulary), with ELF images parsed by `elf`; [`unwind`] encodes rows in the BPF bucket
 //!   format and takes a walk's step as the BPF unwinder does. `cfi` and `unwind` do not import
 //!   each other; [`tables`] uses both.
+//! - CPython: [`python`] finds CPython processes and their interpreter's layout, and names the
+//!   Python frames the sampler records (code objects read from the live process).
 //! - Output: [`symbolize`], [`profile`] (the data model), [`summary`], [`encode`] (folded,
 //!   pprof, OTLP) over [`proto`]'s wire messages, [`output_file`].
 //! - Shared: [`layout`] (the records and map values shared with the BPF programs, mirrored
