@@ -154,7 +154,8 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
                     now,
                 );
                 if let Some(python) = &mut self.python {
-                    python.on_report(pid, start_ns, &self.reporter, &self.stats);
+                    let new_file = trigger == crate::pipeline::Trigger::NewFile;
+                    python.on_report(pid, start_ns, new_file, &self.reporter, &self.stats);
                 }
             }
             MaintainerMsg::Exit { pid, start_ns } => {

@@ -48,16 +48,19 @@ impl PythonMarking {
         }
     }
 
-    /// Looks at a process that was reported (it maps something new).
+    /// Looks at a process that was reported: the first time, and again when it mapped a new
+    /// file (libpython may be one). Other reports say nothing new about the interpreter, and a
+    /// look reads the whole of /proc/PID/maps.
     pub fn on_report(
         &mut self,
         pid: u32,
         start_ns: u64,
+        new_file: bool,
         reporter: &SyncSender<Vec<ReportMsg>>,
         stats: &Stats,
     ) {
-        if self.marked.get(&pid) != Some(&start_ns) {
-            self.seen.insert((pid, start_ns));
+        let first = self.seen.insert((pid, start_ns));
+        if self.marked.get(&pid) != Some(&start_ns) && (first || new_file) {
             self.check(pid, start_ns, reporter, stats);
         }
     }
