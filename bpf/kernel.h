@@ -93,6 +93,11 @@ struct linux_binprm {
 	const char *interp;
 } __attribute__((preserve_access_index));
 
+/* x86_64: the user fs base, which glibc points at the thread's TCB (pthread_self()). */
+struct thread_struct {
+	unsigned long fsbase;
+} __attribute__((preserve_access_index));
+
 struct task_struct {
 	unsigned int flags;
 	int pid;
@@ -103,6 +108,7 @@ struct task_struct {
 	struct signal_struct *signal;
 	char comm[16];
 	__u64 self_exec_id; /* execs in this line of processes: +1 per exec, copied at fork */
+	struct thread_struct thread;
 } __attribute__((preserve_access_index));
 
 #endif

@@ -244,6 +244,9 @@ enum unwind_outcome {
 #define FRAME_NO_PID (1U << 1)   /* no entry for the PID: raw address */
 #define FRAME_NO_MAPPING (1U << 2) /* only the PID's marker matched: raw address */
 #define FRAME_ANON (1U << 3)     /* anonymous executable memory (JIT): raw address */
+/* A CPython frame: address is the code object's address in the process, file_id the
+ * instruction position (struct python_proc says how to read it). */
+#define FRAME_PYTHON (1U << 4)
 
 /* Unknown addresses per sample whose VMA the sampler asks the kernel about. */
 #define MAX_VMA_LOOKUPS 6
@@ -343,9 +346,46 @@ enum counter {
 	COUNTER_EXITS_QUIET = 30,
 	/* Execs not sent: of processes never reported, into a file whose table exists. */
 	COUNTER_EXECS_QUIET = 31,
-	COUNTER_MAX = 32,
+	/* Samples of a process user space marked as CPython (bpf/python.h). */
+	COUNTER_PYTHON_SAMPLES = 32,
+	COUNTER_PYTHON_FRAMES = 33,     /* interpreter frames recorded */
+	/* Python walks cut, by reason: the sampled thread's state was not found among the first
+	 * PYTHON_MAX_THREADS threads (or the thread runs no Python), an interpreter frame could not
+	 * be read, the eval loop's frames ran out before the native stack did. */
+	COUNTER_PYTHON_NO_THREAD = 34,
+	COUNTER_PYTHON_READ_FAULT = 35,
+	COUNTER_PYTHON_MISMATCH = 36,
+	COUNTER_MAX = 37,
 };
 
+/*
+ * python_procs: the CPython processes user space found (src/python/), by PID. Offsets of the
+ * interpreter's structures for that process's version, the address of `_PyRuntime` and the
+ * range of `_PyEval_EvalFrameDefault` in its address space. bpf/python.h documents the walk.
+ */
+#define PYTHON_MAX_THREADS 64
+/* python_proc.cframe_frame when tstate_frame already holds the current frame (3.10, 3.13). */
+#define PYTHON_NO_CFRAME 0xffff
+
+struct python_proc {
+	__u64 start_ns;          /* the process's identity: entries of an earlier PID holder are ignored */
+	__u64 runtime;           /* address of _PyRuntime */
+	__u64 eval_start;        /* _PyEval_EvalFrameDefault: [eval_start, eval_end) */
+	__u64 eval_end;
+	__u32 minor;             /* 3.minor: 10 to 13 */
+	__u16 interpreters_head; /* in _PyRuntime: the first PyInterpreterState */
+	__u16 threads_head;      /* in PyInterpreterState: the first PyThreadState */
+	__u16 tstate_next;
+	__u16 tstate_thread_id;  /* pthread_self() of the thread */
+	__u16 tstate_frame;      /* the current frame (3.10: PyFrameObject), or the _PyCFrame pointer */
+	__u16 cframe_frame;      /* current_frame in _PyCFrame (3.11, 3.12), else PYTHON_NO_CFRAME */
+	__u16 frame_previous;    /* 3.10: f_back */
+	__u16 frame_code;        /* f_code / f_executable */
+	__u16 frame_instr;       /* 3.10: f_lasti (int); 3.11, 3.12: prev_instr; 3.13: instr_ptr */
+	__u16 frame_owner;       /* 3.11: is_entry; 3.12+: owner; 3.10: unused */
+};
+
+_Static_assert(sizeof(struct python_proc) == 56, "python_proc layout");
 _Static_assert(sizeof(struct trace_header) == 48, "trace_header layout");
 _Static_assert(sizeof(struct pid_mapping_key) == 16, "pid_mapping_key layout");
 _Static_assert(sizeof(struct pid_mapping_value) == 64, "pid_mapping_value layout");

@@ -221,6 +221,10 @@ static __always_inline void mark_reported(struct report_key *key, __u64 now, boo
 	bpf_map_update_elem(&tracked, &key->pid, &key->start_ns, BPF_ANY);
 }
 
+/* ---- Python (bpf/python.h) ---- */
+#include "python.h"
+/* ---- end Python ---- */
+
 /* The walk of one user stack, shared with the bpf_loop callback. */
 struct unwind_state {
 	__u64 pc;
@@ -248,6 +252,7 @@ struct unwind_state {
 	__u64 report_addr;
 	__u64 new_file;     /* inode of the first mapped file user space has not registered */
 	__u64 unknown[MAX_VMA_LOOKUPS];
+	struct python_walk py; /* Python (bpf/python.h) */
 };
 
 static __always_inline void note_unknown(struct unwind_state *st, __u32 kind, __u64 pc, bool leaf)
@@ -525,6 +530,16 @@ __noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapp
 	__u64 pc = st->pc;
 	/* A return address points after the call: look up the call itself. */
 	__u64 lookup = st->pc_exact ? pc : pc - 1;
+	/* ---- Python (bpf/python.h): an eval loop's interpreter frames come before it ---- */
+	if (st->py.eval_start && python_frame(&st->py, t, base, lookup, st->sp)) {
+		st->n_user = idx + 1;
+		if (idx >= MAX_USER_FRAMES - 1) {
+			st->outcome = UNWIND_DONE_DEPTH;
+			return 1;
+		}
+		return 0;
+	}
+	/* ---- end Python ---- */
 	struct mapping_view view = {};
 	resolve(st, cache, lookup, &view);
 
@@ -850,6 +865,7 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		st.start_ns = process_start(task);
 		st.mm = (__u64)task->mm;
 		st.exec_gen = address_space_gen(task, st.start_ns);
+		python_begin(&st.py, tgid, st.start_ns, task); /* Python (bpf/python.h) */
 		if (st.pc)
 			bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
 		if (st.outcome == UNWIND_WALKING)

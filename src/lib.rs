@@ -19,6 +19,8 @@
 //!   vocabulary), with ELF images parsed by `elf`; [`unwind`] encodes rows in the BPF bucket
 //!   format and takes a walk's step as the BPF unwinder does. `cfi` and `unwind` do not import
 //!   each other; [`tables`] uses both.
+//! - CPython: [`python`] finds CPython processes and their interpreter's layout, and names the
+//!   Python frames the sampler records (code objects read from the live process).
 //! - Output: [`symbolize`], [`profile`] (the data model), [`summary`], [`encode`] (folded,
 //!   pprof, OTLP, SVG) over [`proto`]'s wire messages and [`view`] (flame graphs, `top`'s
 //!   table), [`output_file`]; [`report`] reads the files back (for `report` and `diff`).
@@ -43,6 +45,7 @@ pub mod privileges;
 pub mod process;
 pub mod profile;
 pub mod proto;
+pub mod python;
 pub mod report;
 pub mod reporter;
 pub mod sampler;

@@ -66,6 +66,9 @@ pub enum ReportMsg {
         pid: u32,
         exe: String,
     },
+    /// A CPython process the maintainer found; sent before it is marked for the Python walk,
+    /// so it precedes the first Python frame of the process.
+    Python(std::sync::Arc<crate::python::PythonProcess>),
     /// Sampling started: the first window begins.
     Start {
         unix_ns: u64,

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::layout::{consts, SAMPLER_BSS_SIZE, SAMPLER_RODATA_SIZE};
+use crate::layout::{consts, PythonProc, SAMPLER_BSS_SIZE, SAMPLER_RODATA_SIZE};
 use crate::stats::Stats;
 use crate::sys::bpf::{online_cpus, open_cpu_clock, Link, LoadedObject, Map, OpenObject};
 
@@ -188,6 +188,15 @@ impl Sampler {
         set(&stats.pid_filter_full, read(consts::COUNTER_FILTER_FULL)?);
         set(&stats.exits_quiet, read(consts::COUNTER_EXITS_QUIET)?);
         set(&stats.execs_quiet, read(consts::COUNTER_EXECS_QUIET)?);
+        for (index, counter) in [
+            (consts::COUNTER_PYTHON_SAMPLES, &stats.python_samples),
+            (consts::COUNTER_PYTHON_FRAMES, &stats.python_frames),
+            (consts::COUNTER_PYTHON_NO_THREAD, &stats.python_no_thread),
+            (consts::COUNTER_PYTHON_READ_FAULT, &stats.python_read_fault),
+            (consts::COUNTER_PYTHON_MISMATCH, &stats.python_mismatch),
+        ] {
+            set(counter, read(index)?);
+        }
         set(
             &stats.frames_resolved_in_bpf,
             read(consts::COUNTER_FRAMES_RESOLVED)?,
@@ -292,5 +301,57 @@ impl CacheInvalidator for MappingCaches {
                 "cannot invalidate the sampler's mapping caches: {err}"
             ));
         }
+    }
+}
+
+/// Where the maintainer marks CPython processes for the sampler's Python walk.
+pub trait PythonMarks {
+    /// Marks (or re-marks) `pid`.
+    fn mark(&mut self, pid: u32, value: &PythonProc) -> io::Result<()>;
+    /// Removes `pid`'s mark, if it has one.
+    fn unmark(&mut self, pid: u32) -> io::Result<()>;
+}
+
+/// The sampler's `python_procs` and `python_enabled` (the number of marks, which lets samples
+/// skip the hash lookup while there are none).
+pub struct PythonMaps {
+    procs: Map,
+    enabled: Map,
+    marked: std::collections::HashSet<u32>,
+}
+
+impl Sampler {
+    /// The maps of the Python walk, for the maintainer (their only writer).
+    pub fn python_maps(&self) -> io::Result<PythonMaps> {
+        Ok(PythonMaps {
+            procs: self.object.map("python_procs")?,
+            enabled: self.object.map("python_enabled")?,
+            marked: Default::default(),
+        })
+    }
+}
+
+impl PythonMaps {
+    fn publish_count(&self) -> io::Result<()> {
+        let count = self.marked.len() as u32;
+        self.enabled
+            .update(&0u32.to_ne_bytes(), &count.to_ne_bytes(), 0)
+    }
+}
+
+impl PythonMarks for PythonMaps {
+    fn mark(&mut self, pid: u32, value: &PythonProc) -> io::Result<()> {
+        self.procs
+            .update(&pid.to_ne_bytes(), &value.to_bytes(), 0)?;
+        self.marked.insert(pid);
+        self.publish_count()
+    }
+
+    fn unmark(&mut self, pid: u32) -> io::Result<()> {
+        if !self.marked.remove(&pid) {
+            return Ok(());
+        }
+        self.procs.delete(&pid.to_ne_bytes())?;
+        self.publish_count()
     }
 }

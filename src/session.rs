@@ -107,7 +107,8 @@ impl Session {
             sampler.unwind_buckets()?,
             Some(sampler.file_tables()?),
         )))
-        .sync_on_exec(matches!(config.target, Target::Pids(_)));
+        .sync_on_exec(matches!(config.target, Target::Pids(_)))
+        .with_python(Box::new(sampler.python_maps()?));
         let settle_ms = maintainer.settle_limit();
         let maintainer = spawn("maintainer", move || maintainer.run(maintain_rx))?;
         let routers = (

@@ -49,6 +49,17 @@ counters! {
     execs_quiet,
     /// Forked children that could not be added to the PID filter (map full).
     pid_filter_full,
+    /// CPython (bpf/python.h): samples of processes marked as CPython, interpreter frames
+    /// recorded, and Python walks cut by reason: the thread's state not found, a frame that
+    /// could not be read, an eval loop on the native stack with no interpreter frame left.
+    python_samples,
+    python_frames,
+    python_no_thread,
+    python_read_fault,
+    python_mismatch,
+    /// CPython processes marked for the walk, and code objects that could not be read.
+    python_processes,
+    python_code_unreadable,
     /// Distinct processes seen, and whole-process exits observed.
     pids_seen,
     pids_exited,

@@ -96,6 +96,9 @@ pub fn write_profile(
 }
 
 #[cfg(test)]
+mod python_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -352,6 +352,59 @@ impl PidMappingValue {
     }
 }
 
+/// `struct python_proc`: a CPython process for the sampler's Python walk (bpf/python.h).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PythonProc {
+    pub start_ns: u64,
+    pub runtime: u64,
+    pub eval_start: u64,
+    pub eval_end: u64,
+    pub minor: u32,
+    pub interpreters_head: u16,
+    pub threads_head: u16,
+    pub tstate_next: u16,
+    pub tstate_thread_id: u16,
+    pub tstate_frame: u16,
+    pub cframe_frame: u16,
+    pub frame_previous: u16,
+    pub frame_code: u16,
+    pub frame_instr: u16,
+    pub frame_owner: u16,
+}
+const _: () = assert!(size_of::<PythonProc>() == 56);
+const _: () = assert!(offset_of!(PythonProc, minor) == 32);
+const _: () = assert!(offset_of!(PythonProc, frame_owner) == 54);
+
+impl PythonProc {
+    pub fn to_bytes(self) -> [u8; 56] {
+        let mut b = [0u8; 56];
+        for (i, v) in [self.start_ns, self.runtime, self.eval_start, self.eval_end]
+            .into_iter()
+            .enumerate()
+        {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_ne_bytes());
+        }
+        b[32..36].copy_from_slice(&self.minor.to_ne_bytes());
+        let halves = [
+            self.interpreters_head,
+            self.threads_head,
+            self.tstate_next,
+            self.tstate_thread_id,
+            self.tstate_frame,
+            self.cframe_frame,
+            self.frame_previous,
+            self.frame_code,
+            self.frame_instr,
+            self.frame_owner,
+        ];
+        for (i, v) in halves.into_iter().enumerate() {
+            b[36 + i * 2..38 + i * 2].copy_from_slice(&v.to_ne_bytes());
+        }
+        b
+    }
+}
+
 /// The sampler's `.rodata`: `const volatile __u32 filter_pids`.
 pub const SAMPLER_RODATA_SIZE: usize = 4;
 /// The sampler's `.bss`: `volatile __u64 mappings_generation`.
@@ -369,6 +422,11 @@ pub struct UserFrame {
 impl UserFrame {
     pub fn is_resolved(&self) -> bool {
         self.flags as u64 & consts::FRAME_RESOLVED != 0
+    }
+
+    /// A CPython frame: `address` is the code object, `file_id` the instruction position.
+    pub fn is_python(&self) -> bool {
+        self.flags as u64 & consts::FRAME_PYTHON != 0
     }
 }
 
@@ -399,9 +457,9 @@ impl RawTrace {
 
     /// Whether some user frame still needs user space to find its mapping.
     pub fn has_raw_frames(&self) -> bool {
-        self.user
-            .iter()
-            .any(|f| !f.is_resolved() && f.flags as u64 & consts::FRAME_ANON == 0)
+        self.user.iter().any(|f| {
+            !f.is_resolved() && f.flags as u64 & (consts::FRAME_ANON | consts::FRAME_PYTHON) == 0
+        })
     }
 }
 

@@ -14,6 +14,7 @@ pub mod batcher;
 #[cfg(test)]
 mod fake_map;
 pub mod lifecycle;
+pub mod python;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -50,6 +51,8 @@ pub struct Maintainer<M: MapBackend, S: ProcSource, C: CacheInvalidator> {
     stats: Arc<Stats>,
     /// Milliseconds the end of the session may wait for tables (set when the session ends).
     settle_ms: Arc<AtomicU64>,
+    /// Marks CPython processes for the Python walk (`None`: not walked).
+    python: Option<python::PythonMarking>,
 }
 
 impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
@@ -68,6 +71,7 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             reporter,
             stats,
             settle_ms: Arc::new(AtomicU64::new(TABLE_DEADLINE.as_millis() as u64)),
+            python: None,
         }
     }
 
@@ -76,6 +80,12 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
     /// after a `--duration` or Ctrl-C, when the user waits for the output.
     pub fn settle_limit(&self) -> Arc<AtomicU64> {
         self.settle_ms.clone()
+    }
+
+    /// Finds CPython processes and marks them in `marks` for the Python walk.
+    pub fn with_python(mut self, marks: Box<dyn crate::sampler::PythonMarks + Send>) -> Self {
+        self.python = Some(python::PythonMarking::new(marks));
+        self
     }
 
     /// Loads unwind tables into `tables` for every new file.
@@ -98,8 +108,11 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         loop {
             // Built tables are picked up between messages: wake often while some are due.
             // Otherwise nothing is due before the next expiry (each wakeup costs tens of µs).
+            let python_pending = self.python.as_ref().is_some_and(|p| p.pending());
             let timeout = if self.table.tables_pending() {
                 TABLE_POLL
+            } else if python_pending {
+                python::PENDING_POLL
             } else {
                 EXPIRE_INTERVAL.saturating_sub(last_expire.elapsed())
             };
@@ -115,6 +128,9 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
             }
             self.table.tables_ready(Duration::ZERO, &self.stats);
             self.flush();
+            if let Some(python) = &mut self.python {
+                python.retry(&self.reporter, &self.stats);
+            }
             let now = Instant::now();
             if now.duration_since(last_expire) >= EXPIRE_INTERVAL {
                 let lost = self.losses();
@@ -164,19 +180,37 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
                 start_ns,
                 exec_gen,
                 trigger,
-            } => self.table.on_report(
-                pid,
-                start_ns,
-                exec_gen,
-                trigger,
-                &self.source,
-                &self.stats,
-                now,
-            ),
-            MaintainerMsg::Exit { pid, start_ns } => {
-                self.table.on_exit(pid, start_ns, &self.stats, now)
+            } => {
+                self.table.on_report(
+                    pid,
+                    start_ns,
+                    exec_gen,
+                    trigger,
+                    &self.source,
+                    &self.stats,
+                    now,
+                );
+                if let Some(python) = &mut self.python {
+                    let new_file = trigger == crate::pipeline::Trigger::NewFile;
+                    python.on_report(pid, start_ns, new_file, &self.reporter, &self.stats);
+                }
             }
-            MaintainerMsg::Sampled(pids) => self.table.on_sampled(&pids, now),
+            MaintainerMsg::Exit { pid, start_ns } => {
+                self.table.on_exit(pid, start_ns, &self.stats, now);
+                if let Some(python) = &mut self.python {
+                    python.on_exit(pid, start_ns);
+                }
+            }
+            MaintainerMsg::Sampled(pids) => {
+                self.table.on_sampled(&pids, now);
+                if let Some(python) = &mut self.python {
+                    for &pid in &pids {
+                        if let Some(p) = self.table.get(pid) {
+                            python.on_sampled(pid, p.start_ns, &self.reporter, &self.stats);
+                        }
+                    }
+                }
+            }
             MaintainerMsg::FilesUsed(files) => self.table.on_files_used(&files, &self.stats, now),
             MaintainerMsg::Executed { path, dev, inode } => {
                 self.table

@@ -9,12 +9,14 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::vmas::{VmaHit, Vmas};
 use crate::layout::{consts, ExecRecord, RawTrace};
 use crate::process::files::SharedFile;
-use crate::profile::{Frame, Profile, StackSample};
+use crate::profile::{Frame, FrameKind, Module, Profile, SourceLine, StackSample};
+use crate::python::{CodeCache, LiveMemory, PythonProcess};
 use crate::stats::Stats;
 use crate::symbolize::{FileRef, Symbolizer};
 
@@ -31,6 +33,12 @@ pub enum RawFrame {
     },
     /// A user address nothing resolved.
     Unmapped(u64),
+    /// A CPython frame: code object address in the process, instruction position.
+    Python {
+        pid: u32,
+        code: u64,
+        position: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -72,6 +80,8 @@ pub struct Aggregator {
     released: Vec<u32>,
     /// Frames naming a file ID never announced (a bug if ever non-zero).
     pub unknown_file_ids: u64,
+    /// CPython processes and their code objects, read when first sampled.
+    python: CodeCache,
 }
 
 impl Aggregator {
@@ -106,6 +116,11 @@ impl Aggregator {
             self.executables.insert(exec.pid, exec.path.clone());
             self.named_at_exec.push_back((exec.pid, Instant::now()));
         }
+    }
+
+    /// The maintainer found a CPython process: its frames can be named from now on.
+    pub fn on_python(&mut self, process: Arc<PythonProcess>) {
+        self.python.on_process(process);
     }
 
     /// The maintainer read a process's executable.
@@ -157,7 +172,27 @@ impl Aggregator {
             }));
         }
         let (mut resolved, mut unresolved) = (0, 0);
+        let mut checked = HashSet::new();
         for (i, frame) in trace.user.iter().enumerate() {
+            if frame.is_python() {
+                // Read the code object now, while the process is surely alive (checked once
+                // per trace: the address may hold another code object than when first read).
+                let (pid, code) = (trace.pid, frame.address);
+                let check = checked.insert(code);
+                if self
+                    .python
+                    .get(pid, code, &LiveMemory(pid), check)
+                    .is_none()
+                {
+                    Stats::inc(&stats.python_code_unreadable);
+                }
+                frames.push(RawFrame::Python {
+                    pid,
+                    code,
+                    position: frame.file_id,
+                });
+                continue;
+            }
             let back = u64::from(i > 0 || kernel_mode);
             if frame.is_resolved() {
                 match self.by_file_id.get(&frame.file_id) {
@@ -272,6 +307,11 @@ impl Aggregator {
                         symbolizer.native_frame_chain(&refs[slot as usize], offset)
                     }
                     RawFrame::Unmapped(addr) => vec![symbolizer.unknown_frame(addr)],
+                    RawFrame::Python {
+                        pid,
+                        code,
+                        position,
+                    } => vec![python_frame(&mut self.python, pid, code, position)],
                 });
                 frames.extend_from_slice(symbolized);
             }
@@ -295,6 +335,34 @@ impl Aggregator {
         }
         profile
     }
+}
+
+/// A CPython frame: the function's qualified name, its file as the module and the line.
+fn python_frame(codes: &mut CodeCache, pid: u32, code: u64, position: u32) -> Frame {
+    // Read when the frame was first added; a process gone since cannot be read again.
+    let Some(info) = codes.get(pid, code, &LiveMemory(pid), false) else {
+        return Frame::new(
+            FrameKind::Python,
+            format!("[python code 0x{code:x}]").into(),
+            None,
+            u64::from(position),
+        );
+    };
+    let module = Arc::new(Module {
+        path: info.file.to_string(),
+        build_id: None,
+    });
+    let mut frame = Frame::new(
+        FrameKind::Python,
+        info.name.clone(),
+        Some(module),
+        u64::from(position),
+    );
+    frame.source = Some(SourceLine {
+        file: info.file.clone(),
+        line: info.line(position),
+    });
+    frame
 }
 
 #[cfg(test)]

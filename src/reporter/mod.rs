@@ -101,6 +101,7 @@ impl Reporter {
             }
             ReportMsg::FileReleased(id) => self.aggregator.on_file_released(id),
             ReportMsg::Process { pid, exe } => self.aggregator.on_process(pid, exe),
+            ReportMsg::Python(process) => self.aggregator.on_python(process),
             ReportMsg::Exec(exec) => {
                 self.vmas.boundary(exec.pid, exec.ktime_ns);
                 self.aggregator.on_exec(&exec);

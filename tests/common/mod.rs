@@ -5,11 +5,12 @@
 //! [`fixture`] (programs built from `tests/fixtures`), [`record`] (`profiler record` sessions),
 //! [`daemon`] (`profiler daemon` processes), [`receiver`] (the loopback OTLP/HTTP collector),
 //! [`otlp`] (sample profiles and reading OTLP messages back), [`otlp_check`] (the dictionary
-//! rules), [`python`] (the OpenTelemetry project's own classes reading our bytes),
-//! [`unwind`] (sessions and stacks as the unwinding tests read them) and [`view`] (the frames
-//! of a drawn flame graph).
+//! rules), [`python`] (the OpenTelemetry project's own classes reading our bytes), [`cpython`]
+//! (the CPython interpreters installed, for the Python frame tests), [`unwind`] (sessions and
+//! stacks as the unwinding tests read them) and [`view`] (the frames of a drawn flame graph).
 #![allow(dead_code)]
 
+pub mod cpython;
 pub mod daemon;
 pub mod fixture;
 pub mod otlp;

@@ -1,0 +1,163 @@
+//! The maintainer's part of the Python walk (issue 13): finds the CPython processes
+//! (`crate::python::Detector`), announces each to the reporter, then marks it in the sampler's
+//! `python_procs` (so the announcement precedes the first Python frame), and unmarks it at
+//! its exit.
+//!
+//! A process is looked at when it is reported (a new PID, a newly mapped file such as
+//! libpython) and the first time it is sampled. A CPython whose interpreter is not initialised
+//! yet (no thread state) is looked at again on each maintainer cycle for a while.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::pipeline::ReportMsg;
+use crate::process::maps::parse_maps;
+use crate::python::{Detector, LiveMemory};
+use crate::sampler::PythonMarks;
+use crate::stats::Stats;
+
+/// How long a CPython process is waited for to initialise its interpreter.
+const INIT_WAIT: Duration = Duration::from_secs(30);
+/// How often the maintainer looks again while some CPython process is not initialised: its
+/// first Python frames are only walked once it is marked.
+pub const PENDING_POLL: Duration = Duration::from_millis(10);
+/// Processes remembered as looked at, at most (past it the set starts over).
+const MAX_SEEN: usize = 1 << 16;
+
+pub struct PythonMarking {
+    marks: Box<dyn PythonMarks + Send>,
+    detector: Detector,
+    /// Marked processes: PID and start time.
+    marked: HashMap<u32, u64>,
+    /// CPython processes whose interpreter had no thread yet, since when.
+    pending: HashMap<u32, (u64, Instant)>,
+    /// Processes looked at because they were sampled (once each).
+    seen: HashSet<(u32, u64)>,
+}
+
+impl PythonMarking {
+    pub fn new(marks: Box<dyn PythonMarks + Send>) -> Self {
+        Self {
+            marks,
+            detector: Detector::default(),
+            marked: HashMap::new(),
+            pending: HashMap::new(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Looks at a process that was reported: the first time, and again when it mapped a new
+    /// file (libpython may be one). Other reports say nothing new about the interpreter, and a
+    /// look reads the whole of /proc/PID/maps.
+    pub fn on_report(
+        &mut self,
+        pid: u32,
+        start_ns: u64,
+        new_file: bool,
+        reporter: &SyncSender<Vec<ReportMsg>>,
+        stats: &Stats,
+    ) {
+        let first = self.seen.insert((pid, start_ns));
+        if self.marked.get(&pid) != Some(&start_ns) && (first || new_file) {
+            self.check(pid, start_ns, reporter, stats);
+        }
+    }
+
+    /// Looks at a sampled process the first time it is sampled.
+    pub fn on_sampled(
+        &mut self,
+        pid: u32,
+        start_ns: u64,
+        reporter: &SyncSender<Vec<ReportMsg>>,
+        stats: &Stats,
+    ) {
+        if self.seen.len() >= MAX_SEEN {
+            self.seen.clear();
+        }
+        if self.marked.get(&pid) != Some(&start_ns) && self.seen.insert((pid, start_ns)) {
+            self.check(pid, start_ns, reporter, stats);
+        }
+    }
+
+    /// Whether some CPython process waits for its interpreter to be initialised.
+    pub fn pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Looks again at the CPython processes that were not initialised yet.
+    pub fn retry(&mut self, reporter: &SyncSender<Vec<ReportMsg>>, stats: &Stats) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.pending
+            .retain(|_, (_, since)| now.duration_since(*since) < INIT_WAIT);
+        let pending: Vec<(u32, u64)> = self.pending.iter().map(|(&p, &(s, _))| (p, s)).collect();
+        for (pid, start_ns) in pending {
+            self.check(pid, start_ns, reporter, stats);
+        }
+    }
+
+    pub fn on_exit(&mut self, pid: u32, start_ns: u64) {
+        self.pending.remove(&pid);
+        self.seen.remove(&(pid, start_ns));
+        if self.marked.get(&pid) == Some(&start_ns) {
+            self.marked.remove(&pid);
+            if let Err(err) = self.marks.unmark(pid) {
+                crate::log::warn(&format!("python_procs: cannot unmark PID {pid}: {err}"));
+            }
+        }
+    }
+
+    fn check(
+        &mut self,
+        pid: u32,
+        start_ns: u64,
+        reporter: &SyncSender<Vec<ReportMsg>>,
+        stats: &Stats,
+    ) {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            self.pending.remove(&pid);
+            return;
+        };
+        let mappings: Vec<_> = parse_maps(&text).executable.iter().cloned().collect();
+        let process = match self.detector.detect(pid, start_ns, &mappings) {
+            Ok(Some(process)) => process,
+            Ok(None) => return,
+            Err(message) => {
+                crate::log::warn(&message);
+                return;
+            }
+        };
+        match process.check(&LiveMemory(pid)) {
+            Some(true) => {}
+            Some(false) => {
+                self.pending.remove(&pid);
+                crate::log::warn(&format!(
+                    "{}: CPython 3.{}: the interpreter's layout does not match the offsets known \
+                     for it; PID {pid} is profiled as native code",
+                    process.path, process.minor
+                ));
+                return;
+            }
+            None => {
+                self.pending
+                    .entry(pid)
+                    .or_insert((start_ns, Instant::now()));
+                return;
+            }
+        }
+        self.pending.remove(&pid);
+        let value = process.to_bpf();
+        let _ = reporter.send(vec![ReportMsg::Python(Arc::new(process))]);
+        match self.marks.mark(pid, &value) {
+            Ok(()) => {
+                self.marked.insert(pid, start_ns);
+                Stats::inc(&stats.python_processes);
+            }
+            Err(err) => crate::log::warn(&format!("python_procs: cannot mark PID {pid}: {err}")),
+        }
+    }
+}
