@@ -108,13 +108,13 @@ impl<M: MapBackend, S: ProcSource, C: CacheInvalidator> Maintainer<M, S, C> {
         loop {
             // Built tables are picked up between messages: wake often while some are due.
             // Otherwise nothing is due before the next expiry (each wakeup costs tens of µs).
-            let python_pending = self.python.as_ref().is_some_and(|p| p.pending());
+            let python_next = self.python.as_ref().and_then(|p| p.next_retry());
             let timeout = if self.table.tables_pending() {
                 TABLE_POLL
-            } else if python_pending {
-                python::PENDING_POLL
             } else {
-                EXPIRE_INTERVAL.saturating_sub(last_expire.elapsed())
+                let expire = EXPIRE_INTERVAL.saturating_sub(last_expire.elapsed());
+                let python = python_next.map(|at| at.saturating_duration_since(Instant::now()));
+                python.map_or(expire, |p| p.min(expire))
             };
             match inbox.recv_timeout(timeout) {
                 Ok(batch) => {

@@ -20,19 +20,30 @@ use crate::stats::Stats;
 
 /// How long a CPython process is waited for to initialise its interpreter.
 const INIT_WAIT: Duration = Duration::from_secs(30);
-/// How often the maintainer looks again while some CPython process is not initialised: its
-/// first Python frames are only walked once it is marked.
-pub const PENDING_POLL: Duration = Duration::from_millis(10);
+/// How soon the maintainer looks again at a CPython process that is not initialised (its first
+/// Python frames are only walked once it is marked); the delay doubles after each look, up to
+/// [`MAX_RETRY_DELAY`], since a look reads the whole of /proc/PID/maps and a Python process
+/// may stay without a thread state for long (one waiting in a subprocess's exec).
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// Processes remembered as looked at, at most (past it the set starts over).
 const MAX_SEEN: usize = 1 << 16;
+
+struct Pending {
+    start_ns: u64,
+    since: Instant,
+    next: Instant,
+    delay: Duration,
+}
 
 pub struct PythonMarking {
     marks: Box<dyn PythonMarks + Send>,
     detector: Detector,
     /// Marked processes: PID and start time.
     marked: HashMap<u32, u64>,
-    /// CPython processes whose interpreter had no thread yet, since when.
-    pending: HashMap<u32, (u64, Instant)>,
+    /// CPython processes whose interpreter had no thread yet: start time, since when, when to
+    /// look next and the delay after that.
+    pending: HashMap<u32, Pending>,
     /// Processes looked at because they were sampled (once each).
     seen: HashSet<(u32, u64)>,
 }
@@ -81,9 +92,9 @@ impl PythonMarking {
         }
     }
 
-    /// Whether some CPython process waits for its interpreter to be initialised.
-    pub fn pending(&self) -> bool {
-        !self.pending.is_empty()
+    /// When the next CPython process waiting for its interpreter is due for a look.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.next).min()
     }
 
     /// Looks again at the CPython processes that were not initialised yet.
@@ -93,9 +104,12 @@ impl PythonMarking {
         }
         let now = Instant::now();
         self.pending
-            .retain(|_, (_, since)| now.duration_since(*since) < INIT_WAIT);
-        let pending: Vec<(u32, u64)> = self.pending.iter().map(|(&p, &(s, _))| (p, s)).collect();
-        for (pid, start_ns) in pending {
+            .retain(|_, p| now.duration_since(p.since) < INIT_WAIT);
+        let due: Vec<(u32, u64)> = (self.pending.iter())
+            .filter(|(_, p)| p.next <= now)
+            .map(|(&pid, p)| (pid, p.start_ns))
+            .collect();
+        for (pid, start_ns) in due {
             self.check(pid, start_ns, reporter, stats);
         }
     }
@@ -143,9 +157,15 @@ impl PythonMarking {
                 return;
             }
             None => {
-                self.pending
-                    .entry(pid)
-                    .or_insert((start_ns, Instant::now()));
+                let now = Instant::now();
+                let entry = self.pending.entry(pid).or_insert(Pending {
+                    start_ns,
+                    since: now,
+                    next: now,
+                    delay: FIRST_RETRY_DELAY,
+                });
+                entry.next = now + entry.delay;
+                entry.delay = (entry.delay * 2).min(MAX_RETRY_DELAY);
                 return;
             }
         }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::offsets::{self, Offsets};
 use super::{lines, Memory, PythonProcess};
@@ -140,8 +141,15 @@ fn read_str(memory: &dyn Memory, o: &Offsets, addr: u64) -> Option<String> {
 #[derive(Default)]
 pub struct CodeCache {
     processes: HashMap<u32, Arc<PythonProcess>>,
-    codes: HashMap<(u32, u64), Option<Arc<CodeInfo>>>,
+    /// Each with when it was last compared with the process's memory.
+    codes: HashMap<(u32, u64), (Option<Arc<CodeInfo>>, Instant)>,
 }
+
+/// How often a known code object is compared with what its address holds now. Each comparison
+/// is a `process_vm_readv`; once per trace cost a busy Python process ~10 µs per sample. Code
+/// objects are freed and their addresses reused mostly while modules are imported; a frame
+/// named after the old one for at most this long is the price.
+const RECHECK: Duration = Duration::from_millis(500);
 
 impl CodeCache {
     /// The maintainer found a CPython process.
@@ -160,7 +168,7 @@ impl CodeCache {
     /// The code object at `addr` in `pid`, read on first sight (the process must be alive
     /// then); `None` when it could not be read. With `check`, a known one is compared with
     /// what the address holds now (a code object freed and another made in its place is read
-    /// again); once the process is gone, what was read is kept.
+    /// again, at most every [`RECHECK`]); once the process is gone, what was read is kept.
     pub fn get(
         &mut self,
         pid: u32,
@@ -169,11 +177,16 @@ impl CodeCache {
         check: bool,
     ) -> Option<Arc<CodeInfo>> {
         let process = self.processes.get(&pid)?;
-        if let Some(known) = self.codes.get(&(pid, addr)) {
-            let replaced = check
+        let now = Instant::now();
+        if let Some((known, checked)) = self.codes.get_mut(&(pid, addr)) {
+            let due = check && now.duration_since(*checked) >= RECHECK;
+            let replaced = due
                 && known.as_ref().is_some_and(|info| {
                     identity(memory, &process.offsets, addr).is_some_and(|now| now != info.identity)
                 });
+            if due {
+                *checked = now;
+            }
             if !replaced {
                 return known.clone();
             }
@@ -182,7 +195,7 @@ impl CodeCache {
         if self.codes.len() >= MAX_CODES {
             self.codes.clear();
         }
-        self.codes.insert((pid, addr), info.clone());
+        self.codes.insert((pid, addr), (info.clone(), now));
         info
     }
 

@@ -1,3 +1,6 @@
+//! Tests of `super` (reading folded, pprof and OTLP files back into profiles, merging and
+//! selecting them).
+
 use std::sync::Arc;
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Tests of `super` (the flame graph's layout, colours and self-contained SVG).
+
 use std::time::Instant;
 
 use super::*;
