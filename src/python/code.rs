@@ -141,9 +141,12 @@ fn read_str(memory: &dyn Memory, o: &Offsets, addr: u64) -> Option<String> {
 #[derive(Default)]
 pub struct CodeCache {
     processes: HashMap<u32, Arc<PythonProcess>>,
-    /// Each with when it was last compared with the process's memory.
-    codes: HashMap<(u32, u64), (Option<Arc<CodeInfo>>, Instant)>,
+    codes: HashMap<(u32, u64), KnownCode>,
 }
+
+/// A code object as read (`None`: unreadable), and when it was last compared with the
+/// process's memory.
+type KnownCode = (Option<Arc<CodeInfo>>, Instant);
 
 /// How often a known code object is compared with what its address holds now. Each comparison
 /// is a `process_vm_readv`; once per trace cost a busy Python process ~10 µs per sample. Code
