@@ -233,12 +233,16 @@ pub fn run(
     interval: Duration,
     routers: (Router, Router),
     stop: Arc<Waker>,
+    ready: std::sync::mpsc::Sender<()>,
 ) -> io::Result<()> {
     let timeout_ms = interval.as_millis().min(i32::MAX as u128) as i32;
     let watermark = (pages * 4096 / WATERMARK_DIVISOR) as u32;
     let mut samples = PerfBuffer::new(&samples, pages, Wakeup::Bytes(watermark), routers.0)?;
     // Room for several stack copies (up to 33 KiB each) per CPU between two reads.
     let mut reports = PerfBuffer::new(&reports, REPORT_PAGES, Wakeup::Records(1), routers.1)?;
+    // Until both rings are in their maps, the sampler's records go nowhere (a lost exec, or a
+    // lost report that holds the next one back for REPORT_INTERVAL_NS): sampling waits for this.
+    let _ = ready.send(());
     while !stop.is_raised() {
         crate::sys::poll::wait_readable(
             &[samples.epoll_fd(), reports.epoll_fd(), stop.fd()],

@@ -119,12 +119,21 @@ impl Session {
         let poll_every = poller::poll_interval(config.window);
         let poll_stop = stop.clone();
         let (samples, reports) = events;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let poller = spawn("poller", move || {
-            let polled = poller::run(samples, reports, pages, poll_every, routers, poll_stop);
+            let polled =
+                poller::run(samples, reports, pages, poll_every, routers, poll_stop, ready_tx);
             // The main thread sleeps long: tell it at once that the poller has stopped.
             crate::sys::signal::wake();
             polled
         })?;
+        if ready_rx.recv().is_err() {
+            // The poller could not open the rings: its error says why.
+            return Err(match poller.join() {
+                Ok(Err(err)) => err,
+                _ => io::Error::other("the poller stopped before it was ready"),
+            });
+        }
 
         Ok(Self {
             sampler,
