@@ -247,6 +247,16 @@ enum unwind_outcome {
 /* A CPython frame: address is the code object's address in the process, file_id the
  * instruction position (struct python_proc says how to read it). */
 #define FRAME_PYTHON (1U << 4)
+/* A walk cut at a file without a table (copy_stack) cannot place the Python frames of the eval
+ * loops it did not reach: they follow the native frames, for user space to place as it finishes
+ * the walk. First FRAME_PY_EVAL (address: _PyEval_EvalFrameDefault's start in the process,
+ * file_id: its length), then, innermost first, FRAME_PYTHON | FRAME_PY_LATER frames, each eval
+ * loop call's run ended by a FRAME_PY_SPLIT. */
+#define FRAME_PY_EVAL (1U << 5)
+#define FRAME_PY_LATER (1U << 6)
+#define FRAME_PY_SPLIT (1U << 7)
+/* Python frames sent that way per sample, at most (markers included). */
+#define PYTHON_TAIL_ENTRIES 96
 
 /* Unknown addresses per sample whose VMA the sampler asks the kernel about. */
 #define MAX_VMA_LOOKUPS 6

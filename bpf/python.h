@@ -217,4 +217,74 @@ fault:
 	return 0;
 }
 
+/* The state of one python_tail walk (bpf_loop's context). */
+struct python_tail_walk {
+	struct python_walk *py;
+	struct trace *t;
+	__u32 base;  /* the word of the next entry */
+	__u32 left;  /* entries still allowed */
+	__u32 n;     /* entries written */
+	__u32 _pad;
+};
+
+static __always_inline void tail_put(struct python_tail_walk *w, __u64 address, __u64 value)
+{
+	__u32 at = w->base & 2047;
+	if (at > MAX_FRAME_WORDS || !w->left)
+		return;
+	w->t->frames[at] = address;
+	w->t->frames[at + 1] = value;
+	w->base += 2;
+	w->left--;
+	w->n++;
+}
+
+/* One interpreter frame of the tail; a bpf_loop callback (1 ends the loop). */
+static long python_tail_step(__u32 i, struct python_tail_walk *w)
+{
+	struct python_walk *py = w->py;
+	__u64 frame = py->frame;
+	if (!frame || w->left < 2)
+		return 1;
+	__u32 zero = 0;
+	struct py_frame_buf *buf = bpf_map_lookup_elem(&python_scratch, &zero);
+	if (!buf)
+		return 1;
+	if (bpf_probe_read_user(buf->b, sizeof(buf->b), (void *)frame) != 0) {
+		count(COUNTER_PYTHON_READ_FAULT);
+		return 1;
+	}
+	__u32 minor = py->minor, at = py->owner & 127;
+	__u8 owner = minor >= 11 && at < PY_FRAME_BYTES ? buf->b[at] : 0;
+	py->frame = py_field(buf, py->previous);
+	if (minor >= 12 && owner == PY_FRAME_OWNED_BY_CSTACK) {
+		tail_put(w, 0, (__u64)FRAME_PY_SPLIT << 32);
+		return 0;
+	}
+	__u64 code = py_field(buf, py->code), instr = py_field(buf, py->instr);
+	__u32 position = minor == 10 ? (__u32)instr : (__u32)(instr - code);
+	tail_put(w, code, position | ((__u64)(FRAME_PYTHON | FRAME_PY_LATER) << 32));
+	count(COUNTER_PYTHON_FRAMES);
+	if (minor == 10 || (minor == 11 && owner))
+		tail_put(w, 0, (__u64)FRAME_PY_SPLIT << 32);
+	return 0;
+}
+
+/*
+ * After a walk cut short for want of a table (user space finishes it from a stack copy):
+ * records the interpreter frames the native walk did not reach, from word `base` on, at most
+ * `room` entries (see FRAME_PY_EVAL). Returns the entries written.
+ */
+__noinline int python_tail(struct python_walk *py, struct trace *t, __u32 base, __u32 room)
+{
+	if (!py || !t || !py->eval_start || !py->frame || room < 3)
+		return 0;
+	if (room > PYTHON_TAIL_ENTRIES)
+		room = PYTHON_TAIL_ENTRIES;
+	struct python_tail_walk w = { .py = py, .t = t, .base = base, .left = room };
+	tail_put(&w, py->eval_start, (py->eval_end - py->eval_start) | ((__u64)FRAME_PY_EVAL << 32));
+	bpf_loop(PYTHON_TAIL_ENTRIES, python_tail_step, &w, 0);
+	return w.n;
+}
+
 #endif

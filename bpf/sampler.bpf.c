@@ -887,10 +887,15 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (n_user > MAX_USER_FRAMES)
 		n_user = MAX_USER_FRAMES;
 	if (st.copy_stack && n_user && st.outcome == UNWIND_DONE_NO_MAPPING) {
-		if (send_stack(ctx, task, &st, t))
+		if (send_stack(ctx, task, &st, t)) {
 			t->hdr.flags |= TRACE_HAS_STACK;
-		else
+			/* Python (bpf/python.h): the interpreter frames the walk did not reach. */
+			__u32 nk = n_kernel & KERNEL_FRAME_MASK, nu = n_user & USER_FRAME_MASK;
+			if (n_user < MAX_USER_FRAMES)
+				n_user += python_tail(&st.py, t, nk + 2 * nu, MAX_USER_FRAMES - nu);
+		} else {
 			count(COUNTER_STACK_COPY_FAILED);
+		}
 	}
 	t->hdr.n_kernel = n_kernel;
 	t->hdr.n_user = n_user;

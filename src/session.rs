@@ -121,8 +121,9 @@ impl Session {
         let (samples, reports) = events;
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let poller = spawn("poller", move || {
-            let polled =
-                poller::run(samples, reports, pages, poll_every, routers, poll_stop, ready_tx);
+            let polled = poller::run(
+                samples, reports, pages, poll_every, routers, poll_stop, ready_tx,
+            );
             // The main thread sleeps long: tell it at once that the poller has stopped.
             crate::sys::signal::wake();
             polled

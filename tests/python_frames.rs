@@ -76,11 +76,10 @@ fn record(
 }
 
 /// The chain `<module> -> main -> outer -> middle -> leaf` above the native entry
-/// (`Py_RunMain`) in at least 95% of the samples of the script (under the native
-/// `_PyRun_SimpleFileObject`, which leaves out the interpreter's start and end) that carry
-/// Python frames, and Python frames in most of the samples running the eval loop. Not all:
-/// until the interpreter's unwind table is built, walks stop at it and user space finishes
-/// them without Python frames (on a loaded machine that can take a few hundred ms).
+/// (`Py_RunMain`) in at least 95% of the samples of the script: those under the native
+/// `_PyRun_SimpleFileObject` (which leaves out the interpreter's start and end) running the
+/// eval loop. Walks cut until the interpreter's unwind table is built keep their Python
+/// frames (the sampler sends them after the native ones; user space places them).
 fn check_chain(test: &KernelTest, interp: &Interpreter) -> Result<(), String> {
     let chain = ["<module>", "main", "outer", "middle", "leaf"];
     let (stacks, counters) = record(test, interp, "chain.py");
@@ -101,20 +100,19 @@ fn check_chain(test: &KernelTest, interp: &Interpreter) -> Result<(), String> {
         "python_frames: {total} samples ran the script, {with_python} with Python frames, \
          {full} with the full chain"
     );
-    if total < 100 || with_python * 2 < total {
-        return Err(format!(
-            "{with_python} of {total} samples running the script have Python frames"
-        ));
+    if total < 100 {
+        return Err(format!("only {total} samples ran the script"));
     }
-    if (full as f64) < 0.95 * with_python as f64 {
+    if (full as f64) < 0.95 * total as f64 {
         let worst: Vec<String> = running
             .iter()
-            .filter(|(f, _)| position(f, "<module>").is_some() && !has_run(f, &chain))
+            .filter(|(f, _)| !has_run(f, &chain))
             .take(3)
             .map(|(f, c)| format!("{} {c}", f.join(";")))
             .collect();
         return Err(format!(
-            "the full chain in {full} of {with_python} samples; e.g.\n{}",
+            "the full chain in {full} of {total} samples ({with_python} with Python frames); \
+             e.g.\n{}",
             worst.join("\n")
         ));
     }

@@ -458,7 +458,8 @@ impl RawTrace {
     /// Whether some user frame still needs user space to find its mapping.
     pub fn has_raw_frames(&self) -> bool {
         self.user.iter().any(|f| {
-            !f.is_resolved() && f.flags as u64 & (consts::FRAME_ANON | consts::FRAME_PYTHON) == 0
+            let not_raw = consts::FRAME_ANON | consts::FRAME_PYTHON | consts::FRAME_PY_EVAL;
+            !f.is_resolved() && f.flags as u64 & (not_raw | consts::FRAME_PY_SPLIT) == 0
         })
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! A process is looked at when it is reported (a new PID, a newly mapped file such as
 //! libpython) and the first time it is sampled. A CPython whose interpreter is not initialised
-//! yet (no thread state) is looked at again on each maintainer cycle for a while.
+//! yet (no thread state) is kept with what was found and only its memory is read again: every
+//! 10 ms for its first second (an interpreter starts in tens of ms and each sample before the
+//! mark lacks its Python frames), then less and less often.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::SyncSender;
@@ -14,23 +16,25 @@ use std::time::{Duration, Instant};
 
 use crate::pipeline::ReportMsg;
 use crate::process::maps::parse_maps;
-use crate::python::{Detector, LiveMemory};
+use crate::python::{Detector, LiveMemory, PythonProcess};
 use crate::sampler::PythonMarks;
 use crate::stats::Stats;
 
 /// How long a CPython process is waited for to initialise its interpreter.
 const INIT_WAIT: Duration = Duration::from_secs(30);
 /// How soon the maintainer looks again at a CPython process that is not initialised (its first
-/// Python frames are only walked once it is marked); the delay doubles after each look, up to
-/// [`MAX_RETRY_DELAY`], since a look reads the whole of /proc/PID/maps and a Python process
-/// may stay without a thread state for long (one waiting in a subprocess's exec).
+/// Python frames are only walked once it is marked). A look is three reads of its memory. After
+/// [`FAST_RETRIES_FOR`] the delay doubles after each look, up to [`MAX_RETRY_DELAY`]: a Python
+/// process may stay without a thread state for long (one waiting in a subprocess's exec), and
+/// each look wakes the maintainer.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(10);
+const FAST_RETRIES_FOR: Duration = Duration::from_secs(1);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// Processes remembered as looked at, at most (past it the set starts over).
 const MAX_SEEN: usize = 1 << 16;
 
 struct Pending {
-    start_ns: u64,
+    process: PythonProcess,
     since: Instant,
     next: Instant,
     delay: Duration,
@@ -105,12 +109,15 @@ impl PythonMarking {
         let now = Instant::now();
         self.pending
             .retain(|_, p| now.duration_since(p.since) < INIT_WAIT);
-        let due: Vec<(u32, u64)> = (self.pending.iter())
+        let due: Vec<u32> = (self.pending.iter())
             .filter(|(_, p)| p.next <= now)
-            .map(|(&pid, p)| (pid, p.start_ns))
+            .map(|(&pid, _)| pid)
             .collect();
-        for (pid, start_ns) in due {
-            self.check(pid, start_ns, reporter, stats);
+        for pid in due {
+            if let Some(pending) = self.pending.remove(&pid) {
+                let wait = (pending.since, pending.delay);
+                self.verify(pending.process, Some(wait), reporter, stats);
+            }
         }
     }
 
@@ -145,10 +152,26 @@ impl PythonMarking {
                 return;
             }
         };
-        match process.check(&LiveMemory(pid)) {
+        let earlier = (self.pending.remove(&pid))
+            .filter(|p| p.process.start_ns == start_ns)
+            .map(|p| (p.since, p.delay));
+        self.verify(process, earlier, reporter, stats);
+    }
+
+    /// Marks `process` if its interpreter's layout checks out; keeps it in `pending` while the
+    /// interpreter has no thread yet (`earlier`: since when it waits, and the next delay).
+    fn verify(
+        &mut self,
+        process: PythonProcess,
+        earlier: Option<(Instant, Duration)>,
+        reporter: &SyncSender<Vec<ReportMsg>>,
+        stats: &Stats,
+    ) {
+        let pid = process.pid;
+        let verdict = process.check(&LiveMemory(pid));
+        match verdict {
             Some(true) => {}
             Some(false) => {
-                self.pending.remove(&pid);
                 crate::log::warn(&format!(
                     "{}: CPython 3.{}: the interpreter's layout does not match the offsets known \
                      for it; PID {pid} is profiled as native code",
@@ -158,18 +181,25 @@ impl PythonMarking {
             }
             None => {
                 let now = Instant::now();
-                let entry = self.pending.entry(pid).or_insert(Pending {
-                    start_ns,
-                    since: now,
-                    next: now,
-                    delay: FIRST_RETRY_DELAY,
-                });
-                entry.next = now + entry.delay;
-                entry.delay = (entry.delay * 2).min(MAX_RETRY_DELAY);
+                let (since, delay) = earlier.unwrap_or((now, FIRST_RETRY_DELAY));
+                let next_delay = if now.duration_since(since) < FAST_RETRIES_FOR {
+                    delay
+                } else {
+                    (delay * 2).min(MAX_RETRY_DELAY)
+                };
+                self.pending.insert(
+                    pid,
+                    Pending {
+                        process,
+                        since,
+                        next: now + delay,
+                        delay: next_delay,
+                    },
+                );
                 return;
             }
         }
-        self.pending.remove(&pid);
+        let start_ns = process.start_ns;
         let value = process.to_bpf();
         let _ = reporter.send(vec![ReportMsg::Python(Arc::new(process))]);
         match self.marks.mark(pid, &value) {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::python_tail::is_tail;
 use super::vmas::{VmaHit, Vmas};
 use crate::layout::{consts, ExecRecord, RawTrace};
 use crate::process::files::SharedFile;
@@ -174,6 +175,9 @@ impl Aggregator {
         let (mut resolved, mut unresolved) = (0, 0);
         let mut checked = HashSet::new();
         for (i, frame) in trace.user.iter().enumerate() {
+            if is_tail(frame) {
+                continue; // Python frames of a walk that was never finished: no place for them
+            }
             if frame.is_python() {
                 // Read the code object now, while the process is surely alive (checked once
                 // per trace: the address may hold another code object than when first read).

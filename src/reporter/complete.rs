@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::live_stack::{LiveStack, Memory, PagePool};
+use super::python_tail::{is_tail, PythonTail};
 
 use crate::layout::{
     consts, FileTableValue, ProcVma, RawTrace, StackRecord, TableRef, UserFrame, MAX_USER_FRAMES,
@@ -247,7 +248,14 @@ fn finish(
         bp: stack.bp,
         pc_exact: stack.pc_exact,
     };
-    let room = MAX_USER_FRAMES.saturating_sub(trace.user.len().saturating_sub(1));
+    // The Python frames the sampler could not place follow the native ones (python_tail.rs).
+    let native = trace
+        .user
+        .iter()
+        .position(is_tail)
+        .unwrap_or(trace.user.len());
+    let mut python = PythonTail::take(&mut trace.user[native..].to_vec()).unwrap_or_default();
+    let room = MAX_USER_FRAMES.saturating_sub(native.saturating_sub(1));
     let mut frames = Vec::new();
     let mut complete = false;
     while frames.len() < room {
@@ -267,6 +275,11 @@ fn finish(
             });
             break;
         };
+        if !frames.is_empty() {
+            // (The first is the frame the sampler stopped at: its Python frames are placed.)
+            let run = python.run_for(lookup);
+            frames.extend(run.into_iter().take(room.saturating_sub(frames.len() + 1)));
+        }
         let bias = vma.start.wrapping_sub(vma.offset);
         frames.push(UserFrame {
             address: regs.pc.wrapping_sub(bias),
@@ -297,6 +310,7 @@ fn finish(
         frames.truncate(trusted); // bytes read after the sample led nowhere: not evidence
     }
     let used_live = complete && trusted.is_some();
+    trace.user.truncate(native);
     trace.user.pop(); // the frame the sampler could not resolve, now the first of `frames`
     trace.user.extend(frames);
     trace.user.truncate(MAX_USER_FRAMES);

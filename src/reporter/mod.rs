@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod complete;
 pub mod live_stack;
+pub mod python_tail;
 pub mod vmas;
 
 use std::collections::HashMap;
