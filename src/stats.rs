@@ -133,6 +133,9 @@ counters! {
     completed_with_live_stack,
     /// VMA reports the sampler sent for addresses it could not resolve.
     vma_reports,
+    /// Distinct stacks gathered in the current window so far (a gauge, before symbolization:
+    /// what `record`'s progress line shows of the profile's growth).
+    window_stacks,
     /// User stacks dropped because their innermost address was in no VMA (inside execve).
     user_stacks_stale,
     /// Unwind tables loaded into the kernel, unloaded, files without usable call-frame

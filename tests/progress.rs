@@ -34,8 +34,9 @@ fn progress_shows_on_a_terminal_only() {
         progress < summary,
         "progress comes before the end: {transcript}"
     );
+    let line = &transcript[progress..summary];
     assert!(
-        transcript[progress..].contains(" samples, "),
+        line.contains(" samples, ") && line.contains(" stacks"),
         "{transcript}"
     );
 

@@ -1,5 +1,6 @@
 //! `record`'s progress line: on a terminal, one line on stderr rewritten in place (elapsed and
-//! planned time, samples, lost samples, processes seen), erased before the summary. Nothing
+//! planned time, samples, lost samples, processes seen, distinct stacks so far: the profile's
+//! size, which is written only at the end), erased before the summary. Nothing
 //! when stderr is not a terminal or with `--quiet`.
 
 use std::io::{IsTerminal, Write};
@@ -42,9 +43,10 @@ impl Progress {
             + get(&stats.samples_send_failed)
             + get(&stats.samples_queue_dropped);
         format!(
-            "profiler: recording {time}: {} samples, {lost} lost, {} processes",
+            "profiler: recording {time}: {} samples, {lost} lost, {} processes, {} stacks",
             get(&stats.samples),
-            get(&stats.pids_seen)
+            get(&stats.pids_seen),
+            get(&stats.window_stacks)
         )
     }
 

@@ -239,6 +239,7 @@ impl Aggregator {
             frames: frames.into(),
         };
         *self.stacks.entry(key).or_insert(0) += 1;
+        Stats::set(&stats.window_stacks, self.stacks.len() as u64);
     }
 
     /// Distinct stacks so far.
