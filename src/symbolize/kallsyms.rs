@@ -206,6 +206,9 @@ impl KernelSymbols {
             // SANITY: min(_, MAX_EXTENT) fits in u32.
             entry.size = gap.min(MAX_EXTENT) as u32;
         }
+        // Kept for the session: give back what doubling the vectors left unused (up to half).
+        self.syms.shrink_to_fit();
+        self.names.shrink_to_fit();
     }
 
     /// The number of indexed symbols.
