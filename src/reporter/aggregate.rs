@@ -294,16 +294,39 @@ impl Aggregator {
         dropped: &mut u64,
     ) -> Profile {
         let refs: Vec<FileRef> = self.files.iter().map(|f| self.file_ref(f)).collect();
+        let mut kept = Vec::with_capacity(self.stacks.len());
+        for (key, count) in std::mem::take(&mut self.stacks) {
+            let executable = self.executables.get(&key.pid).map(String::as_str);
+            if keep(key.pid, &key.thread_name, executable) {
+                kept.push((key, count));
+            } else {
+                *dropped += count;
+            }
+        }
         // Each raw frame symbolizes once per flush; a native one may stand for several frames
         // (the functions inlined at its address, then its own).
         let mut cache: HashMap<RawFrame, Vec<Frame>> = HashMap::new();
-        let mut samples = Vec::with_capacity(self.stacks.len());
-        for (key, count) in std::mem::take(&mut self.stacks) {
-            let executable = self.executables.get(&key.pid).map(String::as_str);
-            if !keep(key.pid, &key.thread_name, executable) {
-                *dropped += count;
-                continue;
-            }
+        // File frames first, one file after another: each file's DWARF is then parsed once even
+        // when the symbolizer must drop one file's before the next (its memory budget).
+        let mut in_files: Vec<(Slot, u64)> = kept
+            .iter()
+            .flat_map(|(key, _)| key.frames.iter())
+            .filter_map(|raw| match *raw {
+                RawFrame::File { slot, offset } => Some((slot, offset)),
+                _ => None,
+            })
+            .collect();
+        in_files.sort_unstable_by_key(|&(slot, offset)| {
+            let file = &refs[slot as usize];
+            (file.dev, file.inode, slot, offset)
+        });
+        in_files.dedup();
+        for (slot, offset) in in_files {
+            let frames = symbolizer.native_frame_chain(&refs[slot as usize], offset);
+            cache.insert(RawFrame::File { slot, offset }, frames);
+        }
+        let mut samples = Vec::with_capacity(kept.len());
+        for (key, count) in kept {
             let mut frames = Vec::with_capacity(key.frames.len());
             for raw in &key.frames {
                 let symbolized = cache.entry(*raw).or_insert_with(|| match *raw {

@@ -29,7 +29,8 @@ use vmas::Vmas;
 const SYMBOLIZER_WINDOWS: u32 = 10;
 /// Past this resident size at the end of a report, the DWARF parsed for it is released (it is
 /// parsed again when a later report needs it): stacks in LLVM-sized binaries would otherwise keep
-/// tens of MB of line tables and inline trees.
+/// tens of MB of line tables and inline trees. Past it while a report is symbolized, a file's
+/// DWARF is dropped before the next file's is parsed, so the contexts do not add up.
 const DEBUG_INFO_RSS_BUDGET: u64 = 32 << 20;
 /// How long what is known about an exited process is kept.
 const EXITED_RETENTION: Duration = Duration::from_secs(60);
@@ -221,7 +222,7 @@ fn new_symbolizer() -> Symbolizer {
             None
         }
     };
-    Symbolizer::new(kernel)
+    Symbolizer::new(kernel).with_debug_info_budget(DEBUG_INFO_RSS_BUDGET)
 }
 
 /// Runs the reporter until every sender is gone: one profile per window (or one for the whole

@@ -113,11 +113,20 @@ impl Symbolizer {
         self
     }
 
+    /// Keeps this process's RSS near `bytes` while symbolizing: before DWARF is parsed for one
+    /// more file, the contexts already parsed are dropped if RSS is above it. Callers that
+    /// symbolize one file's offsets together (see [`Symbolizer::native_frames`]) then parse each
+    /// file once.
+    pub fn with_debug_info_budget(mut self, bytes: u64) -> Self {
+        self.dwarf.rss_budget = Some(bytes);
+        self
+    }
+
     /// Drops every parsed DWARF context and its mapping; files keep where their debug
     /// information is, and the next frame that needs it maps and parses it again. For callers
     /// that keep memory bounded between reports.
     pub fn release_debug_info(&mut self) {
-        self.dwarf = DwarfCache::default();
+        self.dwarf.clear();
         crate::sys::process::trim_heap();
     }
 

@@ -230,6 +230,9 @@ pub(crate) struct DwarfCache {
     loaded: VecDeque<(u64, Option<DwarfLines>)>,
     /// Contexts built so far (a file evicted and used again counts again).
     pub loads: u64,
+    /// When this process's RSS is above it as a context is about to be built, every cached one
+    /// is dropped first, so contexts follow one another instead of adding up.
+    pub rss_budget: Option<u64>,
 }
 
 impl DwarfCache {
@@ -245,11 +248,26 @@ impl DwarfCache {
                 if self.loaded.len() >= DWARF_CACHE_FILES {
                     self.loaded.pop_front();
                 }
+                if !self.loaded.is_empty() && self.over_budget() {
+                    self.loaded.clear();
+                    crate::sys::process::trim_heap();
+                }
                 self.loads += 1;
                 self.loaded.push_back((id, load(source)));
             }
         }
         self.loaded.back().and_then(|(_, lines)| lines.as_ref())
+    }
+
+    /// Drops every context (the budget stays).
+    pub fn clear(&mut self) {
+        self.loaded = VecDeque::new();
+    }
+
+    fn over_budget(&self) -> bool {
+        self.rss_budget.is_some_and(|budget| {
+            crate::sys::process::own_usage().is_ok_and(|(rss, _)| rss > budget)
+        })
     }
 }
 

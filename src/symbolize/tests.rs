@@ -326,3 +326,31 @@ fn released_debug_info_is_read_again() {
     assert_eq!(sym.native_frame_chain(&file, offset), before);
     assert_eq!(sym.stats().files_opened, 1);
 }
+
+#[test]
+fn over_the_budget_one_files_dwarf_is_dropped_before_the_next_is_parsed() {
+    let (file, offset) = own_file();
+    // The same inode under a second path is a second entry, with DWARF of its own.
+    let other = FileRef {
+        path: "/proc/self/exe".to_owned(),
+        candidates: vec![],
+        ..file.clone()
+    };
+    let alternate = |sym: &mut Symbolizer| {
+        let named = |frames: Vec<Frame>| -> Vec<_> {
+            frames.into_iter().map(|f| (f.function, f.source)).collect()
+        };
+        let first = sym.native_frame_chain(&file, offset);
+        let second = sym.native_frame_chain(&other, offset);
+        assert_eq!(named(second), named(first.clone()));
+        assert!(!sym.native_frame_chain(&file, offset + 1).is_empty());
+        assert!(first.iter().all(|f| f.source.is_some()), "{first:?}");
+    };
+    let mut unbounded = Symbolizer::new(None);
+    alternate(&mut unbounded);
+    assert_eq!(unbounded.dwarf.loads, 2, "both contexts stay cached");
+    // Any process is above one byte: each new file's DWARF replaces the last.
+    let mut bounded = Symbolizer::new(None).with_debug_info_budget(1);
+    alternate(&mut bounded);
+    assert_eq!(bounded.dwarf.loads, 3, "the first file was parsed again");
+}
