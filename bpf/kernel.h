@@ -40,6 +40,7 @@ enum bpf_map_type {
 #define BPF_F_USER_STACK (1ULL << 8)
 #define BPF_F_CURRENT_CPU 0xffffffffULL
 
+#define PF_EXITING 0x00000004
 #define PF_KTHREAD 0x00200000
 #define ENOENT 2
 #define EBUSY 16
@@ -64,6 +65,7 @@ struct signal_struct {
 struct mm_struct {
 	unsigned long start_code;
 	unsigned long start_stack;
+	unsigned long total_vm; /* pages mapped */
 } __attribute__((preserve_access_index));
 
 struct super_block {

@@ -365,7 +365,11 @@ enum counter {
 	COUNTER_PYTHON_NO_THREAD = 34,
 	COUNTER_PYTHON_READ_FAULT = 35,
 	COUNTER_PYTHON_MISMATCH = 36,
-	COUNTER_MAX = 37,
+	/* User stacks walked as a sampled process began to exit, before its address space went
+	 * (on_exit), and samples taken during the teardown that were given that stack. */
+	COUNTER_EXIT_WALKS = 37,
+	COUNTER_EXIT_STACKS_USED = 38,
+	COUNTER_MAX = 39,
 };
 
 /*

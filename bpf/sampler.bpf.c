@@ -606,6 +606,97 @@ static long unwind_frame(__u32 i, struct unwind_state *st)
 	return unwind_step(st, t, cache, i) ? 1 : 0;
 }
 
+/*
+ * Exit stacks. A process's last thread calls exit_group(2), and do_exit() then tears down its
+ * address space (exit_mm, then exit_mmap): for a compiler with a big heap that is a good part of
+ * a millisecond, and the samples taken meanwhile find the user registers as exit_group left them
+ * but no user memory to walk (task->mm is already NULL). So on_exit, which runs before exit_mm
+ * on current kernels, walks the user stack once, for processes user space has heard of, and
+ * the samples taken during the teardown get that stack. On kernels whose tracepoint comes after
+ * exit_mm, on_exit finds no mm and walks nothing.
+ */
+#define EXIT_STACK_FRAMES 64
+/* Processes user space never heard of get an exit walk from this size of address space on
+ * (16 MiB: a shell or coreutils program maps 2-4 MiB, a compiler tens to hundreds). */
+#define EXIT_WALK_MIN_PAGES 4096
+
+struct exit_stack {
+	__u64 start_ns; /* the process's identity, with the key */
+	__u32 n_user;
+	__u32 outcome;
+	__u64 frames[2 * EXIT_STACK_FRAMES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct exit_stack);
+} exit_stacks SEC(".maps");
+
+/* The exit walk's own room: a sample can interrupt it, and must not find its trace changed. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct trace);
+} exit_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct mapping_cache);
+} exit_mapping_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct exit_stack);
+} exit_stack_scratch SEC(".maps");
+
+static __always_inline __u64 process_start(struct task_struct *task);
+
+/* Whether `task` is a process on its way out whose exit stack on_exit took: on_exit also drops
+ * it from pid_filter, and its teardown is still its own CPU time. */
+static __always_inline bool exiting_with_stack(struct task_struct *task, __u32 tgid)
+{
+	if (!(task->flags & PF_EXITING))
+		return false;
+	struct exit_stack *s = bpf_map_lookup_elem(&exit_stacks, &tgid);
+	return s && s->start_ns == process_start(task);
+}
+
+static long unwind_exit_frame(__u32 i, struct unwind_state *st)
+{
+	__u32 zero = 0;
+	struct trace *t = bpf_map_lookup_elem(&exit_scratch, &zero);
+	struct mapping_cache *cache = bpf_map_lookup_elem(&exit_mapping_cache, &zero);
+	if (!t || !cache)
+		return 1;
+	return unwind_step(st, t, cache, i) ? 1 : 0;
+}
+
+/* A sample of a process whose address space is gone: its exit stack, if on_exit took one.
+ * Returns whether `st` and `t` now hold it. */
+static __always_inline bool use_exit_stack(struct unwind_state *st, struct trace *t)
+{
+	struct exit_stack *s = bpf_map_lookup_elem(&exit_stacks, &st->pid);
+	if (!s || s->start_ns != st->start_ns)
+		return false;
+	__u32 n = s->n_user;
+	if (n > EXIT_STACK_FRAMES)
+		n = EXIT_STACK_FRAMES;
+	__u32 base = st->n_kernel & KERNEL_FRAME_MASK;
+	if (bpf_probe_read_kernel(&t->frames[base], n * 2 * sizeof(__u64), s->frames) != 0)
+		return false;
+	st->n_user = n;
+	st->outcome = s->outcome;
+	count(COUNTER_EXIT_STACKS_USED);
+	return true;
+}
+
 struct vma_info {
 	__u64 start;
 	__u64 end;
@@ -805,7 +896,8 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	if (tid == 0)
 		return 0; /* the idle task */
 	count(COUNTER_SAMPLES);
-	if (!wanted(tgid)) {
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (!wanted(tgid) && !exiting_with_stack(task, tgid)) {
 		count(COUNTER_FILTERED);
 		return 0;
 	}
@@ -823,7 +915,6 @@ int on_sample(struct bpf_perf_event_data *ctx)
 	t->hdr.flags = 0;
 	bpf_get_current_comm(t->hdr.comm, sizeof(t->hdr.comm));
 
-	struct task_struct *task = bpf_get_current_task_btf();
 	bool kernel_thread = task->flags & PF_KTHREAD;
 	bool kernel_mode = (ctx->regs.cs & 3) == 0;
 
@@ -865,9 +956,11 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		st.start_ns = process_start(task);
 		st.mm = (__u64)task->mm;
 		st.exec_gen = address_space_gen(task, st.start_ns);
-		python_begin(&st.py, tgid, st.start_ns, task); /* Python (bpf/python.h) */
-		if (st.pc)
-			bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
+		if (st.mm || !use_exit_stack(&st, t)) {
+			python_begin(&st.py, tgid, st.start_ns, task); /* Python (bpf/python.h) */
+			if (st.pc)
+				bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
+		}
 		if (st.outcome == UNWIND_WALKING)
 			st.outcome = UNWIND_DONE_DEPTH;
 		count(COUNTER_UNWIND_BASE + (st.outcome & 0xf));
@@ -1030,6 +1123,45 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	return 0;
 }
 
+/* Walks the exiting process's user stack into exit_stacks (see use_exit_stack). */
+static __always_inline void take_exit_stack(struct task_struct *task, __u32 tgid)
+{
+	if (!task->mm)
+		return; /* a kernel whose tracepoint comes after exit_mm: nothing left to walk */
+	struct unwind_state st = {
+		.pid = tgid,
+		.generation = mappings_generation,
+		.pc_exact = 1,
+	};
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+	bpf_probe_read_kernel(&st.pc, sizeof(st.pc), &regs->ip);
+	bpf_probe_read_kernel(&st.sp, sizeof(st.sp), &regs->sp);
+	bpf_probe_read_kernel(&st.bp, sizeof(st.bp), &regs->bp);
+	if (!st.pc)
+		return;
+	st.start_ns = process_start(task);
+	st.mm = (__u64)task->mm;
+	st.exec_gen = address_space_gen(task, st.start_ns);
+	bpf_loop(EXIT_STACK_FRAMES, unwind_exit_frame, &st, 0);
+	if (st.outcome == UNWIND_WALKING)
+		st.outcome = UNWIND_DONE_DEPTH;
+	__u32 zero = 0;
+	struct trace *t = bpf_map_lookup_elem(&exit_scratch, &zero);
+	struct exit_stack *s = bpf_map_lookup_elem(&exit_stack_scratch, &zero);
+	if (!t || !s)
+		return;
+	__u32 n = st.n_user;
+	if (n > EXIT_STACK_FRAMES)
+		n = EXIT_STACK_FRAMES;
+	if (bpf_probe_read_kernel(s->frames, n * 2 * sizeof(__u64), t->frames) != 0)
+		return;
+	s->start_ns = st.start_ns;
+	s->n_user = n;
+	s->outcome = st.outcome;
+	if (bpf_map_update_elem(&exit_stacks, &tgid, s, BPF_ANY) == 0)
+		count(COUNTER_EXIT_WALKS);
+}
+
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct *task)
 {
@@ -1041,10 +1173,17 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	if (!wanted(tgid))
 		return 0;
 	/* With a PID filter every profiled process is synced at exec, so every exit matters. */
-	if (filter_pids || bpf_map_delete_elem(&tracked, &tgid) == 0)
+	bool heard_of = filter_pids || bpf_map_delete_elem(&tracked, &tgid) == 0;
+	if (heard_of)
 		send_proc_event(ctx, RECORD_EXIT, task);
 	else
 		count(COUNTER_EXITS_QUIET);
+	/* A process first sight unwound is never reported, so "heard of" misses most of a build's
+	 * compilers: a big address space (a long teardown, likely to be sampled) also earns the
+	 * walk. Small ones, most of the churn, are torn down in microseconds. */
+	struct mm_struct *mm = task->mm;
+	if (heard_of || (mm && mm->total_vm >= EXIT_WALK_MIN_PAGES))
+		take_exit_stack(task, tgid);
 	bpf_map_delete_elem(&proc_vmas, &tgid);
 	if (filter_pids)
 		bpf_map_delete_elem(&pid_filter, &tgid);

@@ -188,6 +188,11 @@ impl Sampler {
         set(&stats.pid_filter_full, read(consts::COUNTER_FILTER_FULL)?);
         set(&stats.exits_quiet, read(consts::COUNTER_EXITS_QUIET)?);
         set(&stats.execs_quiet, read(consts::COUNTER_EXECS_QUIET)?);
+        set(&stats.exit_walks, read(consts::COUNTER_EXIT_WALKS)?);
+        set(
+            &stats.exit_stacks_used,
+            read(consts::COUNTER_EXIT_STACKS_USED)?,
+        );
         for (index, counter) in [
             (consts::COUNTER_PYTHON_SAMPLES, &stats.python_samples),
             (consts::COUNTER_PYTHON_FRAMES, &stats.python_frames),

@@ -47,6 +47,10 @@ counters! {
     /// Execs the BPF side did not send: of processes never reported, into a file whose unwind
     /// table exists (nobody needs them; a process sampled later is named by its sync).
     execs_quiet,
+    /// User stacks the BPF side walked as a sampled process began to exit (before its address
+    /// space was torn down), and samples taken during the teardown that were given that stack.
+    exit_walks,
+    exit_stacks_used,
     /// Forked children that could not be added to the PID filter (map full).
     pid_filter_full,
     /// CPython (bpf/python.h): samples of processes marked as CPython, interpreter frames

@@ -339,3 +339,48 @@ fn unwound_stacks_equal_gdb_backtraces() {
     eprintln!("unw_gdb: {known} of {total} samples are main;outer;middle;leaf or main;side;leaf");
     assert!(known * 100 >= total * 97, "{known} of {total}: {lines:#?}");
 }
+
+/// A process tearing down a big address space after `main` returned: the samples taken in
+/// `exit_mmap` have no user memory left to walk, and keep the stack the sampler walked as the
+/// process began to exit (`exit_walks`, `exit_stacks_used`).
+#[test]
+fn samples_during_exit_teardown_keep_the_stack_from_start() {
+    let test = "samples_during_exit_teardown_keep_the_stack_from_start";
+    let fixture = Fixture::c("exit_teardown", NOFP_C);
+    let Some((test, exe)) = KernelTest::start_with(test, fixture) else {
+        return;
+    };
+    let script = format!("for i in 1 2 3 4 5 6; do {} 512; done", exe.display());
+    let recorded = Record::new(&test.dir, "teardown.folded")
+        .args(&["-F", "999"])
+        .stats("teardown.json")
+        .command(&["sh", "-c", &script])
+        .run();
+    recorded.assert_success();
+    let (lines, stats) = (recorded.folded(), recorded.stats());
+    let comm = "exit_teardown";
+    let in_teardown = |s: &str| s.contains("exit_mmap");
+    let total = count(&lines, comm, in_teardown);
+    let whole = |s: &str| in_teardown(s) && frames(s).get(1) == Some(&"_start");
+    let good = count(&lines, comm, |s| {
+        whole(s) && s.contains("__libc_start_main")
+    });
+    eprintln!(
+        "{good} of {total} samples in exit_mmap walk from _start; exit_walks {} \
+         exit_stacks_used {}; {}",
+        stat(&stats, "exit_walks"),
+        stat(&stats, "exit_stacks_used"),
+        unwind_counters(&stats)
+    );
+    assert!(
+        total >= 30,
+        "only {total} samples in exit_mmap: {:#?}",
+        misses(&lines, comm, |_| false)
+    );
+    assert!(stat(&stats, "exit_walks") >= 1.0);
+    assert!(
+        good * 100 >= total * 95,
+        "{good} of {total} teardown samples walk from _start: {:#?}",
+        misses(&lines, comm, |s| !in_teardown(s) || whole(s))
+    );
+}
