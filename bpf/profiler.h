@@ -22,7 +22,7 @@
 #define MAPPING_CACHE_SLOTS 8
 /* Nanoseconds between two reports of the same unknown PID / mapping / VMA. */
 #define REPORT_INTERVAL_NS 500000000ULL
-/* In a RECORD_UNKNOWN_MAPPING's address: the mmap hook's record shows a file mapped where the
+/* In a RECORD_UNKNOWN_MAPPING's address: the first-sight list shows a file mapped where the
  * walk went, which user space has not registered (a library mapped since the last sync), not a
  * stray address from a frame-pointer walk. */
 #define REPORT_ADDR_NEW_FILE (1ULL << 63)
@@ -105,8 +105,8 @@ struct pid_mapping_value {
 
 /*
  * file_tables: every file user space has registered, by the kernel's identity of its inode, so
- * the sampler can unwind a process user space has not synced yet ("first sight"): the mmap hook
- * records each process's executable file mappings, and the file's entry here names its file_id
+ * the sampler can unwind a process user space has not synced yet ("first sight"): the exec hook
+ * and the sampler (learn_vma) record each process's executable file mappings, and the file's entry here names its file_id
  * and unwind table. Written by user space (the maintainer) only.
  */
 struct file_table_key {
@@ -123,7 +123,7 @@ struct file_table_value {
 	__u64 table_base;
 };
 
-/* Executable file mappings the mmap hook keeps per process (first sight). */
+/* Executable file mappings the sampler keeps per process (first sight). */
 #define PROC_VMA_SLOTS 32
 
 /* One of them: where a file is mapped. */
@@ -345,11 +345,11 @@ enum counter {
 	COUNTER_FP_FRAMES = 15,        /* frames unwound with frame pointers */
 	COUNTER_UNWIND_BASE = 16,      /* + outcome: how walks ended */
 	/* Frames of a process not synced yet (or of a mapping not synced yet) resolved from the
-	 * mmap hook's record and file_tables, in the kernel ("first sight"). */
+	 * first-sight list and file_tables, in the kernel ("first sight"). */
 	COUNTER_FRAMES_FIRST_SIGHT = 25,
 	/* ... whose file user space has not registered yet: the walk stops there. */
 	COUNTER_FIRST_SIGHT_UNKNOWN_FILE = 26,
-	COUNTER_VMA_SLOTS_FULL = 27,   /* executable mappings the mmap hook had no slot for */
+	COUNTER_VMA_SLOTS_FULL = 27,   /* executable mappings the first-sight list had no slot for */
 	COUNTER_STACKS_COPIED = 28,    /* RECORD_STACKs sent */
 	COUNTER_STACK_COPY_FAILED = 29,/* cut walks whose stack could not be copied or sent */
 	/* Exits not sent: of processes never reported to user space (nothing there to clean up). */
@@ -369,7 +369,10 @@ enum counter {
 	 * (on_exit), and samples taken during the teardown that were given that stack. */
 	COUNTER_EXIT_WALKS = 37,
 	COUNTER_EXIT_STACKS_USED = 38,
-	COUNTER_MAX = 39,
+	/* Executable mappings the sampler looked up (bpf_find_vma) for a walk that stopped at
+	 * them, recorded for first sight; the walk went on (learn_vma in sampler.bpf.c). */
+	COUNTER_VMAS_LEARNED = 39,
+	COUNTER_MAX = 40,
 };
 
 /*

@@ -80,8 +80,8 @@ struct {
 	__type(value, struct file_table_value);
 } file_tables SEC(".maps");
 
-/* The executable file mappings of a process as the mmap hook saw them, in the order they were
- * made. Only valid while `mm` is the process's address space: an exec starts a new list. */
+/* The executable file mappings of a process as the exec hook and the sampler (learn_vma)
+ * recorded them, in that order. Only valid while `mm` is the process's address space: an exec starts a new list. */
 struct proc_vmas {
 	__u64 mm;
 	__u32 n;
@@ -233,7 +233,7 @@ struct unwind_state {
 	__u64 exec_gen;
 	__u64 generation;
 	__u64 start_ns;    /* the process's identity, with pid */
-	__u64 mm;          /* the address space, to check the mmap hook's record against */
+	__u64 mm;          /* the address space, to check the first-sight list against */
 	__u32 pid;
 	__u32 n_kernel;
 	__u32 n_user;      /* frames recorded */
@@ -248,7 +248,7 @@ struct unwind_state {
 	__u32 resolved;
 	__u32 table_frames;
 	__u32 fp_frames;
-	__u32 _pad;
+	__u32 stopped_unknown; /* the walk stopped at an address nothing resolved: it can resume */
 	__u64 report_addr;
 	__u64 new_file;     /* inode of the first mapped file user space has not registered */
 	__u64 unknown[MAX_VMA_LOOKUPS];
@@ -279,7 +279,7 @@ static __always_inline void note_unknown(struct unwind_state *st, __u32 kind, __
 
 /*
  * First sight: resolves `addr` of a process (or mapping) user space has not synced yet, from the
- * mmap hook's record of the process's executable file mappings and the file's entry in
+ * first-sight list of the process's executable file mappings and the file's entry in
  * file_tables. Returns 0 and fills `view` (RESOLVED_FILE) and `vma` on success.
  *
  * A global function: the verifier checks it once, on its own, instead of once per path of
@@ -325,7 +325,7 @@ __noinline int first_sight(__u32 pid, __u64 mm, __u64 addr, struct proc_vma *vma
 }
 
 /* Finds the mapping of `addr` in the process: the per-CPU cache, else the trie, else what the
- * mmap hook recorded. */
+ * first-sight list holds. */
 static __always_inline void resolve(struct unwind_state *st, struct mapping_cache *cache, __u64 addr,
 				    struct mapping_view *view)
 {
@@ -514,14 +514,14 @@ static __always_inline void step_rule(struct unwind_state *st, struct unwind_rul
  * re-walking it for every state the loop around it could be in (which made loading the
  * sampler take about a second).
  */
-__noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapping_cache *cache,
-			   __u32 i)
+__noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapping_cache *cache)
 {
 	if (!st || !t || !cache || st->outcome != UNWIND_WALKING)
 		return 1;
 	/* Hide i and n_kernel from the compiler and mask them: the verifier then knows every
 	 * index is in bounds (checks the compiler made on copies do not carry over). */
-	__u32 idx = i, n_kernel = st->n_kernel;
+	/* The frame to fill is the next one: a walk resumed after learn_vma goes on from there. */
+	__u32 idx = st->n_user, n_kernel = st->n_kernel;
 	barrier_var(idx);
 	barrier_var(n_kernel);
 	idx &= USER_FRAME_MASK;
@@ -587,6 +587,7 @@ __noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapp
 		/* Nothing says how this code keeps its frames: following rbp here mostly yields
 		 * invented frames. Stop; the mapping is reported and the next samples walk on. */
 		st->outcome = UNWIND_DONE_NO_MAPPING;
+		st->stopped_unknown = !st->copy_stack;
 		return 1;
 	}
 	/* No unwind table (or none for this address): frame pointers, as JITs and code built
@@ -603,7 +604,7 @@ static long unwind_frame(__u32 i, struct unwind_state *st)
 	struct mapping_cache *cache = bpf_map_lookup_elem(&mapping_cache, &zero);
 	if (!t || !cache)
 		return 1;
-	return unwind_step(st, t, cache, i) ? 1 : 0;
+	return unwind_step(st, t, cache) ? 1 : 0;
 }
 
 /*
@@ -675,7 +676,7 @@ static long unwind_exit_frame(__u32 i, struct unwind_state *st)
 	struct mapping_cache *cache = bpf_map_lookup_elem(&exit_mapping_cache, &zero);
 	if (!t || !cache)
 		return 1;
-	return unwind_step(st, t, cache, i) ? 1 : 0;
+	return unwind_step(st, t, cache) ? 1 : 0;
 }
 
 /* A sample of a process whose address space is gone: its exit stack, if on_exit took one.
@@ -707,6 +708,8 @@ struct vma_info {
 	__u32 found;
 };
 
+#define VM_EXEC 0x4
+
 static long read_vma(struct task_struct *task, struct vm_area_struct *vma, struct vma_info *v)
 {
 	/* BTF pointers: plain loads (a fault reads 0), not a helper call per field. */
@@ -732,6 +735,26 @@ static long read_vma(struct task_struct *task, struct vm_area_struct *vma, struc
  *
  * Returns true when the innermost user address is in no VMA at all: the user stack is stale.
  */
+/* Tells user space what the kernel's VMA says about an address of `pid` (a RECORD_VMA). */
+static __always_inline void send_vma(void *ctx, __u32 pid, __u64 now, struct vma_info *v)
+{
+	struct vma_event event = {
+		.type = RECORD_VMA,
+		.pid = pid,
+		.ktime_ns = now,
+		.start = v->start,
+		.end = v->end,
+		.file_offset = v->pgoff << 12,
+		.inode = v->inode,
+		.dev = v->dev,
+		.flags = VMA_EXECUTABLE,
+	};
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)))
+		count(COUNTER_EVENT_SEND_FAILED);
+	else
+		count(COUNTER_VMA_REPORTS);
+}
+
 static __always_inline bool report_vma(void *ctx, struct unwind_state *rc, __u64 now)
 {
 	for (int i = 0; i < MAX_VMA_LOOKUPS; i++) {
@@ -764,24 +787,53 @@ static __always_inline bool report_vma(void *ctx, struct unwind_state *rc, __u64
 			return is_leaf;
 		if (err != 0 || !v.found)
 			return false;
-		struct vma_event event = {
-			.type = RECORD_VMA,
-			.pid = rc->pid,
-			.ktime_ns = now,
-			.start = v.start,
-			.end = v.end,
-			.file_offset = v.pgoff << 12,
-			.inode = v.inode,
-			.dev = v.dev,
-			.flags = VMA_EXECUTABLE,
-		};
-		if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, &event, sizeof(event)))
-			count(COUNTER_EVENT_SEND_FAILED);
-		else
-			count(COUNTER_VMA_REPORTS);
+		send_vma(ctx, rc->pid, now, &v);
 		return false;
 	}
 	return false;
+}
+
+static __always_inline void record_mapping(struct task_struct *task, __u32 tgid,
+					   struct vma_info *v);
+
+/*
+ * First sight of a library mapped since the process's last sync: the walk stopped at an address
+ * that neither pid_mappings nor the process's first-sight list covers. The sample spends its one
+ * bpf_find_vma (its unlock is deferred to an irq_work that runs after the sample) on it: the VMA
+ * goes into the list and to user space (like report_vma's reports), and the walk resumes at the
+ * same frame. A stack through two such libraries learns the second at a later sample. This
+ * replaces a tracepoint on mmap(2), which put every syscall on the machine on the slow path.
+ * Returns whether the walk can resume.
+ */
+static __always_inline bool learn_vma(void *ctx, struct unwind_state *st,
+				      struct task_struct *task, __u64 now)
+{
+	if (!st->stopped_unknown || !st->n_user || !st->mm)
+		return false;
+	__u64 addr = st->pc_exact ? st->pc : st->pc - 1;
+	struct report_key key = {
+		.pid = st->pid,
+		.what = REPORTED_REGION | (__u32)(addr >> 21),
+		.gen = st->exec_gen,
+		.start_ns = st->start_ns,
+	};
+	if (recent_report(&key, now))
+		return false;
+	struct vma_info v = {};
+	long err = bpf_find_vma(task, addr, read_vma, &v, 0);
+	if (err == -EBUSY)
+		return false;
+	mark_reported(&key, now, err == -ENOENT);
+	if (err != 0 || !v.found || !v.inode || !(v.flags & VM_EXEC))
+		return false;
+	record_mapping(task, st->pid, &v);
+	send_vma(ctx, st->pid, now, &v);
+	count(COUNTER_VMAS_LEARNED);
+	/* Resume at the frame that stopped the walk: it is filled again. */
+	st->n_user--;
+	st->stopped_unknown = 0;
+	st->outcome = UNWIND_WALKING;
+	return true;
 }
 
 static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, __u64 now)
@@ -959,6 +1011,8 @@ int on_sample(struct bpf_perf_event_data *ctx)
 		if (st.mm || !use_exit_stack(&st, t)) {
 			python_begin(&st.py, tgid, st.start_ns, task); /* Python (bpf/python.h) */
 			if (st.pc)
+				bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
+			if (learn_vma(ctx, &st, task, now))
 				bpf_loop(MAX_USER_FRAMES, unwind_frame, &st, 0);
 		}
 		if (st.outcome == UNWIND_WALKING)
@@ -1191,20 +1245,11 @@ int BPF_PROG(on_exit, struct task_struct *task)
 }
 
 
-#define VM_EXEC 0x4
-#define PROT_EXEC 0x4
-#define MAX_ERRNO 4095
 
-/* Records the executable file mapping around `addr` in the process's first-sight list; in
- * process context only (there bpf_find_vma can take the mmap lock as often as needed). An
- * exec replaces the address space: the first mapping recorded in the new one starts a new
- * list. */
-static __always_inline void record_vma(struct task_struct *task, __u32 tgid, __u64 addr)
+/* Records an executable file mapping in the process's first-sight list. An exec replaces the
+ * address space: the first mapping recorded in the new one starts a new list. */
+static __always_inline void record_mapping(struct task_struct *task, __u32 tgid, struct vma_info *v)
 {
-	struct vma_info v = {};
-	if (bpf_find_vma(task, addr, read_vma, &v, 0) != 0 || !v.found || !v.inode ||
-	    !(v.flags & VM_EXEC))
-		return;
 	__u64 mm = (__u64)task->mm;
 	struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &tgid);
 	if (!list || list->mm != mm) {
@@ -1220,8 +1265,8 @@ static __always_inline void record_vma(struct task_struct *task, __u32 tgid, __u
 		if (!list)
 			return;
 	}
-	/* Not atomic (clang 14's BPF target has no fetch-and-add result): two threads mapping
-	 * code at the same instant may share a slot, which costs first sight for one file. */
+	/* Not atomic (clang 14's BPF target has no fetch-and-add result): two CPUs recording at
+	 * the same instant may share a slot, which costs first sight for one file. */
 	__u32 i = list->n;
 	if (i >= PROC_VMA_SLOTS) {
 		count(COUNTER_VMA_SLOTS_FULL);
@@ -1229,41 +1274,20 @@ static __always_inline void record_vma(struct task_struct *task, __u32 tgid, __u
 	}
 	list->n = i + 1;
 	struct proc_vma *vma = &list->vma[i & (PROC_VMA_SLOTS - 1)];
-	vma->start = v.start;
-	vma->end = v.end;
-	vma->offset = v.pgoff << 12;
-	vma->inode = v.inode;
-	vma->dev = v.dev;
+	vma->start = v->start;
+	vma->end = v->end;
+	vma->offset = v->pgoff << 12;
+	vma->inode = v->inode;
+	vma->dev = v->dev;
 }
 
-/* The format of syscalls/sys_exit_* records. */
-struct sys_exit_args {
-	__u64 common;
-	long syscall_nr;
-	long ret;
-};
-
-/* Every mmap(2) that maps code (the dynamic loader's for each library, dlopen's later) is
- * recorded for first sight. A per-syscall tracepoint: nothing runs for other syscalls. */
-SEC("tracepoint/syscalls/sys_exit_mmap")
-int on_mmap(struct sys_exit_args *ctx)
+/* Records the executable file mapping around `addr`; in process context only (there
+ * bpf_find_vma can take the mmap lock as often as needed). */
+static __always_inline void record_vma(struct task_struct *task, __u32 tgid, __u64 addr)
 {
-	unsigned long ret = ctx->ret;
-	if (ret >= (unsigned long)-MAX_ERRNO)
-		return 0;
-	/* mmap(addr, len, prot, flags, fd, off): the arguments are still in the registers saved
-	 * at entry. Only file mappings with PROT_EXEC are worth the VMA lookup (most mmaps are
-	 * anonymous memory or a library's data and read-only parts). */
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
-	__u64 prot = 0, fd = 0;
-	bpf_probe_read_kernel(&prot, sizeof(prot), &regs->dx);
-	bpf_probe_read_kernel(&fd, sizeof(fd), &regs->r8);
-	if (!(prot & PROT_EXEC) || (int)fd < 0)
-		return 0;
-	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	if (!wanted(tgid))
-		return 0;
-	record_vma(task, tgid, ret);
-	return 0;
+	struct vma_info v = {};
+	if (bpf_find_vma(task, addr, read_vma, &v, 0) != 0 || !v.found || !v.inode ||
+	    !(v.flags & VM_EXEC))
+		return;
+	record_mapping(task, tgid, &v);
 }

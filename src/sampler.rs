@@ -22,16 +22,6 @@ pub enum Target {
     Pids(Vec<u32>),
 }
 
-/// The mmap(2) tracepoint that feeds first sight; it needs tracefs for the tracepoint's ID.
-fn attach_mmap_hook(object: &LoadedObject) -> io::Result<Link> {
-    if crate::sys::tracefs::ensure_mounted()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot mount tracefs: {e}")))?
-    {
-        crate::log::info("mounted tracefs at /sys/kernel/tracing (for the mmap tracepoint)");
-    }
-    object.attach("on_mmap")
-}
-
 /// A loaded sampler. Dropping it detaches everything.
 pub struct Sampler {
     // Field order is drop order: links first, then the object.
@@ -61,19 +51,11 @@ impl Sampler {
         open.set_max_entries("unwind_buckets", unwind_buckets_capacity())?;
         open.set_max_entries("stack_scratch", crate::sys::bpf::possible_cpus()? as u32)?;
         let object = open.load()?;
-        let mut hooks = vec![
+        let hooks = vec![
             object.attach("on_fork")?,
             object.attach("on_exec")?,
             object.attach("on_exit")?,
         ];
-        match attach_mmap_hook(&object) {
-            Ok(link) => hooks.push(link),
-            // Not fatal: processes are still unwound from their first sample while their code
-            // is in the executable itself; libraries wait for the process's sync.
-            Err(err) => crate::log::warn(&format!(
-                "libraries mapped by new processes are unwound only once they are synced: {err}"
-            )),
-        }
         let sampler = Self {
             perf_links: Vec::new(),
             _hook_links: hooks,
@@ -189,6 +171,7 @@ impl Sampler {
         set(&stats.exits_quiet, read(consts::COUNTER_EXITS_QUIET)?);
         set(&stats.execs_quiet, read(consts::COUNTER_EXECS_QUIET)?);
         set(&stats.exit_walks, read(consts::COUNTER_EXIT_WALKS)?);
+        set(&stats.vmas_learned, read(consts::COUNTER_VMAS_LEARNED)?);
         set(
             &stats.exit_stacks_used,
             read(consts::COUNTER_EXIT_STACKS_USED)?,

@@ -51,6 +51,9 @@ counters! {
     /// space was torn down), and samples taken during the teardown that were given that stack.
     exit_walks,
     exit_stacks_used,
+    /// Executable mappings the sampler looked up itself for a walk that stopped at them, and
+    /// recorded for first sight (the walk then went on).
+    vmas_learned,
     /// Forked children that could not be added to the PID filter (map full).
     pid_filter_full,
     /// CPython (bpf/python.h): samples of processes marked as CPython, interpreter frames
@@ -114,8 +117,8 @@ counters! {
     frames_unknown_pid,
     frames_unknown_mapping,
     /// Of the resolved frames, those of processes (or mappings) not synced yet, resolved from
-    /// the mmap hook's record and `file_tables` (first sight); frames whose file was not
-    /// registered yet (their walk stops); executable mappings the hook had no slot for.
+    /// the first-sight list and `file_tables`; frames whose file was not registered yet (their
+    /// walk stops); executable mappings the list had no slot for.
     frames_first_sight,
     first_sight_unknown_file,
     first_sight_slots_full,

@@ -481,6 +481,11 @@ pub fn kernel_dev(dev: u32) -> u64 {
     libc::makedev(dev >> 20, dev & 0xf_ffff)
 }
 
+/// The kernel's encoding of a `makedev` device number (the inverse of [`kernel_dev`]).
+pub fn kernel_dev_encoding(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff)
+}
+
 mod decode;
 pub use decode::{decode, DecodeError, ExecRecord, Record, VmaRecord};
 

@@ -217,7 +217,7 @@ fn generated_constants_match_the_header() {
         consts::COUNTER_UNWIND_BASE + consts::UNWIND_OUTCOMES,
         "the outcome counters end where the first-sight ones begin"
     );
-    assert_eq!(consts::COUNTER_MAX, consts::COUNTER_EXIT_STACKS_USED + 1);
+    assert_eq!(consts::COUNTER_MAX, consts::COUNTER_VMAS_LEARNED + 1);
     assert_eq!(consts::PID_MAPPING_KEY_BITS, 96);
 }
 

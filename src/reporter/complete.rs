@@ -71,10 +71,19 @@ impl Completer {
     /// Returns traces that are done waiting (see [`Self::on_trace`]).
     pub fn on_stack(
         &mut self,
-        stack: StackRecord,
+        mut stack: StackRecord,
         memory: &mut dyn Memory,
         stats: &Stats,
     ) -> Vec<RawTrace> {
+        // The sampler's list holds what it learned so far (the executable, the loader, the
+        // libraries its walks reached); the frames beyond the cut may be in others. The
+        // process's own list goes first: the sampler's entries, newer, win where both cover an
+        // address.
+        let mut code = memory.code_mappings(stack.pid);
+        if !code.is_empty() {
+            code.append(&mut stack.vmas);
+            stack.vmas = code;
+        }
         let end = stack.sp + stack.stack.len() as u64;
         let live = if self.pages.held() >= MAX_LIVE_HELD {
             Stats::inc(&stats.stacks_live_skipped);

@@ -69,6 +69,25 @@ impl Memory for NoMemory {
     fn mapping_end(&mut self, _: u32, _: u64) -> Option<u64> {
         None
     }
+    fn code_mappings(&mut self, _: u32) -> Vec<ProcVma> {
+        Vec::new()
+    }
+}
+
+/// A live process whose only memory worth reading is its list of code mappings.
+struct OnlyMappings(Vec<ProcVma>);
+
+impl Memory for OnlyMappings {
+    fn read(&mut self, _: u32, _: u64, _: &mut [u8]) -> usize {
+        0
+    }
+    fn mapping_end(&mut self, _: u32, _: u64) -> Option<u64> {
+        None
+    }
+    fn code_mappings(&mut self, pid: u32) -> Vec<ProcVma> {
+        assert_eq!(pid, 5);
+        self.0.clone()
+    }
 }
 
 /// A live stack holding one return address, `ra`, at `at`.
@@ -80,6 +99,9 @@ struct OneWord {
 impl Memory for OneWord {
     fn mapping_end(&mut self, _: u32, _: u64) -> Option<u64> {
         Some(SP + (1 << 20))
+    }
+    fn code_mappings(&mut self, _: u32) -> Vec<ProcVma> {
+        Vec::new()
     }
     fn read(&mut self, pid: u32, addr: u64, buf: &mut [u8]) -> usize {
         assert_eq!(pid, 5);
@@ -161,6 +183,32 @@ fn a_cut_walk_waits_for_its_table_then_is_finished_with_it() {
     assert_eq!(done[0].unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
     assert_eq!(Stats::get(&stats.samples_completed_later), 1);
     assert_eq!(c.waiting(), 0);
+}
+
+#[test]
+fn a_file_the_sampler_never_learned_is_found_in_the_live_process_list() {
+    let (tables, stats) = (fake(), Stats::default());
+    *tables.published.borrow_mut() = true;
+    let mut c = Completer::default();
+    let (trace, mut stack) = cut_sample();
+    let mapping = stack.vmas.pop().unwrap();
+    // Without it the walk cannot go on from the cut.
+    c.on_stack(stack.clone(), &mut NoMemory, &stats);
+    c.on_trace(trace.clone(), &stats);
+    let cut = c.retry(&tables, &|_| true, true, &stats);
+    assert_eq!(cut[0].user.len(), 1);
+    assert!(!cut[0].user[0].is_resolved());
+    // With the process's own list it reaches the outermost frame.
+    c.on_stack(stack, &mut OnlyMappings(vec![mapping]), &stats);
+    let done = c.on_trace(trace, &stats);
+    let done = if done.is_empty() {
+        c.retry(&tables, &|_| true, false, &stats)
+    } else {
+        done
+    };
+    assert_eq!(done.len(), 1);
+    assert!(done[0].user.iter().all(|f| f.is_resolved()));
+    assert_eq!(done[0].unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
 }
 
 #[test]

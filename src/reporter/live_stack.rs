@@ -17,6 +17,9 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::layout::{kernel_dev_encoding, ProcVma};
+use crate::process::maps::parse_maps;
+
 const PAGE: usize = 4096;
 /// Bytes read per system call.
 const CHUNK: usize = 64 * 1024;
@@ -28,6 +31,8 @@ pub trait Memory {
     /// The end of the mapping holding `addr`: a thread's stack may lie just below another
     /// mapping (a malloc arena), which is no part of it.
     fn mapping_end(&mut self, pid: u32, addr: u64) -> Option<u64>;
+    /// The process's executable file mappings as it shows them now (empty when it is gone).
+    fn code_mappings(&mut self, pid: u32) -> Vec<ProcVma>;
 }
 
 /// How long a process's mapping list is reused.
@@ -40,6 +45,8 @@ const MAPS_REREAD: Duration = Duration::from_millis(20);
 pub struct ProcessMemory {
     /// Mapping ranges by PID, with when they were read.
     maps: HashMap<u32, (Instant, Vec<(u64, u64)>)>,
+    /// Executable file mappings by PID, with when they were read.
+    code: HashMap<u32, (Instant, Vec<ProcVma>)>,
 }
 
 impl Memory for ProcessMemory {
@@ -71,6 +78,35 @@ impl Memory for ProcessMemory {
         let end = find(&ranges);
         self.maps.insert(pid, (now, ranges));
         end
+    }
+
+    fn code_mappings(&mut self, pid: u32) -> Vec<ProcVma> {
+        let now = Instant::now();
+        self.code
+            .retain(|_, (at, _)| now.duration_since(*at) < MAPS_TTL);
+        if let Some((at, code)) = self.code.get(&pid) {
+            if now.duration_since(*at) < MAPS_REREAD {
+                return code.clone();
+            }
+        }
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            return Vec::new();
+        };
+        let code: Vec<ProcVma> = parse_maps(&text)
+            .executable
+            .iter()
+            .filter(|m| m.inode != 0)
+            .map(|m| ProcVma {
+                start: m.start,
+                end: m.end,
+                offset: m.offset,
+                inode: m.inode,
+                dev: kernel_dev_encoding(m.dev),
+                _pad: 0,
+            })
+            .collect();
+        self.code.insert(pid, (now, code.clone()));
+        code
     }
 }
 
@@ -205,6 +241,9 @@ mod tests {
         fn mapping_end(&mut self, pid: u32, addr: u64) -> Option<u64> {
             assert_eq!(pid, 9);
             (addr < self.end).then_some(self.end)
+        }
+        fn code_mappings(&mut self, _: u32) -> Vec<ProcVma> {
+            Vec::new()
         }
         fn read(&mut self, pid: u32, addr: u64, buf: &mut [u8]) -> usize {
             assert_eq!(pid, 9);

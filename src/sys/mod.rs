@@ -1,5 +1,5 @@
 //! The one home of `unsafe`: safe wrappers over libbpf (`bpf`) and the few raw system calls the
-//! profiler needs (`signal`, `process`, `poll`, `tracefs`, `random`, `notify`, `terminal`). Everything
+//! profiler needs (`signal`, `process`, `poll`, `random`, `notify`, `terminal`). Everything
 //! outside `sys` is safe code.
 
 pub mod bpf;
@@ -10,4 +10,3 @@ pub mod process;
 pub mod random;
 pub mod signal;
 pub mod terminal;
-pub mod tracefs;

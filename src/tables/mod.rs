@@ -192,7 +192,7 @@ impl BpfTables {
     /// Makes the file (and its table, if any) known to first sight.
     fn publish_file(&mut self, file: &FileInfo, table: TableRef, pending: bool, stats: &Stats) {
         let (Some(map), false) = (&self.file_tables, file.key.inode == 0) else {
-            return; // no map, or no inode ([vdso]): the mmap hook never names it
+            return; // no map, or no inode ([vdso]): first sight never names it
         };
         let key = FileTableKey::new(file.key.dev, file.key.inode);
         let value = FileTableValue::new(file.id, table, pending);
