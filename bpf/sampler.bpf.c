@@ -829,7 +829,14 @@ static __always_inline bool learn_vma(void *ctx, struct unwind_state *st,
 	record_mapping(task, st->pid, &v);
 	send_vma(ctx, st->pid, now, &v);
 	count(COUNTER_VMAS_LEARNED);
-	/* Resume at the frame that stopped the walk: it is filled again. */
+	/* Resume at the frame that stopped the walk: it is filled again. It was the walk's only
+	 * unknown address (the walk stops at the first), so there is nothing to report: a process
+	 * first sight unwinds needs no sync, which under churn is most of them. */
+	if (st->n_unknown == 1) {
+		st->report_kind = 0;
+		st->n_unknown = 0;
+		st->leaf_unknown = 0;
+	}
 	st->n_user--;
 	st->stopped_unknown = 0;
 	st->outcome = UNWIND_WALKING;
