@@ -138,6 +138,10 @@ counters! {
     stacks_read_live,
     stacks_live_skipped,
     completed_with_live_stack,
+    /// Stack records of a process already gone: completed with the code mappings an earlier
+    /// record of the same process brought, or with the sampler's list alone.
+    stack_maps_from_earlier,
+    stack_maps_gone,
     /// VMA reports the sampler sent for addresses it could not resolve.
     vma_reports,
     /// Distinct stacks gathered in the current window so far (a gauge, before symbolization:

@@ -43,6 +43,9 @@ pub trait Tables {
 /// How long a trace waits for its stack record and a stack record for its trace (they travel
 /// on different buffers; one whose partner was lost is dropped after this).
 const ORPHAN_WAIT: Duration = Duration::from_secs(1);
+/// How long a process's code mappings are kept for its stack records that arrive after it
+/// exited.
+const CODE_KEPT: Duration = Duration::from_secs(5);
 
 /// Stack records by (tid, ktime) until their trace arrives (and traces until their stack
 /// record does), and traces waiting for tables.
@@ -53,6 +56,8 @@ pub struct Completer {
     waiting: Vec<(RawTrace, StackRecord, LiveStack)>,
     /// The pages of the live stacks in `stacks` and `waiting`.
     pages: PagePool,
+    /// The code mappings last read for each process, with when.
+    code: HashMap<u32, (Instant, Vec<ProcVma>)>,
 }
 
 /// What finishing one walk came to.
@@ -75,15 +80,7 @@ impl Completer {
         memory: &mut dyn Memory,
         stats: &Stats,
     ) -> Vec<RawTrace> {
-        // The sampler's list holds what it learned so far (the executable, the loader, the
-        // libraries its walks reached); the frames beyond the cut may be in others. The
-        // process's own list goes first: the sampler's entries, newer, win where both cover an
-        // address.
-        let mut code = memory.code_mappings(stack.pid);
-        if !code.is_empty() {
-            code.append(&mut stack.vmas);
-            stack.vmas = code;
-        }
+        self.add_code_mappings(&mut stack, memory, stats);
         let end = stack.sp + stack.stack.len() as u64;
         let live = if self.pages.held() >= MAX_LIVE_HELD {
             Stats::inc(&stats.stacks_live_skipped);
@@ -102,6 +99,39 @@ impl Completer {
             }
         }
         out
+    }
+
+    /// The sampler's list holds what it learned so far (the executable, the loader, the
+    /// libraries its walks reached); the frames beyond the cut may be in others. The process's
+    /// own list goes first: the sampler's entries, newer, win where both cover an address.
+    fn add_code_mappings(
+        &mut self,
+        stack: &mut StackRecord,
+        memory: &mut dyn Memory,
+        stats: &Stats,
+    ) {
+        let now = Instant::now();
+        let mut code = memory.code_mappings(stack.pid);
+        if code.is_empty() {
+            // Gone already (a compiler's last samples): the list an earlier record of the same
+            // process brought, when it shows every mapping the sampler recorded for this one
+            // (its executable among them, at its randomized address).
+            match self.code.get(&stack.pid) {
+                Some((_, earlier)) if same_image(earlier, &stack.vmas) => {
+                    Stats::inc(&stats.stack_maps_from_earlier);
+                    code = earlier.clone();
+                }
+                _ => Stats::inc(&stats.stack_maps_gone),
+            }
+        } else {
+            self.code.insert(stack.pid, (now, code.clone()));
+        }
+        self.code
+            .retain(|_, (at, _)| now.duration_since(*at) < CODE_KEPT);
+        if !code.is_empty() {
+            code.append(&mut stack.vmas);
+            stack.vmas = code;
+        }
     }
 
     /// A trace from the sampler; returns the traces done waiting: this one at once unless it
@@ -220,6 +250,16 @@ impl Completer {
         self.pages.prune();
         out
     }
+}
+
+/// Whether `list`, read from a process, holds every mapping the sampler recorded for the
+/// process of a stack record: then both are the same image of the same process.
+fn same_image(list: &[ProcVma], recorded: &[ProcVma]) -> bool {
+    !recorded.is_empty()
+        && recorded.iter().all(|r| {
+            list.iter()
+                .any(|l| l.start == r.start && l.inode == r.inode && l.dev == r.dev)
+        })
 }
 
 /// The mapping of `addr` in the process's record, newest first (as first sight reads it).

@@ -212,6 +212,50 @@ fn a_file_the_sampler_never_learned_is_found_in_the_live_process_list() {
 }
 
 #[test]
+fn a_record_that_comes_after_its_process_exited_uses_the_list_an_earlier_one_brought() {
+    let (tables, stats) = (fake(), Stats::default());
+    *tables.published.borrow_mut() = true;
+    let mut c = Completer::default();
+    let (trace, mut stack) = cut_sample();
+    let file = stack.vmas.pop().unwrap();
+    // The sampler recorded only the executable; the process showed both.
+    let exe = ProcVma {
+        start: 0x500000,
+        end: 0x501000,
+        inode: 43,
+        ..file
+    };
+    stack.vmas = vec![exe];
+    let finish = |c: &mut Completer, trace: RawTrace| {
+        let done = c.on_trace(trace, &stats);
+        let mut done = if done.is_empty() {
+            c.retry(&tables, &|_| true, true, &stats)
+        } else {
+            done
+        };
+        done.remove(0)
+    };
+    c.on_stack(stack.clone(), &mut OnlyMappings(vec![exe, file]), &stats);
+    assert!(finish(&mut c, trace.clone())
+        .user
+        .iter()
+        .all(|f| f.is_resolved()));
+    // Gone now: the earlier list still serves the same image.
+    c.on_stack(stack.clone(), &mut NoMemory, &stats);
+    assert!(finish(&mut c, trace.clone())
+        .user
+        .iter()
+        .all(|f| f.is_resolved()));
+    assert_eq!(Stats::get(&stats.stack_maps_from_earlier), 1);
+    // Another image on the same PID (its executable elsewhere) does not get it.
+    stack.vmas[0].start = 0x600000;
+    stack.vmas[0].end = 0x601000;
+    c.on_stack(stack, &mut NoMemory, &stats);
+    assert!(!finish(&mut c, trace).user[0].is_resolved());
+    assert_eq!(Stats::get(&stats.stack_maps_gone), 1);
+}
+
+#[test]
 fn at_the_end_a_walk_without_tables_goes_out_as_it_was() {
     let (tables, stats) = (fake(), Stats::default());
     let mut c = Completer::default();
