@@ -102,8 +102,10 @@ impl Completer {
     }
 
     /// The sampler's list holds what it learned so far (the executable, the loader, the
-    /// libraries its walks reached); the frames beyond the cut may be in others. The process's
-    /// own list goes first: the sampler's entries, newer, win where both cover an address.
+    /// libraries its walks reached); the frames beyond the cut may be in others. What the
+    /// process shows now and what every record of the same image brought are merged per PID;
+    /// a waiting walk looks there for what its own record lacks, so a later sample's
+    /// knowledge serves an earlier one.
     fn add_code_mappings(
         &mut self,
         stack: &mut StackRecord,
@@ -111,26 +113,43 @@ impl Completer {
         stats: &Stats,
     ) {
         let now = Instant::now();
-        let mut code = memory.code_mappings(stack.pid);
-        if code.is_empty() {
-            // Gone already (a compiler's last samples): the list an earlier record of the same
-            // process brought, when it shows every mapping the sampler recorded for this one
-            // (its executable among them, at its randomized address).
-            match self.code.get(&stack.pid) {
-                Some((_, earlier)) if same_image(earlier, &stack.vmas) => {
-                    Stats::inc(&stats.stack_maps_from_earlier);
-                    code = earlier.clone();
-                }
-                _ => Stats::inc(&stats.stack_maps_gone),
-            }
-        } else {
-            self.code.insert(stack.pid, (now, code.clone()));
-        }
         self.code
             .retain(|_, (at, _)| now.duration_since(*at) < CODE_KEPT);
-        if !code.is_empty() {
-            code.append(&mut stack.vmas);
-            stack.vmas = code;
+        let shown = memory.code_mappings(stack.pid);
+        let (at, known) = self
+            .code
+            .entry(stack.pid)
+            .or_insert_with(|| (now, Vec::new()));
+        if !same_image(known, &stack.vmas) {
+            known.clear(); // another image on this PID (an exec, or a new process)
+        }
+        if shown.is_empty() {
+            // Gone already (a compiler's last samples).
+            let counter = if known.is_empty() {
+                &stats.stack_maps_gone
+            } else {
+                &stats.stack_maps_from_earlier
+            };
+            Stats::inc(counter);
+        }
+        for vma in shown.iter().chain(&stack.vmas) {
+            if !known.iter().any(|k| same_vma(k, vma)) {
+                known.push(*vma);
+            }
+        }
+        *at = now;
+        // What the process shows now is this record's too (the sampler's entries, newer, win
+        // where both cover an address).
+        let mut vmas = shown;
+        vmas.append(&mut stack.vmas);
+        stack.vmas = vmas;
+    }
+
+    /// What is known of the code mappings of the image `stack` was taken in.
+    fn known_code(&self, stack: &StackRecord) -> &[ProcVma] {
+        match self.code.get(&stack.pid) {
+            Some((_, known)) if same_image(known, &stack.vmas) => known,
+            _ => &[],
         }
     }
 
@@ -221,7 +240,8 @@ impl Completer {
         let mut out = Vec::new();
         let mut still = Vec::new();
         for (mut trace, stack, live) in std::mem::take(&mut self.waiting) {
-            match finish(&mut trace, &stack, &live, tables, known, last) {
+            let code = self.known_code(&stack);
+            match finish(&mut trace, &stack, code, &live, tables, known, last) {
                 Finish::Wait => still.push((trace, stack, live)),
                 Finish::Done {
                     complete,
@@ -252,14 +272,15 @@ impl Completer {
     }
 }
 
-/// Whether `list`, read from a process, holds every mapping the sampler recorded for the
-/// process of a stack record: then both are the same image of the same process.
+/// Whether `list`, what is known of a process, holds every mapping the sampler recorded for
+/// the process of a stack record: then both are the same image of the same process (the
+/// executable, recorded at exec, sits at a randomized address).
 fn same_image(list: &[ProcVma], recorded: &[ProcVma]) -> bool {
-    !recorded.is_empty()
-        && recorded.iter().all(|r| {
-            list.iter()
-                .any(|l| l.start == r.start && l.inode == r.inode && l.dev == r.dev)
-        })
+    !recorded.is_empty() && recorded.iter().all(|r| list.iter().any(|l| same_vma(l, r)))
+}
+
+fn same_vma(a: &ProcVma, b: &ProcVma) -> bool {
+    a.start == b.start && a.inode == b.inode && a.dev == b.dev
 }
 
 /// The mapping of `addr` in the process's record, newest first (as first sight reads it).
@@ -271,6 +292,7 @@ fn vma_of(vmas: &[ProcVma], addr: u64) -> Option<&ProcVma> {
 fn finish(
     trace: &mut RawTrace,
     stack: &StackRecord,
+    code: &[ProcVma],
     live: &LiveStack,
     tables: &dyn Tables,
     known: &dyn Fn(u32) -> bool,
@@ -310,11 +332,12 @@ fn finish(
     while frames.len() < room {
         let lookup = regs.lookup();
         let pending = consts::MAPPING_TABLE_PENDING as u32;
-        let file = vma_of(&stack.vmas, lookup)
+        let vma = vma_of(&stack.vmas, lookup).or_else(|| vma_of(code, lookup));
+        let file = vma
             .and_then(|v| Some((v, tables.file(v.dev, v.inode)?)))
             .filter(|(_, f)| known(f.file_id) && f.flags & pending == 0);
         let Some((vma, file)) = file else {
-            if !last && vma_of(&stack.vmas, lookup).is_some() {
+            if !last && vma.is_some() {
                 return Finish::Wait; // its file is not published yet
             }
             frames.push(UserFrame {

@@ -256,6 +256,34 @@ fn a_record_that_comes_after_its_process_exited_uses_the_list_an_earlier_one_bro
 }
 
 #[test]
+fn a_waiting_walk_uses_a_library_a_later_record_of_its_process_learned() {
+    let (tables, stats) = (fake(), Stats::default());
+    let mut c = Completer::default();
+    let (trace, mut early) = cut_sample();
+    let file = early.vmas.pop().unwrap();
+    let exe = ProcVma {
+        start: 0x500000,
+        end: 0x501000,
+        inode: 43,
+        ..file
+    };
+    // The first record knows only the executable, and the process is gone when it arrives.
+    early.vmas = vec![exe];
+    c.on_stack(early.clone(), &mut NoMemory, &stats);
+    assert!(c.on_trace(trace.clone(), &stats).is_empty(), "it waits");
+    // A later sample of the same image learned the library.
+    let mut later = early;
+    later.ktime_ns += 1;
+    later.vmas = vec![exe, file];
+    c.on_stack(later, &mut NoMemory, &stats);
+    *tables.published.borrow_mut() = true;
+    let done = c.retry(&tables, &|_| true, false, &stats);
+    assert_eq!(done.len(), 1);
+    assert!(done[0].user.iter().all(|f| f.is_resolved()));
+    assert_eq!(done[0].unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
+}
+
+#[test]
 fn at_the_end_a_walk_without_tables_goes_out_as_it_was() {
     let (tables, stats) = (fake(), Stats::default());
     let mut c = Completer::default();
