@@ -136,8 +136,10 @@ struct proc_vma {
 	__u32 _pad;
 };
 
-/* Bytes of user stack (from the cut frame's sp) a RECORD_STACK carries at most. */
-#define STACK_COPY_BYTES 32768
+/* Bytes of user stack (from the cut frame's sp) a RECORD_STACK carries at most: as much as a
+ * perf record holds (64 KiB with the header and the mappings). LLVM's biggest frames (37 KiB,
+ * ReduceLoopStrength) fit; at 32 KiB their walks depended on reading the live stack later. */
+#define STACK_COPY_BYTES 61440
 
 /* RECORD_STACK: the registers of the frame where the walk stopped, the process's mappings as
  * first sight knew them (all PROC_VMA_SLOTS slots, n_vmas used), then `len` bytes of stack. */

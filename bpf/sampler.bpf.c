@@ -901,13 +901,14 @@ static __always_inline bool send_stack(void *ctx, struct task_struct *task, stru
 	if (len > STACK_COPY_BYTES)
 		len = STACK_COPY_BYTES;
 	if (len < 8 || bpf_probe_read_user(rec->data, len, (void *)st->sp) != 0) {
-		/* A thread's stack may end sooner (a read crossing its end fails whole): halve. */
-		len = STACK_COPY_BYTES;
-		for (int i = 0; i < 3; i++) {
+		/* A thread's stack may end sooner (a read crossing its end fails whole): 32 KiB,
+		 * then halve. */
+		len = 65536;
+		for (int i = 0; i < 4; i++) {
 			len /= 2;
 			if (bpf_probe_read_user(rec->data, len, (void *)st->sp) == 0)
 				break;
-			if (i == 2)
+			if (i == 3)
 				return false;
 		}
 	}

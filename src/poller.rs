@@ -212,8 +212,9 @@ impl PerfHandler for Router {
     }
 }
 
-/// Perf ring pages per CPU of the prompt buffer (reports, execs, exits, stack copies).
-const REPORT_PAGES: usize = 64;
+/// Perf ring pages per CPU of the prompt buffer (reports, execs, exits, stack copies): 512 KiB,
+/// room for eight full stack copies (62 KiB each).
+const REPORT_PAGES: usize = 128;
 
 /// Perf ring pages per CPU for a sampling frequency: room for about half a second of the
 /// largest records, at least 256 KiB (at 19 Hz, over a minute of typical ones).

@@ -48,7 +48,7 @@ fn fake() -> Fake {
         // A frame larger than the copy.
         UnwindRow {
             offset: 0x300,
-            cfa: CfaRule::RspOffset(40_000),
+            cfa: CfaRule::RspOffset(72_000),
             rbp: RegRule::Unchanged,
             ra: RaRule::AtCfaMinus8,
         },
@@ -356,8 +356,8 @@ fn a_stack_copy_that_ends_early_keeps_the_frames_found() {
     assert_eq!(Stats::get(&stats.completion_cut), 1);
 }
 
-/// A full copy whose leaf (0x400350) has a 40,000-byte frame: its return address lies beyond
-/// the 32 KiB copy, where the live stack holds `ra`.
+/// A full copy whose leaf (0x400350) has a 72,000-byte frame: its return address lies beyond
+/// the 60 KiB copy, where the live stack holds `ra`.
 fn deep_sample(ra: u64, stats: &Stats) -> (Completer, RawTrace) {
     let (mut trace, mut stack) = cut_sample();
     trace.user[0].address = 0x400350;
@@ -365,7 +365,7 @@ fn deep_sample(ra: u64, stats: &Stats) -> (Completer, RawTrace) {
     stack.stack = vec![0; STACK_COPY_BYTES];
     let mut c = Completer::default();
     let mut memory = OneWord {
-        at: SP + 40_000 - 8,
+        at: SP + 72_000 - 8,
         ra,
     };
     c.on_stack(stack, &mut memory, stats);

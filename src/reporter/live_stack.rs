@@ -1,5 +1,5 @@
 //! The rest of a deep stack, read from the live process. The sampler copies at most
-//! `STACK_COPY_BYTES` (32 KiB) above the registers of a walk it cut; some threads keep more
+//! `STACK_COPY_BYTES` (60 KiB) above the registers of a walk it cut; some threads keep more
 //! than that between the sample and their root (rustc's compiler thread has a 527 KiB frame).
 //! The stack above each copy, up to the end of its mapping, is read from the process as soon
 //! as the record arrives (it comes on the prompt buffer: about a millisecond after the sample)
