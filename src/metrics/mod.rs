@@ -243,6 +243,16 @@ mod tests {
             "an oversized request is closed unanswered"
         );
         server.stop();
-        assert!(TcpStream::connect(addr).is_err(), "stopped");
+        // Stopped: nothing serves these metrics there any more. A connection alone proves
+        // nothing (a test running alongside may have been given the freed port).
+        if let Ok(mut stream) = TcpStream::connect(addr) {
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+                .unwrap();
+            let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
+            let mut answer = String::new();
+            let _ = stream.read_to_string(&mut answer);
+            assert!(!answer.contains("x 1"), "still served after stop: {answer}");
+        }
     }
 }
