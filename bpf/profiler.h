@@ -106,8 +106,8 @@ struct pid_mapping_value {
 /*
  * file_tables: every file user space has registered, by the kernel's identity of its inode, so
  * the sampler can unwind a process user space has not synced yet ("first sight"): the exec hook
- * and the sampler (learn_vma) record each process's executable file mappings, and the file's entry here names its file_id
- * and unwind table. Written by user space (the maintainer) only.
+ * and the sampler (learn_vma) record each process's executable file mappings, and the file's
+ * entry here names its file_id and unwind table. Written by user space (the maintainer) only.
  */
 struct file_table_key {
 	__u32 dev;  /* kernel encoding: major << 20 | minor */

@@ -81,7 +81,8 @@ struct {
 } file_tables SEC(".maps");
 
 /* The executable file mappings of a process as the exec hook and the sampler (learn_vma)
- * recorded them, in that order. Only valid while `mm` is the process's address space: an exec starts a new list. */
+ * recorded them, in that order. Only valid while `mm` is the process's address space: an exec
+ * starts a new list. */
 struct proc_vmas {
 	__u64 mm;
 	__u32 n;
@@ -507,9 +508,8 @@ static __always_inline void step_rule(struct unwind_state *st, struct unwind_rul
 		st->outcome = UNWIND_DONE_OUTERMOST;
 }
 
-/* Records user frame i and steps to its caller; a bpf_loop callback. */
 /*
- * Records user frame i and steps to its caller; 1 ends the walk. A global function: the
+ * Records the next user frame and steps to its caller; 1 ends the walk. A global function: the
  * verifier checks it once, on its own, with nothing known of the state it gets, instead of
  * re-walking it for every state the loop around it could be in (which made loading the
  * sampler take about a second).
@@ -518,9 +518,9 @@ __noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapp
 {
 	if (!st || !t || !cache || st->outcome != UNWIND_WALKING)
 		return 1;
-	/* Hide i and n_kernel from the compiler and mask them: the verifier then knows every
+	/* The frame to fill is the next one (a walk resumed after learn_vma goes on from there).
+	 * Hide idx and n_kernel from the compiler and mask them: the verifier then knows every
 	 * index is in bounds (checks the compiler made on copies do not carry over). */
-	/* The frame to fill is the next one: a walk resumed after learn_vma goes on from there. */
 	__u32 idx = st->n_user, n_kernel = st->n_kernel;
 	barrier_var(idx);
 	barrier_var(n_kernel);
@@ -596,15 +596,21 @@ __noinline int unwind_step(struct unwind_state *st, struct trace *t, struct mapp
 	return 0;
 }
 
-/* The bpf_loop callback: one frame. */
-static long unwind_frame(__u32 i, struct unwind_state *st)
+/* One frame, recorded in the per-CPU trace of `traces`, with the per-CPU cache of `caches`. */
+static __always_inline long unwind_with(struct unwind_state *st, void *traces, void *caches)
 {
 	__u32 zero = 0;
-	struct trace *t = bpf_map_lookup_elem(&scratch, &zero);
-	struct mapping_cache *cache = bpf_map_lookup_elem(&mapping_cache, &zero);
+	struct trace *t = bpf_map_lookup_elem(traces, &zero);
+	struct mapping_cache *cache = bpf_map_lookup_elem(caches, &zero);
 	if (!t || !cache)
 		return 1;
 	return unwind_step(st, t, cache) ? 1 : 0;
+}
+
+/* The bpf_loop callback of a sample's walk: one frame. */
+static long unwind_frame(__u32 i, struct unwind_state *st)
+{
+	return unwind_with(st, &scratch, &mapping_cache);
 }
 
 /*
@@ -669,14 +675,10 @@ static __always_inline bool exiting_with_stack(struct task_struct *task, __u32 t
 	return s && s->start_ns == process_start(task);
 }
 
+/* The bpf_loop callback of an exit walk: one frame, in the exit walk's own room. */
 static long unwind_exit_frame(__u32 i, struct unwind_state *st)
 {
-	__u32 zero = 0;
-	struct trace *t = bpf_map_lookup_elem(&exit_scratch, &zero);
-	struct mapping_cache *cache = bpf_map_lookup_elem(&exit_mapping_cache, &zero);
-	if (!t || !cache)
-		return 1;
-	return unwind_step(st, t, cache) ? 1 : 0;
+	return unwind_with(st, &exit_scratch, &exit_mapping_cache);
 }
 
 /* A sample of a process whose address space is gone: its exit stack, if on_exit took one.
@@ -727,14 +729,6 @@ static long read_vma(struct task_struct *task, struct vm_area_struct *vma, struc
 	return 0;
 }
 
-/*
- * Sends the kernel's view of the VMA behind one unresolved address: the first one whose 2 MiB
- * region was not reported recently. Only one lookup per sample is possible: in interrupt
- * context bpf_find_vma releases the mmap lock through a per-CPU irq_work, and a second call
- * finds it busy. Later samples of the process cover its other regions.
- *
- * Returns true when the innermost user address is in no VMA at all: the user stack is stale.
- */
 /* Tells user space what the kernel's VMA says about an address of `pid` (a RECORD_VMA). */
 static __always_inline void send_vma(void *ctx, __u32 pid, __u64 now, struct vma_info *v)
 {
@@ -755,6 +749,48 @@ static __always_inline void send_vma(void *ctx, __u32 pid, __u64 now, struct vma
 		count(COUNTER_VMA_REPORTS);
 }
 
+/* What asking the kernel about a region came to, when it was asked about lately. */
+#define ASKED_RECENTLY 1
+
+/*
+ * The kernel's VMA around `addr` of the process being walked, at most once per
+ * REPORT_INTERVAL_NS per 2 MiB region of its image. Returns ASKED_RECENTLY (and whether the
+ * kernel said the region was unmapped) when the region was asked about lately, else
+ * bpf_find_vma's result: -EBUSY when the mmap lock (or the irq_work that releases it) is
+ * busy, and then the region is not marked as asked.
+ */
+static __always_inline long ask_vma(struct unwind_state *st, __u64 addr, __u64 now,
+				    struct vma_info *v, bool *unmapped)
+{
+	struct report_key key = {
+		.pid = st->pid,
+		.what = REPORTED_REGION | (__u32)(addr >> 21),
+		.gen = st->exec_gen,
+		.start_ns = st->start_ns,
+	};
+	struct report_value *last = recent_report(&key, now);
+	if (last) {
+		*unmapped = last->unmapped;
+		return ASKED_RECENTLY;
+	}
+	long err = bpf_find_vma(bpf_get_current_task_btf(), addr, read_vma, v, 0);
+	if (err == -EBUSY)
+		return err;
+	/* Found or not (a frame-pointer walk can produce addresses in no VMA), do not ask about
+	 * this region again soon: the next sample looks at the next region. */
+	*unmapped = err == -ENOENT;
+	mark_reported(&key, now, *unmapped);
+	return err;
+}
+
+/*
+ * Sends the kernel's view of the VMA behind one unresolved address: the first one whose 2 MiB
+ * region was not reported recently. Only one lookup per sample is possible: in interrupt
+ * context bpf_find_vma releases the mmap lock through a per-CPU irq_work, and a second call
+ * finds it busy. Later samples of the process cover its other regions.
+ *
+ * Returns true when the innermost user address is in no VMA at all: the user stack is stale.
+ */
 static __always_inline bool report_vma(void *ctx, struct unwind_state *rc, __u64 now)
 {
 	for (int i = 0; i < MAX_VMA_LOOKUPS; i++) {
@@ -762,27 +798,16 @@ static __always_inline bool report_vma(void *ctx, struct unwind_state *rc, __u64
 			return false;
 		__u64 pc = rc->unknown[i];
 		bool is_leaf = i == 0 && rc->leaf_unknown;
-		struct report_key key = {
-			.pid = rc->pid,
-			.what = REPORTED_REGION | (__u32)(pc >> 21),
-			.gen = rc->exec_gen,
-			.start_ns = rc->start_ns,
-		};
-		struct report_value *last = recent_report(&key, now);
-		if (last) {
-			if (is_leaf && last->unmapped)
+		struct vma_info v = {};
+		bool unmapped = false;
+		long err = ask_vma(rc, pc, now, &v, &unmapped);
+		if (err == ASKED_RECENTLY) {
+			if (is_leaf && unmapped)
 				return true;
 			continue;
 		}
-		struct vma_info v = {};
-		struct task_struct *task = bpf_get_current_task_btf();
-		long err = bpf_find_vma(task, pc, read_vma, &v, 0);
 		if (err == -EBUSY)
 			return false; /* the mmap lock is taken: try again with a later sample */
-		/* Found or not (a frame-pointer walk can produce addresses in no VMA), do not ask
-		 * about this region again soon: the next sample looks at the next region. */
-		bool unmapped = err == -ENOENT;
-		mark_reported(&key, now, unmapped);
 		if (unmapped)
 			return is_leaf;
 		if (err != 0 || !v.found)
@@ -810,20 +835,9 @@ static __always_inline bool learn_vma(void *ctx, struct unwind_state *st,
 {
 	if (!st->stopped_unknown || !st->n_user || !st->mm)
 		return false;
-	__u64 addr = st->pc_exact ? st->pc : st->pc - 1;
-	struct report_key key = {
-		.pid = st->pid,
-		.what = REPORTED_REGION | (__u32)(addr >> 21),
-		.gen = st->exec_gen,
-		.start_ns = st->start_ns,
-	};
-	if (recent_report(&key, now))
-		return false;
 	struct vma_info v = {};
-	long err = bpf_find_vma(task, addr, read_vma, &v, 0);
-	if (err == -EBUSY)
-		return false;
-	mark_reported(&key, now, err == -ENOENT);
+	bool unmapped = false;
+	long err = ask_vma(st, st->pc_exact ? st->pc : st->pc - 1, now, &v, &unmapped);
 	if (err != 0 || !v.found || !v.inode || !(v.flags & VM_EXEC))
 		return false;
 	record_mapping(task, st->pid, &v);
@@ -1256,7 +1270,8 @@ int BPF_PROG(on_exit, struct task_struct *task)
 
 /* Records an executable file mapping in the process's first-sight list. An exec replaces the
  * address space: the first mapping recorded in the new one starts a new list. */
-static __always_inline void record_mapping(struct task_struct *task, __u32 tgid, struct vma_info *v)
+static __always_inline void record_mapping(struct task_struct *task, __u32 tgid,
+					   struct vma_info *v)
 {
 	__u64 mm = (__u64)task->mm;
 	struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &tgid);

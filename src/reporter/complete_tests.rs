@@ -185,6 +185,16 @@ fn a_cut_walk_waits_for_its_table_then_is_finished_with_it() {
     assert_eq!(c.waiting(), 0);
 }
 
+/// `trace`, handed to `c` after its stack record, as it comes out once the table is there.
+fn finished(c: &mut Completer, trace: RawTrace, tables: &Fake, stats: &Stats) -> RawTrace {
+    let mut done = c.on_trace(trace, stats);
+    if done.is_empty() {
+        done = c.retry(tables, &|_| true, false, stats);
+    }
+    assert_eq!(done.len(), 1);
+    done.remove(0)
+}
+
 #[test]
 fn a_file_the_sampler_never_learned_is_found_in_the_live_process_list() {
     let (tables, stats) = (fake(), Stats::default());
@@ -200,15 +210,9 @@ fn a_file_the_sampler_never_learned_is_found_in_the_live_process_list() {
     assert!(!cut[0].user[0].is_resolved());
     // With the process's own list it reaches the outermost frame.
     c.on_stack(stack, &mut OnlyMappings(vec![mapping]), &stats);
-    let done = c.on_trace(trace, &stats);
-    let done = if done.is_empty() {
-        c.retry(&tables, &|_| true, false, &stats)
-    } else {
-        done
-    };
-    assert_eq!(done.len(), 1);
-    assert!(done[0].user.iter().all(|f| f.is_resolved()));
-    assert_eq!(done[0].unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
+    let done = finished(&mut c, trace, &tables, &stats);
+    assert!(done.user.iter().all(|f| f.is_resolved()));
+    assert_eq!(done.unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
 }
 
 #[test]
@@ -226,32 +230,18 @@ fn a_record_that_comes_after_its_process_exited_uses_the_list_an_earlier_one_bro
         ..file
     };
     stack.vmas = vec![exe];
-    let finish = |c: &mut Completer, trace: RawTrace| {
-        let done = c.on_trace(trace, &stats);
-        let mut done = if done.is_empty() {
-            c.retry(&tables, &|_| true, true, &stats)
-        } else {
-            done
-        };
-        done.remove(0)
-    };
+    let resolved = |t: RawTrace| t.user.iter().all(|f| f.is_resolved());
     c.on_stack(stack.clone(), &mut OnlyMappings(vec![exe, file]), &stats);
-    assert!(finish(&mut c, trace.clone())
-        .user
-        .iter()
-        .all(|f| f.is_resolved()));
+    assert!(resolved(finished(&mut c, trace.clone(), &tables, &stats)));
     // Gone now: the earlier list still serves the same image.
     c.on_stack(stack.clone(), &mut NoMemory, &stats);
-    assert!(finish(&mut c, trace.clone())
-        .user
-        .iter()
-        .all(|f| f.is_resolved()));
+    assert!(resolved(finished(&mut c, trace.clone(), &tables, &stats)));
     assert_eq!(Stats::get(&stats.stack_maps_from_earlier), 1);
     // Another image on the same PID (its executable elsewhere) does not get it.
     stack.vmas[0].start = 0x600000;
     stack.vmas[0].end = 0x601000;
     c.on_stack(stack, &mut NoMemory, &stats);
-    assert!(!finish(&mut c, trace).user[0].is_resolved());
+    assert!(!finished(&mut c, trace, &tables, &stats).user[0].is_resolved());
     assert_eq!(Stats::get(&stats.stack_maps_gone), 1);
 }
 

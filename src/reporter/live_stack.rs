@@ -43,10 +43,43 @@ const MAPS_REREAD: Duration = Duration::from_millis(20);
 /// The running processes, through `process_vm_readv` and `/proc/PID/maps`.
 #[derive(Default)]
 pub struct ProcessMemory {
-    /// Mapping ranges by PID, with when they were read.
-    maps: HashMap<u32, (Instant, Vec<(u64, u64)>)>,
-    /// Executable file mappings by PID, with when they were read.
-    code: HashMap<u32, (Instant, Vec<ProcVma>)>,
+    /// What each process's maps file said, with when it was read.
+    maps: HashMap<u32, ReadMaps>,
+}
+
+/// One read of a maps file: every mapping's range, and the executable file mappings.
+struct ReadMaps {
+    at: Instant,
+    ranges: Vec<(u64, u64)>,
+    code: Vec<ProcVma>,
+}
+
+impl ProcessMemory {
+    /// The process's maps, read again unless the last read is younger than `MAPS_REREAD`;
+    /// `None` when the process is gone. One read serves both questions about a stack record.
+    fn maps(&mut self, pid: u32) -> Option<&ReadMaps> {
+        let now = Instant::now();
+        self.maps
+            .retain(|_, read| now.duration_since(read.at) < MAPS_TTL);
+        let fresh = self
+            .maps
+            .get(&pid)
+            .is_some_and(|read| now.duration_since(read.at) < MAPS_REREAD);
+        if !fresh {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+            let code = code_mappings(&text);
+            let ranges = ranges(&text);
+            self.maps.insert(
+                pid,
+                ReadMaps {
+                    at: now,
+                    ranges,
+                    code,
+                },
+            );
+        }
+        self.maps.get(&pid)
+    }
 }
 
 impl Memory for ProcessMemory {
@@ -55,59 +88,42 @@ impl Memory for ProcessMemory {
     }
 
     fn mapping_end(&mut self, pid: u32, addr: u64) -> Option<u64> {
-        let now = Instant::now();
-        self.maps
-            .retain(|_, (at, _)| now.duration_since(*at) < MAPS_TTL);
-        let find = |ranges: &[(u64, u64)]| {
-            ranges
+        let find = |read: &ReadMaps| {
+            read.ranges
                 .iter()
                 .find(|&&(start, end)| start <= addr && addr < end)
                 .map(|&(_, end)| end)
         };
-        if let Some((at, ranges)) = self.maps.get(&pid) {
-            // A miss in a list read a while ago may be a thread started since: read again.
-            if let Some(end) = find(ranges) {
-                return Some(end);
-            }
-            if now.duration_since(*at) < MAPS_REREAD {
-                return None;
-            }
+        // A miss in a list read a while ago may be a thread started since: read again.
+        let live = |read: &&ReadMaps| read.at.elapsed() < MAPS_TTL;
+        if let Some(end) = self.maps.get(&pid).filter(live).and_then(find) {
+            return Some(end);
         }
-        let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        let ranges = ranges(&text);
-        let end = find(&ranges);
-        self.maps.insert(pid, (now, ranges));
-        end
+        self.maps(pid).and_then(find)
     }
 
     fn code_mappings(&mut self, pid: u32) -> Vec<ProcVma> {
-        let now = Instant::now();
-        self.code
-            .retain(|_, (at, _)| now.duration_since(*at) < MAPS_TTL);
-        if let Some((at, code)) = self.code.get(&pid) {
-            if now.duration_since(*at) < MAPS_REREAD {
-                return code.clone();
-            }
-        }
-        let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            return Vec::new();
-        };
-        let code: Vec<ProcVma> = parse_maps(&text)
-            .executable
-            .iter()
-            .filter(|m| m.inode != 0)
-            .map(|m| ProcVma {
-                start: m.start,
-                end: m.end,
-                offset: m.offset,
-                inode: m.inode,
-                dev: kernel_dev_encoding(m.dev),
-                _pad: 0,
-            })
-            .collect();
-        self.code.insert(pid, (now, code.clone()));
-        code
+        self.maps(pid)
+            .map(|read| read.code.clone())
+            .unwrap_or_default()
     }
+}
+
+/// The executable file mappings of a maps file, as the sampler records them.
+fn code_mappings(maps: &str) -> Vec<ProcVma> {
+    parse_maps(maps)
+        .executable
+        .iter()
+        .filter(|m| m.inode != 0)
+        .map(|m| ProcVma {
+            start: m.start,
+            end: m.end,
+            offset: m.offset,
+            inode: m.inode,
+            dev: kernel_dev_encoding(m.dev),
+            _pad: 0,
+        })
+        .collect()
 }
 
 /// The `start-end` ranges of a maps file.
