@@ -42,6 +42,7 @@ enum record_type {
 	RECORD_UNKNOWN_MAPPING = 5, /* a known PID, an address no mapping entry covers */
 	RECORD_VMA = 6,             /* what the kernel's VMA says about such an address */
 	RECORD_STACK = 7,           /* registers and stack of a walk cut at a file without a table */
+	RECORD_MAPPINGS = 8,        /* an exiting process's first-sight list (struct proc_vmas) */
 };
 
 /* trace_header.flags */
@@ -161,6 +162,24 @@ struct stack_record {
 	struct proc_vma vma[PROC_VMA_SLOTS];
 	__u8 data[STACK_COPY_BYTES];
 };
+
+/* The executable file mappings of a process as the exec hook and the sampler (learn_vma)
+ * recorded them, in that order: the sampler's per-process first-sight list. Only valid while
+ * `mm` is the process's address space: an exec starts a new list. When a process some of whose
+ * walks were cut (PROC_VMAS_COPIED) exits, the list goes to user space as a RECORD_MAPPINGS,
+ * without `mm`: by then it also holds the libraries the exit walk reached, which the cut walks'
+ * records may lack when the process is gone before user space reads them. */
+struct proc_vmas {
+	__u32 type;  /* RECORD_MAPPINGS */
+	__u32 pid;
+	__u32 n;
+	__u32 flags; /* PROC_VMAS_COPIED */
+	struct proc_vma vma[PROC_VMA_SLOTS];
+	__u64 mm;    /* not sent */
+};
+
+/* A RECORD_STACK was sent for the process's current image. */
+#define PROC_VMAS_COPIED (1U << 0)
 
 /*
  * Unwind tables (src/unwind/compact.rs documents and tests the encoding and the search).
@@ -374,7 +393,11 @@ enum counter {
 	/* Executable mappings the sampler looked up (bpf_find_vma) for a walk that stopped at
 	 * them, recorded for first sight; the walk went on (learn_vma in sampler.bpf.c). */
 	COUNTER_VMAS_LEARNED = 39,
-	COUNTER_MAX = 40,
+	/* Mappings the exit walk looked up for itself (in process context, as often as needed),
+	 * and first-sight lists sent at exit (RECORD_MAPPINGS). */
+	COUNTER_EXIT_VMAS_LEARNED = 40,
+	COUNTER_MAPPINGS_SENT = 41,
+	COUNTER_MAX = 42,
 };
 
 /*
@@ -419,5 +442,6 @@ _Static_assert(sizeof(struct table_search_run) == 40, "table_search_run layout")
 _Static_assert(sizeof(struct proc_event) == 40, "proc_event layout");
 _Static_assert(sizeof(struct exec_event) == 48 + PATH_LEN, "exec_event layout");
 _Static_assert(sizeof(struct vma_event) == 56, "vma_event layout");
+_Static_assert(sizeof(struct proc_vmas) == 16 + PROC_VMA_SLOTS * 40 + 8, "proc_vmas layout");
 
 #endif

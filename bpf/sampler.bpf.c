@@ -80,16 +80,7 @@ struct {
 	__type(value, struct file_table_value);
 } file_tables SEC(".maps");
 
-/* The executable file mappings of a process as the exec hook and the sampler (learn_vma)
- * recorded them, in that order. Only valid while `mm` is the process's address space: an exec
- * starts a new list. */
-struct proc_vmas {
-	__u64 mm;
-	__u32 n;
-	__u32 _pad;
-	struct proc_vma vma[PROC_VMA_SLOTS];
-};
-
+/* Each process's first-sight list (struct proc_vmas in profiler.h). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
@@ -122,6 +113,10 @@ struct report_key {
 struct report_value {
 	__u64 time;
 	__u64 unmapped; /* a region: the kernel said the address is in no VMA */
+	/* A region: the VMA the kernel named. Another VMA of the region (libc's code next to the
+	 * data mapping a frame-pointer walk strayed into) is not held back by it. */
+	__u64 vma_start;
+	__u64 vma_end;
 };
 
 struct {
@@ -215,9 +210,24 @@ struct {
 	__type(value, __u64);
 } tracked SEC(".maps");
 
-static __always_inline void mark_reported(struct report_key *key, __u64 now, bool unmapped)
+/* A report sent (of an unknown PID or mapping). */
+static __always_inline void mark_reported(struct report_key *key, __u64 now)
 {
-	struct report_value value = { .time = now, .unmapped = unmapped };
+	struct report_value value = { .time = now };
+	bpf_map_update_elem(&reported, key, &value, BPF_ANY);
+	bpf_map_update_elem(&tracked, &key->pid, &key->start_ns, BPF_ANY);
+}
+
+/* A region asked about: what the kernel said, and which VMA it named. */
+static __always_inline void mark_asked(struct report_key *key, __u64 now, bool unmapped,
+				       __u64 vma_start, __u64 vma_end)
+{
+	struct report_value value = {
+		.time = now,
+		.unmapped = unmapped,
+		.vma_start = vma_start,
+		.vma_end = vma_end,
+	};
 	bpf_map_update_elem(&reported, key, &value, BPF_ANY);
 	bpf_map_update_elem(&tracked, &key->pid, &key->start_ns, BPF_ANY);
 }
@@ -749,6 +759,24 @@ static __always_inline void send_vma(void *ctx, __u32 pid, __u64 now, struct vma
 		count(COUNTER_VMA_REPORTS);
 }
 
+static __always_inline void record_mapping(struct task_struct *task, __u32 tgid,
+					   struct vma_info *v);
+
+/* A walk stopped at an address whose mapping was just learned resumes at that frame: it is filled
+ * again. It was the walk's only unknown address (the walk stops at the first), so there is
+ * nothing to report: a process first sight unwinds needs no sync, which under churn is most. */
+static __always_inline void resume_walk(struct unwind_state *st)
+{
+	if (st->n_unknown == 1) {
+		st->report_kind = 0;
+		st->n_unknown = 0;
+		st->leaf_unknown = 0;
+	}
+	st->n_user--;
+	st->stopped_unknown = 0;
+	st->outcome = UNWIND_WALKING;
+}
+
 /* What asking the kernel about a region came to, when it was asked about lately. */
 #define ASKED_RECENTLY 1
 
@@ -769,7 +797,7 @@ static __always_inline long ask_vma(struct unwind_state *st, __u64 addr, __u64 n
 		.start_ns = st->start_ns,
 	};
 	struct report_value *last = recent_report(&key, now);
-	if (last) {
+	if (last && (last->unmapped || (last->vma_start <= addr && addr < last->vma_end))) {
 		*unmapped = last->unmapped;
 		return ASKED_RECENTLY;
 	}
@@ -777,9 +805,10 @@ static __always_inline long ask_vma(struct unwind_state *st, __u64 addr, __u64 n
 	if (err == -EBUSY)
 		return err;
 	/* Found or not (a frame-pointer walk can produce addresses in no VMA), do not ask about
-	 * this region again soon: the next sample looks at the next region. */
+	 * this VMA (or, when in none, this region) again soon: the next sample looks at the next
+	 * one. */
 	*unmapped = err == -ENOENT;
-	mark_reported(&key, now, *unmapped);
+	mark_asked(&key, now, *unmapped, v->start, v->end);
 	return err;
 }
 
@@ -813,13 +842,14 @@ static __always_inline bool report_vma(void *ctx, struct unwind_state *rc, __u64
 		if (err != 0 || !v.found)
 			return false;
 		send_vma(ctx, rc->pid, now, &v);
+		/* First sight too: a later walk through the region (not asked again for a while)
+		 * resolves it instead of stopping there. */
+		if (v.inode && (v.flags & VM_EXEC) && rc->mm)
+			record_mapping(bpf_get_current_task_btf(), rc->pid, &v);
 		return false;
 	}
 	return false;
 }
-
-static __always_inline void record_mapping(struct task_struct *task, __u32 tgid,
-					   struct vma_info *v);
 
 /*
  * First sight of a library mapped since the process's last sync: the walk stopped at an address
@@ -838,22 +868,21 @@ static __always_inline bool learn_vma(void *ctx, struct unwind_state *st,
 	struct vma_info v = {};
 	bool unmapped = false;
 	long err = ask_vma(st, st->pc_exact ? st->pc : st->pc - 1, now, &v, &unmapped);
+	if (err == -EBUSY) {
+		/* The process holds its mmap lock (a sample inside mmap or brk): user space finishes
+		 * the walk from a copy, with the mappings /proc or the process's exit shows. The copy
+		 * carries the first-sight list, so only a process with one is worth it. */
+		struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &st->pid);
+		if (list && list->mm == st->mm)
+			st->copy_stack = 1;
+		return false;
+	}
 	if (err != 0 || !v.found || !v.inode || !(v.flags & VM_EXEC))
 		return false;
 	record_mapping(task, st->pid, &v);
 	send_vma(ctx, st->pid, now, &v);
 	count(COUNTER_VMAS_LEARNED);
-	/* Resume at the frame that stopped the walk: it is filled again. It was the walk's only
-	 * unknown address (the walk stops at the first), so there is nothing to report: a process
-	 * first sight unwinds needs no sync, which under churn is most of them. */
-	if (st->n_unknown == 1) {
-		st->report_kind = 0;
-		st->n_unknown = 0;
-		st->leaf_unknown = 0;
-	}
-	st->n_user--;
-	st->stopped_unknown = 0;
-	st->outcome = UNWIND_WALKING;
+	resume_walk(st);
 	return true;
 }
 
@@ -868,7 +897,7 @@ static __always_inline void report_unknown(void *ctx, struct unwind_state *rc, _
 		key.gen = rc->new_file | REPORT_ADDR_NEW_FILE;
 	if (recent_report(&key, now))
 		return;
-	mark_reported(&key, now, false);
+	mark_reported(&key, now);
 	struct proc_event event = {
 		.type = rc->report_kind,
 		.pid = rc->pid,
@@ -942,6 +971,7 @@ static __always_inline bool send_stack(void *ctx, struct task_struct *task, stru
 		size = sizeof(*rec);
 	if (bpf_perf_event_output(ctx, &reports, BPF_F_CURRENT_CPU, rec, size) != 0)
 		return false;
+	list->flags |= PROC_VMAS_COPIED; /* its exit sends the list (on_exit) */
 	count(COUNTER_STACKS_COPIED);
 	return true;
 }
@@ -1111,8 +1141,11 @@ static __always_inline void inherit_vmas(__u32 parent_tgid, struct task_struct *
 	if (bpf_map_update_elem(&proc_vmas, &child_tgid, list, BPF_ANY) != 0)
 		return;
 	struct proc_vmas *copy = bpf_map_lookup_elem(&proc_vmas, &child_tgid);
-	if (copy)
+	if (copy) {
 		copy->mm = (__u64)child->mm;
+		copy->pid = child_tgid;
+		copy->flags = 0;
+	}
 }
 
 SEC("tp_btf/sched_process_fork")
@@ -1199,8 +1232,51 @@ int BPF_PROG(on_exec, struct task_struct *task, int old_pid, struct linux_binprm
 	return 0;
 }
 
-/* Walks the exiting process's user stack into exit_stacks (see use_exit_stack). */
-static __always_inline void take_exit_stack(struct task_struct *task, __u32 tgid)
+/* Mappings an exit walk looks up for itself at most: libc (where exit_group is called from) and
+ * what lies between it and the executable. */
+#define EXIT_LEARNS 3
+
+/*
+ * An exit walk stopped at an address nothing covers: in process context bpf_find_vma can take
+ * the mmap lock as often as needed, so the mapping is recorded for first sight (and so sent
+ * with the list, see on_exit) and the walk resumes at the same frame. Returns whether it can.
+ */
+static __noinline bool learn_exit_vma(struct task_struct *task, struct unwind_state *st)
+{
+	if (!st->stopped_unknown || !st->n_user)
+		return false;
+	struct vma_info v = {};
+	__u64 addr = st->pc_exact ? st->pc : st->pc - 1;
+	if (bpf_find_vma(task, addr, read_vma, &v, 0) != 0 || !v.found || !v.inode ||
+	    !(v.flags & VM_EXEC))
+		return false;
+	record_mapping(task, st->pid, &v);
+	count(COUNTER_EXIT_VMAS_LEARNED);
+	resume_walk(st);
+	return true;
+}
+
+/*
+ * Puts the mapping of `addr` in the process's first-sight list unless it is there. A process
+ * that was running when the session began has a list of only what its walks stopped at: the
+ * libc its exit walk passes through may be in pid_mappings alone, and its cut walks need it.
+ */
+static __noinline void list_vma(struct task_struct *task, __u32 tgid, __u64 addr)
+{
+	struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &tgid);
+	if (!list)
+		return;
+	__u32 n = list->n;
+	for (int i = 0; i < PROC_VMA_SLOTS; i++) {
+		if (i < n && list->vma[i].start <= addr && addr < list->vma[i].end)
+			return;
+	}
+	record_vma(task, tgid, addr);
+}
+
+/* Walks the exiting process's user stack into exit_stacks (see use_exit_stack); with `listed`,
+ * the mapping where the walk starts joins the process's first-sight list. */
+static __always_inline void take_exit_stack(struct task_struct *task, __u32 tgid, bool listed)
 {
 	if (!task->mm)
 		return; /* a kernel whose tracepoint comes after exit_mm: nothing left to walk */
@@ -1215,10 +1291,14 @@ static __always_inline void take_exit_stack(struct task_struct *task, __u32 tgid
 	bpf_probe_read_kernel(&st.bp, sizeof(st.bp), &regs->bp);
 	if (!st.pc)
 		return;
+	if (listed)
+		list_vma(task, tgid, st.pc);
 	st.start_ns = process_start(task);
 	st.mm = (__u64)task->mm;
 	st.exec_gen = address_space_gen(task, st.start_ns);
 	bpf_loop(EXIT_STACK_FRAMES, unwind_exit_frame, &st, 0);
+	for (int i = 0; i < EXIT_LEARNS && learn_exit_vma(task, &st); i++)
+		bpf_loop(EXIT_STACK_FRAMES, unwind_exit_frame, &st, 0);
 	if (st.outcome == UNWIND_WALKING)
 		st.outcome = UNWIND_DONE_DEPTH;
 	__u32 zero = 0;
@@ -1258,8 +1338,20 @@ int BPF_PROG(on_exit, struct task_struct *task)
 	 * compilers: a big address space (a long teardown, likely to be sampled) also earns the
 	 * walk. Small ones, most of the churn, are torn down in microseconds. */
 	struct mm_struct *mm = task->mm;
-	if (heard_of || (mm && mm->total_vm >= EXIT_WALK_MIN_PAGES))
-		take_exit_stack(task, tgid);
+	struct proc_vmas *list = bpf_map_lookup_elem(&proc_vmas, &tgid);
+	bool copied = list && list->mm == (__u64)mm && (list->flags & PROC_VMAS_COPIED);
+	if (heard_of || copied || (mm && mm->total_vm >= EXIT_WALK_MIN_PAGES))
+		take_exit_stack(task, tgid, copied);
+	/* Walks of it that wait in user space for tables may need the libraries only later
+	 * samples (or the exit walk) learned, and the process is gone before /proc shows them. */
+	list = copied ? bpf_map_lookup_elem(&proc_vmas, &tgid) : NULL;
+	if (list) {
+		if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, list,
+					  __builtin_offsetof(struct proc_vmas, mm)) == 0)
+			count(COUNTER_MAPPINGS_SENT);
+		else
+			count(COUNTER_EVENT_SEND_FAILED);
+	}
 	bpf_map_delete_elem(&proc_vmas, &tgid);
 	if (filter_pids)
 		bpf_map_delete_elem(&pid_filter, &tgid);
@@ -1280,8 +1372,11 @@ static __always_inline void record_mapping(struct task_struct *task, __u32 tgid,
 		struct proc_vmas *fresh = bpf_map_lookup_elem(&proc_vmas_scratch, &zero);
 		if (!fresh)
 			return;
+		fresh->type = RECORD_MAPPINGS;
+		fresh->pid = tgid;
 		fresh->mm = mm;
 		fresh->n = 0;
+		fresh->flags = 0;
 		if (bpf_map_update_elem(&proc_vmas, &tgid, fresh, BPF_ANY) != 0)
 			return;
 		list = bpf_map_lookup_elem(&proc_vmas, &tgid);

@@ -9,7 +9,7 @@
 //! maintainer announces a file (blocking send) before it writes any map entry naming it, so in
 //! the reporter's single queue the announcement always comes before the first sample using it.
 
-use crate::layout::{ExecRecord, RawTrace, StackRecord, VmaRecord};
+use crate::layout::{ExecRecord, MappingsRecord, RawTrace, StackRecord, VmaRecord};
 use crate::process::files::SharedFile;
 
 /// Why the maintainer looks at a process.
@@ -51,6 +51,8 @@ pub enum ReportMsg {
     Trace(RawTrace),
     /// What finishing a cut walk needs; ahead of its trace (which has `TRACE_HAS_STACK`).
     Stack(Box<StackRecord>),
+    /// The code mappings of a process that exited with walks waiting (see `Stack`).
+    Mappings(MappingsRecord),
     Vma(VmaRecord),
     Exec(ExecRecord),
     Exit {

@@ -179,6 +179,7 @@ impl Router {
             }),
             Record::Vma(vma) => self.report(ReportMsg::Vma(vma)),
             Record::Stack(stack) => self.report(ReportMsg::Stack(stack)),
+            Record::Mappings(mappings) => self.report(ReportMsg::Mappings(mappings)),
         }
     }
 

@@ -173,6 +173,11 @@ impl Sampler {
         set(&stats.exit_walks, read(consts::COUNTER_EXIT_WALKS)?);
         set(&stats.vmas_learned, read(consts::COUNTER_VMAS_LEARNED)?);
         set(
+            &stats.exit_vmas_learned,
+            read(consts::COUNTER_EXIT_VMAS_LEARNED)?,
+        );
+        set(&stats.mappings_sent, read(consts::COUNTER_MAPPINGS_SENT)?);
+        set(
             &stats.exit_stacks_used,
             read(consts::COUNTER_EXIT_STACKS_USED)?,
         );

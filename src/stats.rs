@@ -54,6 +54,10 @@ counters! {
     /// Executable mappings the sampler looked up itself for a walk that stopped at them, and
     /// recorded for first sight (the walk then went on).
     vmas_learned,
+    /// Mappings the exit walk looked up itself (it may, as often as it needs), and the
+    /// first-sight lists sent as processes with walks waiting in user space exited.
+    exit_vmas_learned,
+    mappings_sent,
     /// Forked children that could not be added to the PID filter (map full).
     pid_filter_full,
     /// CPython (bpf/python.h): samples of processes marked as CPython, interpreter frames

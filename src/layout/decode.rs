@@ -64,6 +64,7 @@ pub enum Record {
     },
     Vma(VmaRecord),
     Stack(Box<StackRecord>),
+    Mappings(MappingsRecord),
 }
 
 /// Why a record could not be decoded (a bug or a version mismatch; counted, never fatal).
@@ -93,6 +94,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         consts::RECORD_EXEC => decode_exec(bytes).map(Record::Exec),
         consts::RECORD_VMA => decode_vma(bytes).map(Record::Vma),
         consts::RECORD_STACK => decode_stack(bytes).map(|s| Record::Stack(Box::new(s))),
+        consts::RECORD_MAPPINGS => decode_mappings(bytes).map(Record::Mappings),
         consts::RECORD_EXIT | consts::RECORD_UNKNOWN_PID | consts::RECORD_UNKNOWN_MAPPING => {
             need(bytes, size_of::<ProcEvent>())?;
             let pid = u32_at(bytes, offset_of!(ProcEvent, pid));
@@ -179,16 +181,11 @@ fn decode_exec(bytes: &[u8]) -> Result<ExecRecord, DecodeError> {
     })
 }
 
-fn decode_stack(bytes: &[u8]) -> Result<StackRecord, DecodeError> {
-    let header = size_of::<StackHeader>();
-    let vmas_end = header + PROC_VMA_SLOTS * size_of::<ProcVma>();
-    need(bytes, vmas_end)?;
-    let len = (u32_at(bytes, offset_of!(StackHeader, len)) as usize).min(STACK_COPY_BYTES);
-    need(bytes, vmas_end + len)?;
-    let n_vmas = (u32_at(bytes, offset_of!(StackHeader, n_vmas)) as usize).min(PROC_VMA_SLOTS);
-    let vmas = (0..n_vmas)
+/// The `n` used of the `PROC_VMA_SLOTS` mappings at `at` (the caller checked they are there).
+fn proc_vmas_at(bytes: &[u8], at: usize, n: u32) -> Vec<ProcVma> {
+    (0..(n as usize).min(PROC_VMA_SLOTS))
         .map(|i| {
-            let at = header + i * size_of::<ProcVma>();
+            let at = at + i * size_of::<ProcVma>();
             ProcVma {
                 start: u64_at(bytes, at),
                 end: u64_at(bytes, at + 8),
@@ -198,7 +195,26 @@ fn decode_stack(bytes: &[u8]) -> Result<StackRecord, DecodeError> {
                 _pad: 0,
             }
         })
-        .collect();
+        .collect()
+}
+
+fn decode_mappings(bytes: &[u8]) -> Result<MappingsRecord, DecodeError> {
+    let header = size_of::<MappingsHeader>();
+    need(bytes, header + PROC_VMA_SLOTS * size_of::<ProcVma>())?;
+    Ok(MappingsRecord {
+        pid: u32_at(bytes, offset_of!(MappingsHeader, pid)),
+        vmas: proc_vmas_at(bytes, header, u32_at(bytes, offset_of!(MappingsHeader, n))),
+    })
+}
+
+fn decode_stack(bytes: &[u8]) -> Result<StackRecord, DecodeError> {
+    let header = size_of::<StackHeader>();
+    let vmas_end = header + PROC_VMA_SLOTS * size_of::<ProcVma>();
+    need(bytes, vmas_end)?;
+    let len = (u32_at(bytes, offset_of!(StackHeader, len)) as usize).min(STACK_COPY_BYTES);
+    need(bytes, vmas_end + len)?;
+    let n_vmas = u32_at(bytes, offset_of!(StackHeader, n_vmas));
+    let vmas = proc_vmas_at(bytes, header, n_vmas);
     Ok(StackRecord {
         pid: u32_at(bytes, offset_of!(StackHeader, pid)),
         tid: u32_at(bytes, offset_of!(StackHeader, tid)),

@@ -130,7 +130,28 @@ pub struct ProcVma {
 const _: () = assert!(size_of::<ProcVma>() == 40);
 const _: () = assert!(offset_of!(ProcVma, dev) == 32);
 pub const PROC_VMA_SLOTS: usize = consts::PROC_VMA_SLOTS as usize;
+
+/// The start of `struct proc_vmas`, a RECORD_MAPPINGS: `n` of the `PROC_VMA_SLOTS` mappings
+/// that follow are used (the struct's last field, `mm`, is not sent).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MappingsHeader {
+    pub record_type: u32,
+    pub pid: u32,
+    pub n: u32,
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<MappingsHeader>() == 16);
 pub const STACK_COPY_BYTES: usize = consts::STACK_COPY_BYTES as usize;
+
+/// A RECORD_MAPPINGS, decoded: the first-sight list of a process that exited with walks cut
+/// (what finishing them may need beyond their own records).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappingsRecord {
+    pub pid: u32,
+    /// Oldest first, as in a stack record.
+    pub vmas: Vec<ProcVma>,
+}
 
 /// A RECORD_STACK, decoded: what finishing a cut walk in user space needs.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -217,7 +217,7 @@ fn generated_constants_match_the_header() {
         consts::COUNTER_UNWIND_BASE + consts::UNWIND_OUTCOMES,
         "the outcome counters end where the first-sight ones begin"
     );
-    assert_eq!(consts::COUNTER_MAX, consts::COUNTER_VMAS_LEARNED + 1);
+    assert_eq!(consts::COUNTER_MAX, consts::COUNTER_MAPPINGS_SENT + 1);
     assert_eq!(consts::PID_MAPPING_KEY_BITS, 96);
 }
 
@@ -295,4 +295,26 @@ fn decodes_stack_records_and_rejects_short_ones() {
         decode(&b[..b.len() - 1]).is_err(),
         "fewer stack bytes than len"
     );
+}
+
+#[test]
+fn decodes_mappings_records_and_rejects_short_ones() {
+    let mut b = Vec::new();
+    // type, pid, n (more than the slots: only the slots count), flags
+    for word in [consts::RECORD_MAPPINGS as u32, 9, 99, 1] {
+        b.extend_from_slice(&word.to_ne_bytes());
+    }
+    let mut vmas = vec![0u8; PROC_VMA_SLOTS * 40];
+    for (i, slot) in vmas.chunks_mut(40).enumerate() {
+        slot[0..8].copy_from_slice(&(0x400000 + 0x1000 * i as u64).to_ne_bytes());
+        slot[24..32].copy_from_slice(&(100 + i as u64).to_ne_bytes());
+    }
+    b.extend_from_slice(&vmas);
+    let Ok(Record::Mappings(m)) = decode(&b) else {
+        panic!("not a mappings record")
+    };
+    assert_eq!(m.pid, 9);
+    assert_eq!(m.vmas.len(), PROC_VMA_SLOTS);
+    assert_eq!((m.vmas[1].start, m.vmas[1].inode), (0x401000, 101));
+    assert!(decode(&b[..b.len() - 1]).is_err(), "a slot cut short");
 }

@@ -20,7 +20,8 @@ use super::live_stack::{LiveStack, Memory, PagePool};
 use super::python_tail::{is_tail, PythonTail};
 
 use crate::layout::{
-    consts, FileTableValue, ProcVma, RawTrace, StackRecord, TableRef, UserFrame, MAX_USER_FRAMES,
+    consts, FileTableValue, MappingsRecord, ProcVma, RawTrace, StackRecord, TableRef, UserFrame,
+    MAX_USER_FRAMES,
 };
 use crate::stats::Stats;
 use crate::unwind::compact::Bucket;
@@ -46,6 +47,29 @@ const ORPHAN_WAIT: Duration = Duration::from_secs(1);
 /// How long a process's code mappings are kept for its stack records that arrive after it
 /// exited.
 const CODE_KEPT: Duration = Duration::from_secs(5);
+/// How long a walk that reached an address no known mapping covers waits for its process's
+/// list of mappings, which comes when the process exits (a RECORD_MAPPINGS).
+const MAPPINGS_WAIT: Duration = Duration::from_secs(2);
+
+/// The code mappings known of a process's image.
+struct Code {
+    /// When last added to (they are dropped `CODE_KEPT` after).
+    at: Instant,
+    vmas: Vec<ProcVma>,
+    /// Nothing more will come: the process's `/proc/PID/maps` was read (it shows every
+    /// mapping), or it exited and its first-sight list came.
+    whole: bool,
+}
+
+/// A trace with its stack record, waiting for tables (or for its process's mappings).
+struct Waiting {
+    trace: RawTrace,
+    stack: StackRecord,
+    live: LiveStack,
+    since: Instant,
+    /// For mappings, not tables (see `MAPPINGS_WAIT`).
+    for_mappings: bool,
+}
 
 /// Stack records by (tid, ktime) until their trace arrives (and traces until their stack
 /// record does), and traces waiting for tables.
@@ -53,11 +77,11 @@ const CODE_KEPT: Duration = Duration::from_secs(5);
 pub struct Completer {
     stacks: HashMap<(u32, u64), (StackRecord, LiveStack, Instant)>,
     orphans: HashMap<(u32, u64), (RawTrace, Instant)>,
-    waiting: Vec<(RawTrace, StackRecord, LiveStack)>,
+    waiting: Vec<Waiting>,
     /// The pages of the live stacks in `stacks` and `waiting`.
     pages: PagePool,
-    /// The code mappings last read for each process, with when.
-    code: HashMap<u32, (Instant, Vec<ProcVma>)>,
+    /// The code mappings known of each process.
+    code: HashMap<u32, Code>,
 }
 
 /// What finishing one walk came to.
@@ -65,6 +89,8 @@ pub struct Completer {
 enum Finish {
     /// A file on the way has no table yet.
     Wait,
+    /// An address on the way is in no mapping known yet.
+    WaitMappings,
     /// Frames appended; whether the walk reached the outermost frame, and whether it kept
     /// frames found through the live stack.
     Done { complete: bool, used_live: bool },
@@ -114,15 +140,20 @@ impl Completer {
     ) {
         let now = Instant::now();
         self.code
-            .retain(|_, (at, _)| now.duration_since(*at) < CODE_KEPT);
+            .retain(|_, code| now.duration_since(code.at) < CODE_KEPT);
         let shown = memory.code_mappings(stack.pid);
-        let (at, known) = self
-            .code
-            .entry(stack.pid)
-            .or_insert_with(|| (now, Vec::new()));
-        if !same_image(known, &stack.vmas) {
-            known.clear(); // another image on this PID (an exec, or a new process)
+        let code = self.code.entry(stack.pid).or_insert_with(|| Code {
+            at: now,
+            vmas: Vec::new(),
+            whole: false,
+        });
+        if !same_image(&code.vmas, &stack.vmas) {
+            // Another image on this PID (an exec, or a new process).
+            code.vmas.clear();
+            code.whole = false;
         }
+        code.whole |= !shown.is_empty();
+        let known = &mut code.vmas;
         if shown.is_empty() {
             // Gone already (a compiler's last samples).
             let counter = if known.is_empty() {
@@ -137,7 +168,7 @@ impl Completer {
                 known.push(*vma);
             }
         }
-        *at = now;
+        code.at = now;
         // What the process shows now is this record's too (the sampler's entries, newer, win
         // where both cover an address).
         let mut vmas = shown;
@@ -145,12 +176,47 @@ impl Completer {
         stack.vmas = vmas;
     }
 
-    /// What is known of the code mappings of the image `stack` was taken in.
-    fn known_code(&self, stack: &StackRecord) -> &[ProcVma] {
+    /// What is known of the code mappings of the image `stack` was taken in, and whether
+    /// more may come.
+    fn known_code(&self, stack: &StackRecord) -> (&[ProcVma], bool) {
         match self.code.get(&stack.pid) {
-            Some((_, known)) if same_image(known, &stack.vmas) => known,
-            _ => &[],
+            Some(code) if same_image(&code.vmas, &stack.vmas) => (&code.vmas, !code.whole),
+            _ => (&[], true),
         }
+    }
+
+    /// The first-sight list of a process that exited with walks cut: it holds the libraries
+    /// its later samples and its exit walk reached. Returns whether walks of it wait for it.
+    pub fn on_mappings(&mut self, record: MappingsRecord) -> bool {
+        let Some(exe) = record.vmas.first() else {
+            return false;
+        };
+        let now = Instant::now();
+        let code = self.code.entry(record.pid).or_insert_with(|| Code {
+            at: now,
+            vmas: Vec::new(),
+            whole: false,
+        });
+        // The list starts with what the exec hook recorded (the executable, at a randomized
+        // address): the same entry says the same image.
+        if !code.vmas.is_empty() && !code.vmas.iter().any(|k| same_vma(k, exe)) {
+            return false; // a later image than the walks known here were taken in
+        }
+        for vma in &record.vmas {
+            if !code.vmas.iter().any(|k| same_vma(k, vma)) {
+                code.vmas.push(*vma);
+            }
+        }
+        code.at = now;
+        code.whole = true;
+        self.waiting.iter().any(|w| w.stack.pid == record.pid)
+    }
+
+    /// Whether a walk waiting for mappings has waited long enough (`retry` lets it go).
+    pub fn retry_due(&self, now: Instant) -> bool {
+        self.waiting
+            .iter()
+            .any(|w| w.for_mappings && now.duration_since(w.since) >= MAPPINGS_WAIT)
     }
 
     /// A trace from the sampler; returns the traces done waiting: this one at once unless it
@@ -212,10 +278,16 @@ impl Completer {
         live: LiveStack,
         stats: &Stats,
     ) -> Option<RawTrace> {
-        self.waiting.push((trace, stack, live));
+        self.waiting.push(Waiting {
+            trace,
+            stack,
+            live,
+            since: Instant::now(),
+            for_mappings: false,
+        });
         if self.waiting.len() > MAX_WAITING {
             Stats::inc(&stats.completion_gave_up);
-            let (trace, _, _) = self.waiting.remove(0);
+            let trace = self.waiting.remove(0).trace;
             self.pages.prune();
             return Some(trace);
         }
@@ -239,10 +311,27 @@ impl Completer {
     ) -> Vec<RawTrace> {
         let mut out = Vec::new();
         let mut still = Vec::new();
-        for (mut trace, stack, live) in std::mem::take(&mut self.waiting) {
-            let code = self.known_code(&stack);
-            match finish(&mut trace, &stack, code, &live, tables, known, last) {
-                Finish::Wait => still.push((trace, stack, live)),
+        let now = Instant::now();
+        for mut w in std::mem::take(&mut self.waiting) {
+            let (code, more) = self.known_code(&w.stack);
+            let patience = Patience {
+                tables: !last,
+                mappings: !last && more && now.duration_since(w.since) < MAPPINGS_WAIT,
+            };
+            match finish(
+                &mut w.trace,
+                &w.stack,
+                code,
+                &w.live,
+                tables,
+                known,
+                patience,
+            ) {
+                Finish::Wait => still.push(w),
+                Finish::WaitMappings => {
+                    w.for_mappings = true;
+                    still.push(w);
+                }
                 Finish::Done {
                     complete,
                     used_live,
@@ -256,7 +345,7 @@ impl Completer {
                     if used_live {
                         Stats::inc(&stats.completed_with_live_stack);
                     }
-                    out.push(trace);
+                    out.push(w.trace);
                 }
             }
         }
@@ -288,6 +377,15 @@ fn vma_of(vmas: &[ProcVma], addr: u64) -> Option<&ProcVma> {
     vmas.iter().rev().find(|v| v.start <= addr && addr < v.end)
 }
 
+/// What a walk being finished may still wait for.
+#[derive(Clone, Copy, Debug)]
+struct Patience {
+    /// The table of a file on the way.
+    tables: bool,
+    /// The mapping of an address on the way.
+    mappings: bool,
+}
+
 /// Finishes the walk of `trace` over `stack`, replacing its last (unresolved) frame.
 fn finish(
     trace: &mut RawTrace,
@@ -296,7 +394,7 @@ fn finish(
     live: &LiveStack,
     tables: &dyn Tables,
     known: &dyn Fn(u32) -> bool,
-    last: bool,
+    patience: Patience,
 ) -> Finish {
     let live_read = Cell::new(false);
     let read = |addr: u64| -> Option<u64> {
@@ -337,8 +435,11 @@ fn finish(
             .and_then(|v| Some((v, tables.file(v.dev, v.inode)?)))
             .filter(|(_, f)| known(f.file_id) && f.flags & pending == 0);
         let Some((vma, file)) = file else {
-            if !last && vma.is_some() {
+            if patience.tables && vma.is_some() {
                 return Finish::Wait; // its file is not published yet
+            }
+            if patience.mappings && vma.is_none() {
+                return Finish::WaitMappings; // its process's list may bring it
             }
             frames.push(UserFrame {
                 address: regs.pc,

@@ -101,7 +101,7 @@ impl Memory for OneWord {
         Some(SP + (1 << 20))
     }
     fn code_mappings(&mut self, _: u32) -> Vec<ProcVma> {
-        Vec::new()
+        cut_sample().1.vmas
     }
     fn read(&mut self, pid: u32, addr: u64, buf: &mut [u8]) -> usize {
         assert_eq!(pid, 5);
@@ -155,6 +155,21 @@ fn cut_sample() -> (RawTrace, StackRecord) {
     (trace, record)
 }
 
+/// `cut_sample` with a record that lists only the process's executable (at 0x500000), not the
+/// file the walk is in; also returns the file's mapping and the executable's.
+fn cut_in_an_unlisted_file() -> (RawTrace, StackRecord, ProcVma, ProcVma) {
+    let (trace, mut stack) = cut_sample();
+    let file = stack.vmas.pop().unwrap();
+    let exe = ProcVma {
+        start: 0x500000,
+        end: 0x501000,
+        inode: 43,
+        ..file
+    };
+    stack.vmas = vec![exe];
+    (trace, stack, file, exe)
+}
+
 #[test]
 fn a_cut_walk_waits_for_its_table_then_is_finished_with_it() {
     let (tables, stats) = (fake(), Stats::default());
@@ -185,11 +200,15 @@ fn a_cut_walk_waits_for_its_table_then_is_finished_with_it() {
     assert_eq!(c.waiting(), 0);
 }
 
-/// `trace`, handed to `c` after its stack record, as it comes out once the table is there.
+/// `trace`, handed to `c` after its stack record, as it comes out once the table is there (or,
+/// if it waits for mappings that never come, at the end).
 fn finished(c: &mut Completer, trace: RawTrace, tables: &Fake, stats: &Stats) -> RawTrace {
     let mut done = c.on_trace(trace, stats);
     if done.is_empty() {
         done = c.retry(tables, &|_| true, false, stats);
+    }
+    if done.is_empty() {
+        done = c.retry(tables, &|_| true, true, stats);
     }
     assert_eq!(done.len(), 1);
     done.remove(0)
@@ -220,16 +239,8 @@ fn a_record_that_comes_after_its_process_exited_uses_the_list_an_earlier_one_bro
     let (tables, stats) = (fake(), Stats::default());
     *tables.published.borrow_mut() = true;
     let mut c = Completer::default();
-    let (trace, mut stack) = cut_sample();
-    let file = stack.vmas.pop().unwrap();
     // The sampler recorded only the executable; the process showed both.
-    let exe = ProcVma {
-        start: 0x500000,
-        end: 0x501000,
-        inode: 43,
-        ..file
-    };
-    stack.vmas = vec![exe];
+    let (trace, mut stack, file, exe) = cut_in_an_unlisted_file();
     let resolved = |t: RawTrace| t.user.iter().all(|f| f.is_resolved());
     c.on_stack(stack.clone(), &mut OnlyMappings(vec![exe, file]), &stats);
     assert!(resolved(finished(&mut c, trace.clone(), &tables, &stats)));
@@ -249,16 +260,8 @@ fn a_record_that_comes_after_its_process_exited_uses_the_list_an_earlier_one_bro
 fn a_waiting_walk_uses_a_library_a_later_record_of_its_process_learned() {
     let (tables, stats) = (fake(), Stats::default());
     let mut c = Completer::default();
-    let (trace, mut early) = cut_sample();
-    let file = early.vmas.pop().unwrap();
-    let exe = ProcVma {
-        start: 0x500000,
-        end: 0x501000,
-        inode: 43,
-        ..file
-    };
     // The first record knows only the executable, and the process is gone when it arrives.
-    early.vmas = vec![exe];
+    let (trace, early, file, exe) = cut_in_an_unlisted_file();
     c.on_stack(early.clone(), &mut NoMemory, &stats);
     assert!(c.on_trace(trace.clone(), &stats).is_empty(), "it waits");
     // A later sample of the same image learned the library.
@@ -271,6 +274,61 @@ fn a_waiting_walk_uses_a_library_a_later_record_of_its_process_learned() {
     assert_eq!(done.len(), 1);
     assert!(done[0].user.iter().all(|f| f.is_resolved()));
     assert_eq!(done[0].unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
+}
+
+#[test]
+fn a_walk_into_a_library_no_record_knew_waits_for_its_process_list_at_exit() {
+    let (tables, stats) = (fake(), Stats::default());
+    *tables.published.borrow_mut() = true;
+    let mut c = Completer::default();
+    let (trace, stack, file, exe) = cut_in_an_unlisted_file();
+    // The process is gone when the record arrives.
+    c.on_stack(stack, &mut NoMemory, &stats);
+    assert!(c.on_trace(trace, &stats).is_empty());
+    assert!(
+        c.retry(&tables, &|_| true, false, &stats).is_empty(),
+        "it waits"
+    );
+    assert!(!c.retry_due(Instant::now()));
+    assert!(c.retry_due(Instant::now() + MAPPINGS_WAIT), "not for ever");
+    // The list of another image on the same PID says nothing about it.
+    let mut other = vec![exe, file];
+    other[0].start = 0x600000;
+    other[0].end = 0x601000;
+    assert!(!c.on_mappings(MappingsRecord {
+        pid: 5,
+        vmas: other
+    }));
+    assert!(c.retry(&tables, &|_| true, false, &stats).is_empty());
+    // Its own list, sent as it exited, holds the library.
+    let list = MappingsRecord {
+        pid: 5,
+        vmas: vec![exe, file],
+    };
+    assert!(c.on_mappings(list), "a walk of it waits");
+    let done = c.retry(&tables, &|_| true, false, &stats);
+    assert_eq!(done.len(), 1);
+    assert!(done[0].user.iter().all(|f| f.is_resolved()));
+    assert_eq!(done[0].unwind_outcome(), consts::UNWIND_DONE_OUTERMOST);
+}
+
+#[test]
+fn a_walk_of_a_process_seen_alive_does_not_wait_for_more_mappings() {
+    let (tables, stats) = (fake(), Stats::default());
+    *tables.published.borrow_mut() = true;
+    let mut c = Completer::default();
+    let (trace, stack, _, exe) = cut_in_an_unlisted_file();
+    // /proc showed the executable only: the leaf's address is in nothing it maps.
+    c.on_stack(stack, &mut OnlyMappings(vec![exe]), &stats);
+    let done = c.on_trace(trace, &stats);
+    let done = if done.is_empty() {
+        c.retry(&tables, &|_| true, false, &stats)
+    } else {
+        done
+    };
+    assert_eq!(done.len(), 1, "it goes out at once, cut");
+    assert!(!done[0].user[0].is_resolved());
+    assert_eq!(Stats::get(&stats.completion_cut), 1);
 }
 
 #[test]

@@ -69,8 +69,8 @@ struct Reporter {
     memory: live_stack::ProcessMemory,
     /// Where the completer reads tables; `None`: walks are never finished here.
     tables: Option<Box<dyn Tables + Send>>,
-    /// Files were announced since the completer last tried.
-    new_files: bool,
+    /// Files were announced (or a process's mappings came) since the completer last tried.
+    retry_now: bool,
     /// Each process's cgroup, read when its first sample arrives and again after an exec.
     cgroups: HashMap<u32, Option<Cgroup>>,
     /// Which processes' samples the profiles keep.
@@ -97,9 +97,14 @@ impl Reporter {
                 }
             }
             ReportMsg::Vma(record) => self.vmas.add(record),
+            ReportMsg::Mappings(record) => {
+                if self.completer.on_mappings(record) {
+                    self.retry_now = true;
+                }
+            }
             ReportMsg::File(file) => {
                 self.aggregator.on_file(file);
-                self.new_files = true;
+                self.retry_now = true;
             }
             ReportMsg::FileReleased(id) => self.aggregator.on_file_released(id),
             ReportMsg::Process { pid, exe } => self.aggregator.on_process(pid, exe),
@@ -130,10 +135,11 @@ impl Reporter {
     /// Finishes the waiting walks whose tables now exist (all of them, as far as possible,
     /// when `last`).
     fn complete(&mut self, last: bool) {
-        if self.completer.waiting() == 0 || !(last || self.new_files) {
+        let due = last || self.retry_now || self.completer.retry_due(Instant::now());
+        if self.completer.waiting() == 0 || !due {
             return;
         }
-        self.new_files = false;
+        self.retry_now = false;
         let Some(tables) = self.tables.as_deref() else {
             return;
         };
@@ -249,7 +255,7 @@ pub fn run(
         completer: Completer::default(),
         memory: Default::default(),
         tables,
-        new_files: false,
+        retry_now: false,
         cgroups: HashMap::new(),
         filter,
     };
