@@ -944,16 +944,29 @@ static __always_inline bool send_stack(void *ctx, struct task_struct *task, stru
 	if (len > STACK_COPY_BYTES)
 		len = STACK_COPY_BYTES;
 	if (len < 8 || bpf_probe_read_user(rec->data, len, (void *)st->sp) != 0) {
-		/* A thread's stack may end sooner (a read crossing its end fails whole): 32 KiB,
-		 * then halve. */
-		len = 65536;
+		/* A thread's stack may end sooner, and a read crossing its end fails whole. Its last
+		 * readable page, by a binary search with one-byte reads: page m ends `first` + m pages
+		 * past sp (m = 0 is sp's own), and a copy spans 15 pages at most. The outer frames
+		 * of a thread (its start routine, start_thread, clone3) lie at that end. */
+		__u64 first = 4096 - (st->sp & 4095);
+		int lo = -1, hi = 15;
 		for (int i = 0; i < 4; i++) {
-			len /= 2;
-			if (bpf_probe_read_user(rec->data, len, (void *)st->sp) == 0)
-				break;
-			if (i == 3)
-				return false;
+			int mid = (lo + hi) / 2;
+			__u8 byte;
+			void *last = (void *)(st->sp + first + 4096 * (__u64)mid - 1);
+			if (bpf_probe_read_user(&byte, 1, last) == 0)
+				lo = mid;
+			else
+				hi = mid;
 		}
+		if (lo < 0)
+			return false;
+		len = first + 4096 * (__u64)lo;
+		len &= 0xffff;
+		if (len > STACK_COPY_BYTES)
+			len = STACK_COPY_BYTES;
+		if (len < 8 || bpf_probe_read_user(rec->data, len, (void *)st->sp) != 0)
+			return false;
 	}
 	bpf_probe_read_kernel(rec->vma, sizeof(rec->vma), list->vma);
 	rec->hdr.type = RECORD_STACK;
