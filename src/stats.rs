@@ -161,6 +161,8 @@ counters! {
     unwind_tables_no_room,
     /// Tables evicted (least recently sampled first) to make room for new ones.
     unwind_tables_evicted,
+    /// Tables read from the on-disk cache instead of being built.
+    unwind_tables_cached,
     unwind_buckets_used,
     /// User frames stepped with an unwind table, and with frame pointers.
     frames_unwound_by_table,

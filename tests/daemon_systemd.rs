@@ -36,6 +36,8 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         ("NoNewPrivileges", "yes"),
         ("ProtectSystem", "strict"),
         ("StateDirectory", "profiler"),
+        // ProtectSystem=strict leaves /var/cache read-only: the unwind table cache needs it.
+        ("CacheDirectory", "profiler"),
         ("EnvironmentFile", "-/etc/profiler/env"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
     ] {

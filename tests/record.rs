@@ -297,3 +297,45 @@ fn a_process_with_twenty_thousand_mappings_is_handled_quietly() {
     });
     assert!(named * 10 >= total * 8, "{named} of {total}: {lines:?}");
 }
+
+#[test]
+fn unwind_tables_are_kept_between_sessions_and_serve_the_next() {
+    let Some((test, abc)) = KernelTest::start_with(
+        "unwind_tables_are_kept_between_sessions_and_serve_the_next",
+        Fixture::c("abc", &["-O1", "-fomit-frame-pointer"]),
+    ) else {
+        return;
+    };
+    let cache = test.dir.join("cache");
+    let session = |n: usize, cache: &std::path::Path| {
+        let recorded = Record::new(&test.dir, &format!("abc{n}.folded"))
+            .args(&["-F", "199"])
+            .stats(&format!("abc{n}.json"))
+            .env("PROFILER_TABLE_CACHE", cache)
+            .command(&[arg(&abc), "1"])
+            .run();
+        recorded.assert_success();
+        let lines = recorded.folded();
+        let total = count_where(&lines, |s| s.starts_with("abc;"));
+        let good = count_where(&lines, |s| {
+            s.starts_with("abc;") && s.contains("__libc_start_main;") && s.contains(";main;a;b;c")
+        });
+        assert!(total > 100, "{total} samples: {lines:?}");
+        assert!(good * 100 >= total * 90, "{good} of {total}: {lines:?}");
+        stat(&recorded.stats(), "unwind_tables_cached")
+    };
+    assert_eq!(session(1, &cache), 0.0, "an empty cache");
+    let entries = std::fs::read_dir(&cache)
+        .expect("the cache was made")
+        .count();
+    assert!(
+        entries >= 2,
+        "the fixture's and libc's tables at least: {entries}"
+    );
+    let cached = session(2, &cache);
+    assert!(cached >= 2.0, "the second session loads them: {cached}");
+    // Turned off, nothing is read or written.
+    let off = test.dir.join("off");
+    assert_eq!(session(3, std::path::Path::new("off")), 0.0);
+    assert!(!off.exists() && !std::path::Path::new("off").exists());
+}

@@ -9,12 +9,14 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::cache::{FileKey, TableCache};
 use super::lru::BuildQueue;
 use crate::process::files::{FileInfo, SharedFile};
 use crate::unwind::compact::CompactTable;
 
-/// A built table (or why there is none), for the file with this ID.
-pub type Built = (SharedFile, Result<CompactTable, String>);
+/// A built table (or why there is none), for the file with this ID, and whether it came from
+/// the on-disk cache.
+pub type Built = (SharedFile, Result<CompactTable, String>, bool);
 
 /// The extractor as the maintainer sees it. Dropping it ends the thread (see `Drop`).
 pub struct Extractor {
@@ -41,16 +43,40 @@ pub fn extract(file: &FileInfo) -> Result<CompactTable, String> {
     CompactTable::encode_packed(&table.rows).map_err(|e| e.to_string())
 }
 
+/// [`extract`] through `cache`: a file's stored table when one matches it, else the table built
+/// and then stored. Returns whether it came from the cache.
+pub fn extract_cached(
+    file: &FileInfo,
+    cache: Option<&TableCache>,
+) -> (Result<CompactTable, String>, bool) {
+    let key = cache
+        .zip(file.handle.as_ref())
+        .and_then(|(cache, handle)| Some((cache, FileKey::of(handle).ok()?)));
+    if let Some(table) = key.as_ref().and_then(|(cache, key)| cache.load(key)) {
+        return (Ok(table), true);
+    }
+    let built = extract(file);
+    if let (Some((cache, key)), Ok(table)) = (&key, &built) {
+        if table.direct_buckets() > 0 {
+            if let Err(err) = cache.store(key, table) {
+                crate::log::debug(&format!("caching the table of {}: {err}", file.path));
+            }
+        }
+    }
+    (built, false)
+}
+
 impl Extractor {
-    pub fn spawn() -> std::io::Result<Self> {
+    /// Starts the thread; it keeps what it builds in `cache`, when there is one.
+    pub fn spawn(cache: Option<TableCache>) -> std::io::Result<Self> {
         let (requests, inbox) = channel::<SharedFile>();
         let (outbox, results) = channel();
         let thread = std::thread::Builder::new()
             .name("extractor".into())
             .spawn(move || {
                 for file in inbox {
-                    let table = extract(&file);
-                    if outbox.send((file, table)).is_err() {
+                    let (table, cached) = extract_cached(&file, cache.as_ref());
+                    if outbox.send((file, table, cached)).is_err() {
                         break;
                     }
                 }

@@ -17,6 +17,7 @@
 //! takes both `crate::cfi` and `crate::unwind`, so the tests of the two together live here
 //! (`encode_tests.rs`, `fuzz_tests.rs`).
 
+pub mod cache;
 pub mod extractor;
 pub mod lru;
 
@@ -161,7 +162,7 @@ impl BpfTables {
             published: Default::default(),
             allocator,
             vdso: None,
-            extractor: Extractor::spawn()
+            extractor: Extractor::spawn(cache::TableCache::from_env())
                 .map_err(|e| crate::log::warn(&format!("tables are built on the maintainer: {e}")))
                 .ok(),
             lru: TableLru::default(),
@@ -349,7 +350,10 @@ impl TableStore for BpfTables {
         };
         let mut out = Vec::new();
         if let Some(extractor) = &mut self.extractor {
-            for (file, table) in extractor.ready(wait) {
+            for (file, table, cached) in extractor.ready(wait) {
+                if cached {
+                    Stats::inc(&stats.unwind_tables_cached);
+                }
                 match Self::built(&file, table, stats) {
                     Some(table) => built.push((file, table)),
                     None => out.push((file.id, TableRef::default())),

@@ -573,6 +573,33 @@ impl CompactTable {
     pub fn stats(&self) -> &CompactStats {
         &self.stats
     }
+
+    /// A table from its parts, as [`base`](Self::base), [`direct_buckets`](Self::direct_buckets)
+    /// and [`buckets`](Self::buckets) gave them (a stored copy). `None` when they cannot be a
+    /// table: a base off a KiB boundary, more direct buckets than buckets, or a redirect that
+    /// leads outside the table.
+    pub fn from_parts(
+        base: u64,
+        direct: u32,
+        buckets: Vec<Bucket>,
+        stats: CompactStats,
+    ) -> Option<Self> {
+        let n = buckets.len();
+        let redirects_inside = buckets.iter().all(|b| {
+            b.rule
+                .iter()
+                .filter(|r| r.kind & 0xf == KIND_REDIRECT)
+                .all(|r| (r.redirect_index() as usize) < n)
+        });
+        (base % BUCKET_TEXT_BYTES == 0 && direct as usize <= n && redirects_inside).then_some(
+            Self {
+                base,
+                direct,
+                buckets,
+                stats,
+            },
+        )
+    }
 }
 
 fn distinct_rules(entries: &[(u16, Rule)]) -> u32 {

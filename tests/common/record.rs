@@ -20,6 +20,7 @@ pub struct Record {
     output: PathBuf,
     stats: Option<PathBuf>,
     command: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
 }
 
 impl Record {
@@ -30,7 +31,14 @@ impl Record {
             output: dir.join(file),
             stats: None,
             command: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the profiler.
+    pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Record {
+        self.env.push((key.into(), value.into()));
+        self
     }
 
     /// Adds `args` (`-F 199`, `-p PID`, `-a`, `-d 2`, ...).
@@ -54,6 +62,7 @@ impl Record {
 
     fn to_command(&self) -> Command {
         let mut command = Command::new(PROFILER);
+        command.envs(self.env.iter().map(|(k, v)| (k, v)));
         command
             .arg("record")
             .args(&self.args)
