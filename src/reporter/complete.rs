@@ -61,6 +61,25 @@ struct Code {
     whole: bool,
 }
 
+impl Code {
+    fn new(at: Instant) -> Self {
+        Self {
+            at,
+            vmas: Vec::new(),
+            whole: false,
+        }
+    }
+
+    /// Adds the mappings not known yet.
+    fn merge<'a>(&mut self, vmas: impl IntoIterator<Item = &'a ProcVma>) {
+        for vma in vmas {
+            if !self.vmas.iter().any(|k| same_vma(k, vma)) {
+                self.vmas.push(*vma);
+            }
+        }
+    }
+}
+
 /// A trace with its stack record, waiting for tables (or for its process's mappings).
 struct Waiting {
     trace: RawTrace,
@@ -142,32 +161,23 @@ impl Completer {
         self.code
             .retain(|_, code| now.duration_since(code.at) < CODE_KEPT);
         let shown = memory.code_mappings(stack.pid);
-        let code = self.code.entry(stack.pid).or_insert_with(|| Code {
-            at: now,
-            vmas: Vec::new(),
-            whole: false,
-        });
+        let code = self.code.entry(stack.pid).or_insert_with(|| Code::new(now));
         if !same_image(&code.vmas, &stack.vmas) {
             // Another image on this PID (an exec, or a new process).
             code.vmas.clear();
             code.whole = false;
         }
         code.whole |= !shown.is_empty();
-        let known = &mut code.vmas;
         if shown.is_empty() {
             // Gone already (a compiler's last samples).
-            let counter = if known.is_empty() {
+            let counter = if code.vmas.is_empty() {
                 &stats.stack_maps_gone
             } else {
                 &stats.stack_maps_from_earlier
             };
             Stats::inc(counter);
         }
-        for vma in shown.iter().chain(&stack.vmas) {
-            if !known.iter().any(|k| same_vma(k, vma)) {
-                known.push(*vma);
-            }
-        }
+        code.merge(shown.iter().chain(&stack.vmas));
         code.at = now;
         // What the process shows now is this record's too (the sampler's entries, newer, win
         // where both cover an address).
@@ -192,21 +202,16 @@ impl Completer {
             return false;
         };
         let now = Instant::now();
-        let code = self.code.entry(record.pid).or_insert_with(|| Code {
-            at: now,
-            vmas: Vec::new(),
-            whole: false,
-        });
+        let code = self
+            .code
+            .entry(record.pid)
+            .or_insert_with(|| Code::new(now));
         // The list starts with what the exec hook recorded (the executable, at a randomized
         // address): the same entry says the same image.
         if !code.vmas.is_empty() && !code.vmas.iter().any(|k| same_vma(k, exe)) {
             return false; // a later image than the walks known here were taken in
         }
-        for vma in &record.vmas {
-            if !code.vmas.iter().any(|k| same_vma(k, vma)) {
-                code.vmas.push(*vma);
-            }
-        }
+        code.merge(&record.vmas);
         code.at = now;
         code.whole = true;
         self.waiting.iter().any(|w| w.stack.pid == record.pid)
